@@ -1,0 +1,145 @@
+//! Throughput of the flight-delays query over the full nycflights13 year, and the duration of an
+//! empty micro-batch. A benchmark, not a test: figures are reported as ratios against a baseline
+//! measured in the same run (decoding the same files), with the machine's load.
+//!
+//! ```sh
+//! cargo bench --bench flights [-- PATH/TO/flights.jsonl.gz]
+//! ```
+//! The default input is `../shared/data/nycflights13/flights.jsonl.gz`.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use sluice::format::decode::{decode_file, DecodeOptions};
+use sluice::format::Format;
+use sluice::{StreamContext, Trigger};
+
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Splits the gzipped year into one JSON-lines file per arrival day, in arrival order.
+fn split_by_day(src: &Path, dir: &Path) -> usize {
+    let reader = std::io::BufReader::new(flate2::read::GzDecoder::new(std::fs::File::open(src).expect("input")));
+    let mut current: Option<(String, std::io::BufWriter<std::fs::File>)> = None;
+    let mut files = 0;
+    for line in reader.lines() {
+        let line = line.expect("line");
+        let row: serde_json::Value = serde_json::from_str(&line).expect("json");
+        let arrival = row["dep_ts"].as_str().or(row["sched_dep_ts"].as_str()).expect("a time")[..10].to_string();
+        if current.as_ref().map(|(d, _)| d != &arrival).unwrap_or(true) {
+            let path = dir.join(format!("{arrival}-{files:04}.jsonl"));
+            current = Some((arrival, std::io::BufWriter::new(std::fs::File::create(path).expect("create"))));
+            files += 1;
+        }
+        writeln!(current.as_mut().expect("set").1, "{line}").expect("write");
+    }
+    files
+}
+
+fn main() {
+    let src = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with("--"))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("../shared/data/nycflights13/flights.jsonl.gz"));
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("flights");
+    std::fs::create_dir(&input).expect("mkdir");
+    let files = split_by_day(&src, &input);
+    println!("input: {} ({files} files); load before: {}", src.display(), load());
+
+    let sql = std::fs::read_to_string("sql/examples/flight_delays.sql")
+        .expect("run from the repository root")
+        .replace("path = 'data/flights'", &format!("path = '{}'", input.display()))
+        .replace(
+            "WITH (connector = 'console', output_mode = 'append', num_rows = '10')",
+            &format!("WITH (connector = 'file', path = '{}', format = 'json')", dir.path().join("out").display()),
+        );
+
+    // Baseline: decoding the same files with the same decoder, one thread.
+    let mut paths: Vec<_> = std::fs::read_dir(&input).expect("list").map(|e| e.expect("entry").path()).collect();
+    paths.sort();
+    let probe = runtime.block_on(async {
+        let mut ctx = StreamContext::new();
+        ctx.execute(&sql).await.expect("script");
+        ctx.session().table("flights").await.expect("table").schema().inner().clone()
+    });
+    let started = Instant::now();
+    let mut rows = 0usize;
+    for path in &paths {
+        let decoded = decode_file(path, Format::Json, &probe, &DecodeOptions::default()).expect("decode");
+        rows += decoded.batches.iter().map(RecordBatch::num_rows).sum::<usize>();
+    }
+    let decode = started.elapsed();
+    let decode_rate = rows as f64 / decode.as_secs_f64();
+    println!("baseline decode: {rows} rows in {decode:.2?} = {decode_rate:.0} rows/s");
+
+    // The query: one file per micro-batch, available-now, file checkpoint.
+    let (query_time, batches, late) = runtime.block_on(async {
+        let mut ctx = StreamContext::new();
+        let definitions = ctx.execute(&sql).await.expect("script");
+        let mut query =
+            ctx.start(&definitions[0], dir.path().join("cp").to_str().expect("utf-8")).await.expect("start");
+        let batches = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let late = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (b, l) = (batches.clone(), late.clone());
+        query.on_progress(move |p| {
+            b.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            l.fetch_add(p.late_rows_dropped, std::sync::atomic::Ordering::Relaxed);
+        });
+        let started = Instant::now();
+        query.run(Trigger::AvailableNow).await.expect("run");
+        (
+            started.elapsed(),
+            batches.load(std::sync::atomic::Ordering::Relaxed),
+            late.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    });
+    let query_rate = rows as f64 / query_time.as_secs_f64();
+    println!(
+        "flight_delays query: {rows} rows, {batches} micro-batches in {query_time:.2?} = {query_rate:.0} events/s \
+         ({:.2}x the decode baseline); late rows dropped (after partial aggregation): {late}",
+        query_rate / decode_rate
+    );
+
+    // Empty micro-batches: the fixed cost of a batch (planning, state and log writes) on the
+    // same stateful query, with an empty input file per batch.
+    let durations = runtime.block_on(async {
+        let empty = dir.path().join("empty");
+        std::fs::create_dir(&empty).expect("mkdir");
+        let sql = sql.replace(&input.display().to_string(), &empty.display().to_string());
+        let mut ctx = StreamContext::new();
+        let definitions = ctx.execute(&sql).await.expect("script");
+        let mut query =
+            ctx.start(&definitions[0], dir.path().join("cp-empty").to_str().expect("utf-8")).await.expect("start");
+        let mut durations = Vec::new();
+        for i in 0..50 {
+            std::fs::write(empty.join(format!("{i:04}.jsonl")), "").expect("write");
+            std::thread::sleep(Duration::from_millis(2));
+            let started = Instant::now();
+            assert!(query.run_next_batch().await.expect("batch"));
+            durations.push(started.elapsed());
+        }
+        durations
+    });
+    let mut sorted = durations.clone();
+    sorted.sort();
+    println!(
+        "empty micro-batch: median {:.2?}, p90 {:.2?} over {} batches ({:.4}x a full-year run's mean batch); load after: {}",
+        sorted[sorted.len() / 2],
+        sorted[sorted.len() * 9 / 10],
+        sorted.len(),
+        sorted[sorted.len() / 2].as_secs_f64() / (query_time.as_secs_f64() / batches as f64),
+        load()
+    );
+}

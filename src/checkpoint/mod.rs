@@ -1,0 +1,17 @@
+//! The checkpoint location: offset log, commit log, query metadata, source logs and state files,
+//! all through `object_store`, so a checkpoint can live on a local disk or in an object store.
+//!
+//! Layout (Spark's, file names are batch ids):
+//! ```text
+//! metadata                 query settings fixed by the first run (state partitions)
+//! offsets/N                written before batch N reads data: offsets, watermarks
+//! commits/N                written after the sink has batch N's output
+//! sources/<name>/N         what a source took in batch N (e.g. the file source's file list)
+//! state/<op>/<part>/N.delta|N.snapshot   operator state, see crate::state
+//! ```
+
+pub mod location;
+pub mod log;
+
+pub use location::CheckpointLocation;
+pub use log::{BatchLog, CommitEntry, OffsetEntry, QueryMetadata};

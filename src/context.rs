@@ -1,0 +1,514 @@
+//! `StreamContext`: the catalog of stream tables and the entry point that turns streaming SQL into
+//! [`StreamingQuery`]s.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::{DFSchema, ScalarValue};
+use datafusion::execution::context::SessionState;
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::logical_expr::{Expr, ExprSchemable, LogicalPlan, Operator};
+use datafusion::optimizer::Optimizer;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::{self as sqlast, Insert, Query, Statement, TableObject};
+
+use crate::checkpoint::CheckpointLocation;
+use crate::execution::query::{QueryParts, QuerySource};
+use crate::execution::recovery::load_or_create_metadata;
+use crate::execution::StreamingQuery;
+use crate::format::decode::DecodeOptions;
+use crate::format::{BadData, Format};
+use crate::operator::watermark::{MultipleWatermarkPolicy, WatermarkSpec, WatermarkTracker, WATERMARK_DELAY_METADATA};
+use crate::plan::physical::{OperatorRegistry, StreamingQueryPlanner};
+use crate::plan::stream_table::StreamTable;
+use crate::plan::{checks, incremental, window, OutputMode};
+use crate::sink::console::ConsoleSink;
+use crate::sink::file::FileSink;
+use crate::sink::Sink;
+use crate::source::file::{FileSource, FileSourceOptions};
+use crate::source::memory::{MemorySource, MemoryStream};
+use crate::source::Source;
+use crate::sql::parse_script;
+use crate::sql::parser::{normalize, CreateStreamTable, SluiceStatement};
+use crate::sql::rewrite::rewrite_windows;
+use crate::{Result, SluiceError};
+
+/// A stream table: how to open it as a source and as a sink.
+#[derive(Debug, Clone)]
+enum StreamTableDef {
+    /// Declared in SQL with a connector.
+    Connector { ddl: Box<CreateStreamTable>, schema: Option<SchemaRef>, watermark: Option<WatermarkSpec> },
+    /// Registered from Rust.
+    Memory { stream: MemoryStream, watermark: Option<WatermarkSpec> },
+    /// A sink registered from Rust.
+    Sink { sink: SinkFactory, mode: OutputMode },
+}
+
+/// Makes a fresh sink for each query that writes to a Rust-registered sink table.
+#[derive(Clone)]
+struct SinkFactory(Arc<dyn Fn() -> Box<dyn Sink> + Send + Sync>);
+
+impl std::fmt::Debug for SinkFactory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SinkFactory")
+    }
+}
+
+/// A continuous query defined by a script (`INSERT INTO sink SELECT ...`), not yet started.
+#[derive(Debug, Clone)]
+pub struct QueryDefinition {
+    /// The sink table.
+    pub sink: String,
+    /// The query.
+    pub query: Query,
+}
+
+/// The catalog of stream tables and bounded DataFusion tables, and the factory of streaming
+/// queries. Equivalent of Spark's `SparkSession` for streaming.
+pub struct StreamContext {
+    ctx: SessionContext,
+    tables: BTreeMap<String, StreamTableDef>,
+    state_partitions: usize,
+    watermark_policy: MultipleWatermarkPolicy,
+}
+
+impl Default for StreamContext {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for StreamContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamContext").field("tables", &self.tables.keys().collect::<Vec<_>>()).finish()
+    }
+}
+
+/// DataFusion session settings for streaming: one partition per batch, so rows reach the sink in
+/// a deterministic order (a replayed batch writes identical files).
+fn session_config() -> SessionConfig {
+    SessionConfig::new().with_target_partitions(1).with_information_schema(true)
+}
+
+fn new_session_context() -> SessionContext {
+    let ctx = SessionContext::new_with_config(session_config());
+    for udf in window::window_udfs() {
+        ctx.register_udf(udf);
+    }
+    ctx
+}
+
+impl StreamContext {
+    /// An empty context. State partitions default to the number of cores (DESIGN §4).
+    pub fn new() -> Self {
+        Self {
+            ctx: new_session_context(),
+            tables: BTreeMap::new(),
+            state_partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            watermark_policy: MultipleWatermarkPolicy::Min,
+        }
+    }
+
+    /// The DataFusion context holding the bounded tables.
+    pub fn session(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// Sets how the watermarks of several inputs combine (default `Min`).
+    pub fn set_watermark_policy(&mut self, policy: MultipleWatermarkPolicy) {
+        self.watermark_policy = policy;
+    }
+
+    /// Registers a stream fed from Rust, with an optional watermark `(column, delay ms)`.
+    ///
+    /// # Errors
+    /// [`SluiceError::Sql`] when the watermark column is missing or not a timestamp.
+    pub fn register_memory_stream(
+        &mut self,
+        name: &str,
+        schema: SchemaRef,
+        watermark: Option<(&str, i64)>,
+    ) -> Result<MemoryStream> {
+        let watermark = watermark.map(|(c, d)| WatermarkSpec { column: c.to_string(), delay_ms: d });
+        let schema = mark_event_time(name, schema, watermark.as_ref())?;
+        let stream = MemoryStream::new(schema);
+        self.tables.insert(name.to_string(), StreamTableDef::Memory { stream: stream.clone(), watermark });
+        Ok(stream)
+    }
+
+    /// Registers a sink table written by Rust code; `make` builds the sink of each query.
+    pub fn register_sink(
+        &mut self,
+        name: &str,
+        mode: OutputMode,
+        make: impl Fn() -> Box<dyn Sink> + Send + Sync + 'static,
+    ) {
+        self.tables.insert(name.to_string(), StreamTableDef::Sink { sink: SinkFactory(Arc::new(make)), mode });
+    }
+
+    /// Runs a script: DDL takes effect at once; each `INSERT INTO <stream table>` is returned as a
+    /// query to start with [`Self::start`]. Other statements run as DataFusion runs them.
+    ///
+    /// # Errors
+    /// [`SluiceError::Sql`] naming the statement's line and column for invalid SQL, unknown
+    /// tables or options.
+    pub async fn execute(&mut self, sql: &str) -> Result<Vec<QueryDefinition>> {
+        let mut queries = Vec::new();
+        for statement in parse_script(sql)? {
+            match statement {
+                SluiceStatement::CreateStreamTable(ddl) => self.create_stream_table(*ddl)?,
+                SluiceStatement::DataFusion(statement) => {
+                    if let Some(q) = self.as_streaming_insert(&statement)? {
+                        queries.push(q);
+                        continue;
+                    }
+                    let plan = self.ctx.state().statement_to_plan(*statement).await?;
+                    if !StreamTable::sources_of(&plan).is_empty() {
+                        return Err(SluiceError::sql(
+                            "a query over a stream must be written as INSERT INTO <stream table> SELECT ...",
+                        ));
+                    }
+                    self.ctx.execute_logical_plan(plan).await?.collect().await?;
+                }
+            }
+        }
+        Ok(queries)
+    }
+
+    fn create_stream_table(&mut self, ddl: CreateStreamTable) -> Result<()> {
+        if self.tables.contains_key(&ddl.name) && !ddl.or_replace {
+            return Err(SluiceError::sql(format!("table '{}' already exists; use CREATE OR REPLACE TABLE", ddl.name)));
+        }
+        let connector = ddl.options.get("connector").map(|c| c.to_ascii_lowercase()).ok_or_else(|| {
+            SluiceError::sql(format!(
+                "table '{}' needs a connector option, e.g. WITH (connector = 'file', ...)",
+                ddl.name
+            ))
+        })?;
+        let allowed: &[&str] = match connector.as_str() {
+            "file" => &["connector", "path", "format", "max_files_per_trigger", "bad_data", "header", "output_mode"],
+            "console" => &["connector", "num_rows", "truncate", "output_mode"],
+            other => {
+                return Err(SluiceError::sql(format!(
+                    "table '{}': unknown connector '{other}'; built in: 'file', 'console'",
+                    ddl.name
+                )))
+            }
+        };
+        if let Some(unknown) = ddl.options.keys().find(|k| !allowed.contains(&k.as_str())) {
+            return Err(SluiceError::sql(format!(
+                "table '{}': unknown option '{unknown}' for connector '{connector}'; accepted: {}",
+                ddl.name,
+                allowed.join(", ")
+            )));
+        }
+        let (schema, watermark) = if ddl.columns.is_empty() {
+            if ddl.watermark.is_some() {
+                return Err(SluiceError::sql(format!("table '{}': a WATERMARK needs declared columns", ddl.name)));
+            }
+            (None, None)
+        } else {
+            let schema = self.declared_schema(&ddl)?;
+            let watermark = ddl.watermark.as_ref().map(|w| self.watermark_spec(&ddl.name, &schema, w)).transpose()?;
+            (Some(mark_event_time(&ddl.name, schema, watermark.as_ref())?), watermark)
+        };
+        if let Some(schema) = &schema {
+            // Registered for planning only; every query scans its own StreamTable.
+            self.ctx.deregister_table(ddl.name.as_str())?;
+            self.ctx.register_table(ddl.name.as_str(), Arc::new(StreamTable::new(&ddl.name, schema.clone())))?;
+        }
+        self.tables.insert(ddl.name.clone(), StreamTableDef::Connector { ddl: Box::new(ddl), schema, watermark });
+        Ok(())
+    }
+
+    /// Column types through DataFusion's own SQL type mapping (`CAST(NULL AS <type>)`).
+    fn declared_schema(&self, ddl: &CreateStreamTable) -> Result<SchemaRef> {
+        let state = self.ctx.state();
+        let empty = DFSchema::empty();
+        let fields = ddl
+            .columns
+            .iter()
+            .map(|c| {
+                let cast = sqlast::Expr::Cast {
+                    kind: sqlast::CastKind::Cast,
+                    expr: Box::new(sqlast::Expr::value(sqlast::Value::Null)),
+                    data_type: c.data_type.clone(),
+                    array: false,
+                    format: None,
+                };
+                let expr = state
+                    .create_logical_expr_from_sql_expr(sqlast::ExprWithAlias { expr: cast, alias: None }, &empty)?;
+                let nullable = !c.options.iter().any(|o| o.option == sqlast::ColumnOption::NotNull);
+                Ok(Field::new(normalize(&c.name), expr.get_type(&empty)?, nullable))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Arc::new(Schema::new(fields)))
+    }
+
+    /// `WATERMARK FOR ts AS ts - INTERVAL ...` as a column and a delay, planned by DataFusion.
+    fn watermark_spec(
+        &self,
+        table: &str,
+        schema: &SchemaRef,
+        clause: &crate::sql::WatermarkClause,
+    ) -> Result<WatermarkSpec> {
+        let column = normalize(&clause.column);
+        let bad = |why: &str| {
+            SluiceError::sql(format!(
+                "table '{table}': WATERMARK FOR {column} AS {}: {why}; write WATERMARK FOR {column} AS {column} - INTERVAL '10' SECOND",
+                clause.expr
+            ))
+        };
+        let field = schema.field_with_name(&column).map_err(|_| bad("no such column"))?;
+        if !matches!(field.data_type(), DataType::Timestamp(_, _)) {
+            return Err(bad("the event-time column must be a TIMESTAMP"));
+        }
+        let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
+        let expr = self.ctx.state().create_logical_expr_from_sql_expr(
+            sqlast::ExprWithAlias { expr: clause.expr.clone(), alias: None },
+            &df_schema,
+        )?;
+        let is_column = |e: &Expr| matches!(e, Expr::Column(c) if c.name == column);
+        let delay_ms = match &expr {
+            e if is_column(e) => 0,
+            Expr::BinaryExpr(b) if b.op == Operator::Minus && is_column(&b.left) => match b.right.as_ref() {
+                Expr::Literal(ScalarValue::IntervalMonthDayNano(Some(i)), _) if i.months == 0 => {
+                    i64::from(i.days) * 86_400_000 + i.nanoseconds / 1_000_000
+                }
+                Expr::Literal(ScalarValue::IntervalDayTime(Some(i)), _) => {
+                    i64::from(i.days) * 86_400_000 + i64::from(i.milliseconds)
+                }
+                _ => return Err(bad("the delay must be a constant day-time INTERVAL")),
+            },
+            _ => return Err(bad("expected the column minus an interval")),
+        };
+        if delay_ms < 0 {
+            return Err(bad("the delay must not be negative"));
+        }
+        Ok(WatermarkSpec { column, delay_ms })
+    }
+
+    /// `INSERT INTO <stream table> <query>` as a query definition; `None` for other statements.
+    fn as_streaming_insert(&self, statement: &DFStatement) -> Result<Option<QueryDefinition>> {
+        let DFStatement::Statement(s) = statement else { return Ok(None) };
+        let Statement::Insert(Insert { table: TableObject::TableName(name), source: Some(query), .. }) = s.as_ref()
+        else {
+            return Ok(None);
+        };
+        let sink = name.0.last().and_then(|p| p.as_ident()).map(normalize).unwrap_or_default();
+        if !self.tables.contains_key(&sink) {
+            return Ok(None);
+        }
+        Ok(Some(QueryDefinition { sink, query: query.as_ref().clone() }))
+    }
+
+    /// Plans `definition` and opens it at checkpoint `checkpoint` (a directory, `file://` or
+    /// `memory://` URL), ready to [`StreamingQuery::run`].
+    ///
+    /// # Errors
+    /// [`SluiceError::Unsupported`] for a query the output mode cannot run, [`SluiceError::Sql`]
+    /// for planning errors, [`SluiceError::Checkpoint`] for an unusable checkpoint, and source
+    /// or sink errors (e.g. a missing input directory).
+    pub async fn start(&self, definition: &QueryDefinition, checkpoint: &str) -> Result<StreamingQuery> {
+        let (sink, mode, declared) = self.open_sink(&definition.sink)?;
+        let location = CheckpointLocation::open(checkpoint)?;
+        let metadata = load_or_create_metadata(&location, self.state_partitions).await?;
+        let registry = Arc::new(OperatorRegistry::new(location.clone(), metadata.state_partitions, mode));
+
+        // Each query scans private stream tables; bounded tables are shared.
+        let query_ctx = new_session_context();
+        let catalog = self.ctx.catalog("datafusion").and_then(|c| c.schema("public")).expect("default schema");
+        for name in catalog.table_names() {
+            let provider = catalog.table(&name).await?.expect("listed table exists");
+            let any: Arc<dyn std::any::Any + Send + Sync> = provider.clone();
+            if any.downcast::<StreamTable>().is_err() {
+                query_ctx.register_table(name.as_str(), provider)?;
+            }
+        }
+        let mut tables = Vec::new();
+        for (name, def) in &self.tables {
+            let schema = match def {
+                StreamTableDef::Connector { schema: Some(schema), .. } => schema.clone(),
+                StreamTableDef::Memory { stream, .. } => stream.schema(),
+                _ => continue,
+            };
+            let table = Arc::new(StreamTable::new(name, schema));
+            query_ctx.register_table(name.as_str(), table.clone())?;
+            tables.push(table);
+        }
+        let state = streaming_state(&query_ctx, &registry);
+        let plan = plan_query(&state, definition.query.clone(), mode).await?;
+        check_sink_columns(&definition.sink, declared.as_ref(), &plan)?;
+        // Plan once now: errors surface before the first batch, and operators exist to restore.
+        state.query_planner().create_physical_plan(&plan, &state).await?;
+        // Only the streams the query reads are opened as sources.
+        let read = StreamTable::sources_of(&plan);
+        let mut sources = Vec::new();
+        let mut watermark_specs = BTreeMap::new();
+        for table in tables.into_iter().filter(|t| read.iter().any(|r| Arc::ptr_eq(r, t))) {
+            let name = table.name().to_string();
+            let (source, watermark) = match &self.tables[&name] {
+                StreamTableDef::Connector { ddl, schema: Some(schema), watermark } => {
+                    (self.open_file_source(ddl, schema.clone())?, watermark)
+                }
+                StreamTableDef::Memory { stream, watermark } => {
+                    (Box::new(MemorySource::new(&name, stream.clone())) as Box<dyn Source>, watermark)
+                }
+                _ => unreachable!("only stream tables were registered"),
+            };
+            if let Some(w) = watermark {
+                watermark_specs.insert(name, w.clone());
+            }
+            sources.push(QuerySource { source, table });
+        }
+        let parts = QueryParts {
+            name: definition.sink.clone(),
+            state,
+            plan,
+            sources,
+            sink,
+            operators: registry.operators(),
+            location,
+            watermarks: WatermarkTracker::new(watermark_specs, self.watermark_policy),
+        };
+        StreamingQuery::open(parts).await
+    }
+
+    fn open_file_source(&self, ddl: &CreateStreamTable, schema: SchemaRef) -> Result<Box<dyn Source>> {
+        let option = |k: &str| ddl.options.get(k).map(String::as_str);
+        if option("connector") != Some("file") {
+            return Err(SluiceError::sql(format!(
+                "table '{}' uses connector '{}', which cannot be read as a stream",
+                ddl.name,
+                option("connector").unwrap_or_default()
+            )));
+        }
+        let path =
+            option("path").ok_or_else(|| SluiceError::sql(format!("file table '{}' needs a path option", ddl.name)))?;
+        let max_files_per_trigger = option("max_files_per_trigger")
+            .map(|v| {
+                v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    SluiceError::sql(format!(
+                        "table '{}': max_files_per_trigger must be a positive integer, got '{v}'",
+                        ddl.name
+                    ))
+                })
+            })
+            .transpose()?;
+        let decode = DecodeOptions {
+            bad_data: option("bad_data").map(BadData::parse).transpose()?.unwrap_or(BadData::Fail),
+            csv_header: option("header").map(parse_bool).transpose()?.unwrap_or(true),
+            ..DecodeOptions::default()
+        };
+        let options = FileSourceOptions {
+            dir: path.into(),
+            format: option("format").map(Format::parse).transpose()?.unwrap_or(Format::Json),
+            max_files_per_trigger,
+            decode,
+        };
+        Ok(Box::new(FileSource::try_new(&ddl.name, schema, options)?))
+    }
+
+    /// The sink of table `name`, its output mode and its declared schema.
+    fn open_sink(&self, name: &str) -> Result<(Box<dyn Sink>, OutputMode, Option<SchemaRef>)> {
+        let def = self.tables.get(name).ok_or_else(|| SluiceError::sql(format!("unknown sink table '{name}'")))?;
+        match def {
+            StreamTableDef::Sink { sink, mode } => Ok(((sink.0)(), *mode, None)),
+            StreamTableDef::Memory { .. } => Err(SluiceError::sql(format!(
+                "'{name}' is a memory stream, not a sink; register a sink with register_sink"
+            ))),
+            StreamTableDef::Connector { ddl, schema, .. } => {
+                let option = |k: &str| ddl.options.get(k).map(String::as_str);
+                let mode = option("output_mode").map(OutputMode::parse).transpose()?.unwrap_or_default();
+                let sink: Box<dyn Sink> = match option("connector").unwrap_or_default() {
+                    "console" => {
+                        let num_rows = option("num_rows")
+                            .map(|v| {
+                                v.parse::<usize>().map_err(|_| {
+                                    SluiceError::sql(format!("table '{name}': num_rows must be a count, got '{v}'"))
+                                })
+                            })
+                            .transpose()?
+                            .unwrap_or(20);
+                        let truncate = option("truncate").map(parse_bool).transpose()?.unwrap_or(true);
+                        Box::new(ConsoleSink::stdout(num_rows, truncate))
+                    }
+                    _ => {
+                        let path = option("path")
+                            .ok_or_else(|| SluiceError::sql(format!("file table '{name}' needs a path option")))?;
+                        let format = option("format").map(Format::parse).transpose()?.unwrap_or(Format::Json);
+                        Box::new(FileSink::new(name, path.into(), format)?)
+                    }
+                };
+                Ok((sink, mode, schema.clone()))
+            }
+        }
+    }
+}
+
+fn parse_bool(text: &str) -> Result<bool> {
+    match text.to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        other => Err(SluiceError::sql(format!("expected 'true' or 'false', got '{other}'"))),
+    }
+}
+
+/// Marks the event-time column of `schema` with its watermark delay (field metadata).
+fn mark_event_time(table: &str, schema: SchemaRef, watermark: Option<&WatermarkSpec>) -> Result<SchemaRef> {
+    let Some(w) = watermark else { return Ok(schema) };
+    let (index, field) = schema
+        .column_with_name(&w.column)
+        .ok_or_else(|| SluiceError::sql(format!("table '{table}': watermark column '{}' is not a column", w.column)))?;
+    if !matches!(field.data_type(), DataType::Timestamp(_, _)) {
+        return Err(SluiceError::sql(format!("table '{table}': watermark column '{}' must be a TIMESTAMP", w.column)));
+    }
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut metadata = fields[index].metadata().clone();
+    metadata.insert(WATERMARK_DELAY_METADATA.to_string(), w.delay_ms.to_string());
+    fields[index] = fields[index].clone().with_metadata(metadata);
+    Ok(Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone())))
+}
+
+/// A session state whose physical planner knows the streaming nodes, and whose optimizer leaves
+/// aggregations whole (`single_distinct_aggregation_to_group_by` would split a
+/// `count(DISTINCT x)` into two aggregations, which is not incremental).
+fn streaming_state(ctx: &SessionContext, registry: &Arc<OperatorRegistry>) -> SessionState {
+    let rules =
+        Optimizer::new().rules.into_iter().filter(|r| r.name() != "single_distinct_aggregation_to_group_by").collect();
+    SessionStateBuilder::new_from_existing(ctx.state())
+        .with_optimizer_rules(rules)
+        .with_query_planner(Arc::new(StreamingQueryPlanner::new(Arc::clone(registry))))
+        .build()
+}
+
+/// SQL to an incremental logical plan: window rewrite, DataFusion planning and optimization,
+/// output-mode checks, streaming nodes.
+async fn plan_query(state: &SessionState, mut query: Query, mode: OutputMode) -> Result<LogicalPlan> {
+    rewrite_windows(&mut query)?;
+    let statement = DFStatement::Statement(Box::new(Statement::Query(Box::new(query))));
+    let plan = state.statement_to_plan(statement).await?;
+    let optimized = state.optimize(&plan)?;
+    if StreamTable::sources_of(&optimized).is_empty() {
+        return Err(SluiceError::sql("the query reads no stream table; run it as a batch query instead"));
+    }
+    checks::check(&optimized, mode)?;
+    incremental::to_incremental(optimized)
+}
+
+/// A sink that declares columns must receive exactly those column names.
+fn check_sink_columns(sink: &str, declared: Option<&SchemaRef>, plan: &LogicalPlan) -> Result<()> {
+    let Some(declared) = declared else { return Ok(()) };
+    let produced: Vec<&str> = plan.schema().fields().iter().map(|f| f.name().as_str()).collect();
+    let expected: Vec<&str> = declared.fields().iter().map(|f| f.name().as_str()).collect();
+    if produced != expected {
+        return Err(SluiceError::sql(format!(
+            "sink '{sink}' declares columns ({}) but the query produces ({}); alias the query's columns or drop the sink's column list",
+            expected.join(", "),
+            produced.join(", ")
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,342 @@
+//! A running streaming query and its micro-batch loop.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::datatypes::SchemaRef;
+use datafusion::execution::context::SessionState;
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::LogicalPlan;
+use serde_json::Value;
+use tokio::sync::Notify;
+
+use super::progress::BatchProgress;
+use super::recovery::{resume_point, source_mismatch};
+use super::trigger::{Trigger, IDLE_POLL};
+use crate::checkpoint::log::SourceRange;
+use crate::checkpoint::{BatchLog, CheckpointLocation, CommitEntry, OffsetEntry};
+use crate::operator::watermark::WatermarkTracker;
+use crate::operator::{BatchWatermarks, StatefulOperator};
+use crate::plan::stream_table::StreamTable;
+use crate::sink::Sink;
+use crate::source::Source;
+use crate::Result;
+
+/// A callback receiving each batch's progress.
+type ProgressListener = Box<dyn Fn(&BatchProgress) + Send + Sync>;
+
+/// Batches of log and state history kept for recovery (Spark's `minBatchesToRetain`).
+pub const MIN_BATCHES_TO_RETAIN: u64 = 100;
+
+/// Progress entries kept by [`StreamingQuery::recent_progress`].
+const RECENT_PROGRESS: usize = 100;
+
+/// Asks a running query to stop after its current batch; clones share the request.
+#[derive(Debug, Clone, Default)]
+pub struct StopHandle {
+    stopped: Arc<AtomicBool>,
+    wake: Arc<Notify>,
+}
+
+impl StopHandle {
+    /// Requests a graceful stop: the query finishes the batch it is running and returns.
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        self.wake.notify_waiters();
+    }
+
+    fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
+    async fn sleep(&self, duration: Duration) {
+        let notified = self.wake.notified();
+        if !self.is_stopped() {
+            let _ = tokio::time::timeout(duration, notified).await;
+        }
+    }
+}
+
+/// A source of the query and the table its rows are published through.
+#[derive(Debug)]
+pub(crate) struct QuerySource {
+    pub source: Box<dyn Source>,
+    pub table: Arc<StreamTable>,
+}
+
+/// A continuous query: sources, an incremental plan, stateful operators, a sink and a checkpoint.
+pub struct StreamingQuery {
+    name: String,
+    state: SessionState,
+    plan: LogicalPlan,
+    output_schema: SchemaRef,
+    sources: Vec<QuerySource>,
+    sink: Box<dyn Sink>,
+    operators: Vec<Arc<dyn StatefulOperator>>,
+    location: CheckpointLocation,
+    offsets: BatchLog,
+    commits: BatchLog,
+    watermarks: WatermarkTracker,
+    next_batch_id: u64,
+    replay: Option<OffsetEntry>,
+    source_starts: BTreeMap<String, Value>,
+    /// `W` of the last batch run (the next batch's late-row watermark).
+    last_watermark_ms: i64,
+    stop: StopHandle,
+    progress: Vec<BatchProgress>,
+    on_progress: Option<ProgressListener>,
+}
+
+impl std::fmt::Debug for StreamingQuery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamingQuery").field("name", &self.name).field("checkpoint", &self.location).finish()
+    }
+}
+
+/// Everything a [`StreamingQuery`] is built from; see [`crate::StreamContext`].
+pub(crate) struct QueryParts {
+    pub name: String,
+    pub state: SessionState,
+    pub plan: LogicalPlan,
+    pub sources: Vec<QuerySource>,
+    pub sink: Box<dyn Sink>,
+    pub operators: Vec<Arc<dyn StatefulOperator>>,
+    pub location: CheckpointLocation,
+    pub watermarks: WatermarkTracker,
+}
+
+impl StreamingQuery {
+    /// Opens the query at its checkpoint: restores source logs, watermarks and operator state,
+    /// and schedules the replay of an uncommitted batch.
+    pub(crate) async fn open(parts: QueryParts) -> Result<Self> {
+        let QueryParts { name, state, plan, mut sources, sink, operators, location, mut watermarks } = parts;
+        let offsets = BatchLog::new(location.clone(), "offsets");
+        let commits = BatchLog::new(location.clone(), "commits");
+        let resume = resume_point(&offsets, &commits).await?;
+        let mut source_starts = BTreeMap::new();
+        for s in &mut sources {
+            s.source.restore(&location, resume.sources_through).await?;
+            let start = match resume.sources_through {
+                None => s.source.initial_offset(),
+                Some(_) => resume
+                    .source_starts
+                    .get(s.source.name())
+                    .cloned()
+                    .ok_or_else(|| source_mismatch(&location, s.source.name()))?,
+            };
+            source_starts.insert(s.source.name().to_string(), start);
+        }
+        watermarks.restore(&resume.input_watermarks_ms);
+        for op in &operators {
+            op.restore(resume.state_version).await?;
+        }
+        // After a committed batch, operators compare the next watermark with that batch's, so a
+        // no-data batch due before the stop still runs.
+        if resume.replay.is_none() && resume.state_version.is_some() {
+            let entry: OffsetEntry = offsets.read(resume.next_batch_id - 1).await?.expect("resume read it");
+            for op in &operators {
+                op.begin_batch(BatchWatermarks { current_ms: entry.watermark_ms, late_ms: entry.late_watermark_ms })
+                    .await;
+            }
+        }
+        let output_schema = Arc::new(plan.schema().as_arrow().clone());
+        Ok(Self {
+            name,
+            state,
+            plan,
+            output_schema,
+            sources,
+            sink,
+            operators,
+            location,
+            offsets,
+            commits,
+            watermarks,
+            next_batch_id: resume.next_batch_id,
+            replay: resume.replay,
+            source_starts,
+            last_watermark_ms: resume.last_watermark_ms,
+            stop: StopHandle::default(),
+            progress: Vec::new(),
+            on_progress: None,
+        })
+    }
+
+    /// The query's name (its sink table).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The schema of the rows the sink receives.
+    pub fn output_schema(&self) -> &SchemaRef {
+        &self.output_schema
+    }
+
+    /// A handle that stops the query gracefully from another task.
+    pub fn stop_handle(&self) -> StopHandle {
+        self.stop.clone()
+    }
+
+    /// Calls `f` with the progress of every batch as it completes.
+    pub fn on_progress(&mut self, f: impl Fn(&BatchProgress) + Send + Sync + 'static) {
+        self.on_progress = Some(Box::new(f));
+    }
+
+    /// The progress of the most recent batches, oldest first (Spark's `recentProgress`).
+    pub fn recent_progress(&self) -> &[BatchProgress] {
+        &self.progress
+    }
+
+    /// Runs micro-batches under `trigger` until the trigger ends (available-now) or a stop is
+    /// requested.
+    ///
+    /// # Errors
+    /// The first error of any batch: the batch is not committed and runs again on restart.
+    pub async fn run(&mut self, trigger: Trigger) -> Result<()> {
+        match trigger {
+            Trigger::AvailableNow => {
+                for s in &mut self.sources {
+                    s.source.freeze_available().await?;
+                }
+                while !self.stop.is_stopped() && self.run_next_batch().await? {}
+            }
+            Trigger::ProcessingTime(interval) => {
+                while !self.stop.is_stopped() {
+                    let started = Instant::now();
+                    let ran = self.run_next_batch().await?;
+                    let wait = if interval.is_zero() {
+                        if ran {
+                            Duration::ZERO
+                        } else {
+                            IDLE_POLL
+                        }
+                    } else {
+                        interval.saturating_sub(started.elapsed())
+                    };
+                    self.stop.sleep(wait).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the batch left uncommitted by a crash, if any; otherwise plans and runs the next batch
+    /// if there is new data or a due no-data batch. False when idle.
+    ///
+    /// # Errors
+    /// As [`Self::run`].
+    pub async fn run_next_batch(&mut self) -> Result<bool> {
+        if let Some(entry) = self.replay.take() {
+            self.run_batch(entry).await?;
+            return Ok(true);
+        }
+        let batch_id = self.next_batch_id;
+        let mut ranges = BTreeMap::new();
+        let mut has_data = false;
+        for s in &mut self.sources {
+            let name = s.source.name().to_string();
+            let start = self.source_starts[&name].clone();
+            let end = s.source.plan_batch(&self.location, batch_id, &start).await?;
+            has_data |= end != start;
+            ranges.insert(name, SourceRange { start, end });
+        }
+        let watermark_ms = self.watermarks.next_watermark(self.last_watermark_ms);
+        if !has_data {
+            let mut due = false;
+            for op in &self.operators {
+                due |= op.needs_no_data_batch(watermark_ms).await;
+            }
+            if !due {
+                return Ok(false);
+            }
+        }
+        let entry = OffsetEntry {
+            batch_id,
+            timestamp_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
+            watermark_ms,
+            late_watermark_ms: self.last_watermark_ms,
+            sources: ranges,
+            input_watermarks_ms: self.watermarks.inputs().clone(),
+        };
+        self.offsets.write(batch_id, &entry).await?;
+        self.run_batch(entry).await?;
+        Ok(true)
+    }
+
+    /// Runs the batch `entry` describes: read, execute, sink, commit.
+    async fn run_batch(&mut self, entry: OffsetEntry) -> Result<()> {
+        let started = Instant::now();
+        let batch_id = entry.batch_id;
+        let watermarks = BatchWatermarks { current_ms: entry.watermark_ms, late_ms: entry.late_watermark_ms };
+        for op in &self.operators {
+            op.begin_batch(watermarks).await;
+        }
+        let mut progress = BatchProgress { batch_id, watermark_ms: entry.watermark_ms, ..Default::default() };
+        for s in &mut self.sources {
+            let name = s.source.name().to_string();
+            let range = entry.sources.get(&name).ok_or_else(|| source_mismatch(&self.location, &name))?;
+            let data = s.source.read(&range.start, &range.end).await?;
+            self.watermarks.observe(&name, &data.batches)?;
+            let rows: u64 = data.batches.iter().map(|b| b.num_rows() as u64).sum();
+            progress.input_rows += rows;
+            progress.input_rows_per_source.insert(name.clone(), rows);
+            progress.bad_records_dropped += data.dropped_records;
+            s.table.set_batch(data.batches);
+            self.source_starts.insert(name, range.end.clone());
+        }
+        let physical = self.state.query_planner().create_physical_plan(&self.plan, &self.state).await?;
+        let output = datafusion::physical_plan::collect(physical, Arc::new(TaskContext::from(&self.state))).await?;
+        for s in &self.sources {
+            s.table.set_batch(Vec::new());
+        }
+        // Progress first: a commit resets the operators' per-batch counts.
+        progress.output_rows = output.iter().map(|b| b.num_rows() as u64).sum();
+        for op in &self.operators {
+            let p = op.progress().await;
+            progress.state_rows += p.state.rows_total;
+            progress.state_bytes += p.state.memory_bytes;
+            progress.late_rows_dropped += p.rows_dropped_by_watermark;
+            progress.operators.push(p);
+        }
+        for op in &self.operators {
+            op.commit(batch_id).await?;
+        }
+        self.sink.add_batch(batch_id, &self.output_schema, &output)?;
+        let next_watermark_ms = self.watermarks.next_watermark(entry.watermark_ms);
+        let commit = CommitEntry { batch_id, input_watermarks_ms: self.watermarks.inputs().clone(), next_watermark_ms };
+        self.commits.write(batch_id, &commit).await?;
+        self.last_watermark_ms = entry.watermark_ms;
+        self.next_batch_id = batch_id + 1;
+        self.purge(batch_id).await?;
+
+        progress.duration_ms = started.elapsed().as_millis() as u64;
+        progress.rows_per_second = progress.input_rows as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        if let Some(f) = &self.on_progress {
+            f(&progress);
+        }
+        if self.progress.len() == RECENT_PROGRESS {
+            self.progress.remove(0);
+        }
+        self.progress.push(progress);
+        Ok(())
+    }
+
+    /// Every [`MIN_BATCHES_TO_RETAIN`] batches, deletes log entries and state files older than
+    /// that. Source logs stay: they are the record of what was read.
+    async fn purge(&self, batch_id: u64) -> Result<()> {
+        if !batch_id.is_multiple_of(MIN_BATCHES_TO_RETAIN) || batch_id < MIN_BATCHES_TO_RETAIN {
+            return Ok(());
+        }
+        let keep_from = batch_id + 1 - MIN_BATCHES_TO_RETAIN;
+        self.offsets.purge_before(keep_from).await?;
+        self.commits.purge_before(keep_from).await?;
+        for op in &self.operators {
+            op.purge_before(keep_from).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,98 @@
+//! Where a query resumes from its checkpoint (DESIGN §1, "Recovery").
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::checkpoint::{BatchLog, CheckpointLocation, CommitEntry, OffsetEntry, QueryMetadata};
+use crate::{Result, SluiceError};
+
+/// The position a query starts from.
+#[derive(Debug, Clone, Default)]
+pub struct ResumePoint {
+    /// The next batch id to plan (after the replay, if any).
+    pub next_batch_id: u64,
+    /// A batch whose offsets were logged but never committed: it runs again, exactly as logged.
+    pub replay: Option<OffsetEntry>,
+    /// The state version to load before running (`None`: empty state).
+    pub state_version: Option<u64>,
+    /// The last batch whose offsets were logged, through which sources restore their own logs.
+    pub sources_through: Option<u64>,
+    /// Per source, where the next planned batch starts.
+    pub source_starts: BTreeMap<String, Value>,
+    /// Per watermarked source, `max - delay` before the next planned batch, ms.
+    pub input_watermarks_ms: BTreeMap<String, i64>,
+    /// The watermark of the last committed batch (`W_{k-1}` of the next planned batch), ms.
+    pub last_watermark_ms: i64,
+}
+
+/// Reads the offset and commit logs: if `commits/N` exists for the latest `offsets/N`, the query
+/// continues with `N+1` from state version `N`; otherwise batch `N` runs again from state `N-1`.
+///
+/// # Errors
+/// [`SluiceError::Checkpoint`] when the logs are unreadable or inconsistent.
+pub async fn resume_point(offsets: &BatchLog, commits: &BatchLog) -> Result<ResumePoint> {
+    let Some(latest) = offsets.latest().await? else {
+        return Ok(ResumePoint::default());
+    };
+    let entry: OffsetEntry = offsets.read(latest).await?.expect("listed entries exist");
+    let sources_through = Some(latest);
+    match commits.read::<CommitEntry>(latest).await? {
+        Some(commit) => Ok(ResumePoint {
+            next_batch_id: latest + 1,
+            replay: None,
+            state_version: Some(latest),
+            sources_through,
+            source_starts: entry.sources.iter().map(|(k, r)| (k.clone(), r.end.clone())).collect(),
+            input_watermarks_ms: commit.input_watermarks_ms,
+            last_watermark_ms: entry.watermark_ms,
+        }),
+        None => Ok(ResumePoint {
+            next_batch_id: latest + 1,
+            state_version: latest.checked_sub(1),
+            sources_through,
+            source_starts: entry.sources.iter().map(|(k, r)| (k.clone(), r.end.clone())).collect(),
+            input_watermarks_ms: entry.input_watermarks_ms.clone(),
+            last_watermark_ms: entry.watermark_ms,
+            replay: Some(entry),
+        }),
+    }
+}
+
+/// Reads `metadata`, or writes it on a query's first run.
+///
+/// # Errors
+/// [`SluiceError::Checkpoint`] when the file is corrupted or the checkpoint belongs to a query with
+/// other fixed settings.
+pub async fn load_or_create_metadata(location: &CheckpointLocation, state_partitions: usize) -> Result<QueryMetadata> {
+    if let Some(bytes) = location.get("metadata").await? {
+        return serde_json::from_slice(&bytes).map_err(|e| {
+            location.error(
+                "metadata",
+                format!("corrupted query metadata ({e}); restore it or use a new checkpoint location"),
+            )
+        });
+    }
+    let metadata = QueryMetadata {
+        id: format!("{:016x}{:016x}", rand_u64(), rand_u64()),
+        state_partitions,
+        sluice_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    location.put("metadata", serde_json::to_vec_pretty(&metadata).expect("metadata serializes").into()).await?;
+    Ok(metadata)
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.finish()
+}
+
+/// Error for a checkpoint whose sources differ from the query's.
+pub fn source_mismatch(location: &CheckpointLocation, name: &str) -> SluiceError {
+    location.error(
+        "offsets",
+        format!("the checkpoint has no offsets for source '{name}': it was written by a different query; use a new checkpoint location"),
+    )
+}

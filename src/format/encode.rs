@@ -1,0 +1,282 @@
+//! Encoding result rows into the bytes of one output file, in the text layout Spark's writers
+//! produce, so that sluice's output can be compared with (and read by) Spark's.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, RecordBatchOptions, StructArray};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+
+use super::Format;
+use crate::{Result, SluiceError};
+
+/// chrono format of timestamps in JSON and CSV output: Spark's default `timestampFormat`
+/// (`yyyy-MM-dd'T'HH:mm:ss.SSSXXX`) in a UTC session, e.g. `2024-01-01T00:00:00.000Z`.
+pub const TIMESTAMP_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.3fZ";
+
+/// chrono format of dates in JSON and CSV output (Spark's default `dateFormat`).
+pub const DATE_FORMAT: &str = "%Y-%m-%d";
+
+/// Encodes `batches` (rows of `schema`) as the content of one file in `format`.
+///
+/// - JSON: one object per line (each line ends in `\n`), fields in schema order, null fields
+///   omitted, structs as nested objects, timestamps of any unit as [`TIMESTAMP_FORMAT`] in UTC
+///   (timestamps without a timezone are taken to be UTC), dates as [`DATE_FORMAT`], floats as
+///   JSON numbers (NaN and infinities as `null`).
+/// - CSV: a header line, then one line per row; RFC 4180 quoting, nulls as empty fields,
+///   timestamps and dates as for JSON.
+/// - Parquet: one file with the types as they are.
+///
+/// With no batches, JSON is empty, CSV is the header alone and Parquet a file with no rows.
+///
+/// # Errors
+/// [`SluiceError::Arrow`] when a batch does not match `schema` or a type cannot be written in
+/// JSON; [`SluiceError::Sink`] for a nested column in CSV (CSV has no nested values, as in
+/// Spark) or when the Parquet writer fails.
+pub fn encode(schema: &SchemaRef, batches: &[RecordBatch], format: Format) -> Result<Vec<u8>> {
+    let batches = batches.iter().map(|b| conform(schema, b)).collect::<Result<Vec<_>>>()?;
+    match format {
+        Format::Json => encode_json(&batches),
+        Format::Csv => encode_csv(schema, &batches),
+        Format::Parquet => encode_parquet(schema, &batches),
+    }
+}
+
+/// `batch` relabelled with `schema` (names, nullability, metadata), so every file of a sink has
+/// the same schema whatever the operators named their columns.
+fn conform(schema: &SchemaRef, batch: &RecordBatch) -> Result<RecordBatch> {
+    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    Ok(RecordBatch::try_new_with_options(schema.clone(), batch.columns().to_vec(), &options)?)
+}
+
+fn encode_json(batches: &[RecordBatch]) -> Result<Vec<u8>> {
+    let mut writer = arrow::json::WriterBuilder::new()
+        // Spark's JSON writer omits null fields (`ignoreNullFields` defaults to true).
+        .with_explicit_nulls(false)
+        .with_timestamp_format(TIMESTAMP_FORMAT.to_string())
+        .with_date_format(DATE_FORMAT.to_string())
+        .build::<_, arrow::json::writer::LineDelimited>(Vec::new());
+    for batch in batches {
+        writer.write(&without_timezones(batch)?)?;
+    }
+    writer.finish()?;
+    Ok(writer.into_inner())
+}
+
+fn encode_csv(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>> {
+    if let Some(field) = schema.fields().iter().find(|f| f.data_type().is_nested()) {
+        return Err(SluiceError::Sink {
+            sink: "csv".to_string(),
+            message: format!(
+                "column '{}' has the nested type {}, which CSV cannot hold; select its fields \
+                 as separate columns (e.g. {}.start) or use the json or parquet format",
+                field.name(),
+                field.data_type(),
+                field.name()
+            ),
+        });
+    }
+    let mut writer = arrow::csv::WriterBuilder::new()
+        .with_header(true)
+        .with_timestamp_format(TIMESTAMP_FORMAT.to_string())
+        .with_date_format(DATE_FORMAT.to_string())
+        .build(Vec::new());
+    if batches.is_empty() {
+        writer.write(&without_timezones(&RecordBatch::new_empty(schema.clone()))?)?;
+    }
+    for batch in batches {
+        writer.write(&without_timezones(batch)?)?;
+    }
+    Ok(writer.into_inner())
+}
+
+fn encode_parquet(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>> {
+    let parquet_error = |e: parquet::errors::ParquetError| SluiceError::Sink {
+        sink: "parquet".to_string(),
+        message: format!("cannot encode Parquet: {e}"),
+    };
+    let mut writer = parquet::arrow::ArrowWriter::try_new(Vec::new(), schema.clone(), None).map_err(parquet_error)?;
+    for batch in batches {
+        writer.write(batch).map_err(parquet_error)?;
+    }
+    writer.into_inner().map_err(parquet_error)
+}
+
+/// `batch` with every timestamp column (also inside structs) relabelled as timezone-less.
+///
+/// Arrow stores timestamps with a timezone as UTC instants, and casting them to no timezone
+/// keeps the instant, so the text formatters then print UTC — what Spark prints in a UTC session.
+pub(crate) fn without_timezones(batch: &RecordBatch) -> Result<RecordBatch> {
+    let columns = batch.columns().iter().map(strip_timezone).collect::<Result<Vec<_>>>()?;
+    let fields: Vec<Field> = batch
+        .schema()
+        .fields()
+        .iter()
+        .zip(&columns)
+        .map(|(f, c)| f.as_ref().clone().with_data_type(c.data_type().clone()))
+        .collect();
+    let schema = Arc::new(Schema::new_with_metadata(fields, batch.schema().metadata().clone()));
+    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    Ok(RecordBatch::try_new_with_options(schema, columns, &options)?)
+}
+
+/// [`without_timezones`] for one column.
+pub(crate) fn strip_timezone(array: &ArrayRef) -> Result<ArrayRef> {
+    match array.data_type() {
+        DataType::Timestamp(unit, Some(_)) => Ok(cast(array, &DataType::Timestamp(*unit, None))?),
+        DataType::Struct(fields) => {
+            let s = array.as_any().downcast_ref::<StructArray>().expect("struct array");
+            let columns = s.columns().iter().map(strip_timezone).collect::<Result<Vec<_>>>()?;
+            let fields: Fields = fields
+                .iter()
+                .zip(&columns)
+                .map(|(f, c)| f.as_ref().clone().with_data_type(c.data_type().clone()))
+                .collect();
+            Ok(Arc::new(StructArray::try_new_with_length(fields, columns, s.nulls().cloned(), s.len())?))
+        }
+        _ => Ok(array.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{
+        Date32Array, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray, TimestampMillisecondArray,
+        TimestampNanosecondArray,
+    };
+    use arrow::datatypes::TimeUnit;
+
+    use super::*;
+
+    const T0_MS: i64 = 1_704_067_200_000; // 2024-01-01T00:00:00Z
+
+    fn window_type(tz: Option<&str>) -> DataType {
+        let ts = DataType::Timestamp(TimeUnit::Microsecond, tz.map(Into::into));
+        DataType::Struct(Fields::from(vec![Field::new("start", ts.clone(), true), Field::new("end", ts, true)]))
+    }
+
+    fn window(tz: Option<&str>) -> ArrayRef {
+        let start =
+            TimestampMicrosecondArray::from(vec![T0_MS * 1000, T0_MS * 1000 + 3_600_000_000]).with_timezone_opt(tz);
+        let end = TimestampMicrosecondArray::from(vec![T0_MS * 1000 + 3_600_000_000, T0_MS * 1000 + 7_200_000_000])
+            .with_timezone_opt(tz);
+        let DataType::Struct(fields) = window_type(tz) else { unreachable!() };
+        Arc::new(StructArray::new(fields, vec![Arc::new(start) as ArrayRef, Arc::new(end)], None))
+    }
+
+    /// window STRUCT<start, end>, key STRING, cnt BIGINT, avg DOUBLE, day DATE
+    fn batch(tz: Option<&str>) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("window", window_type(tz), true),
+            Field::new("key", DataType::Utf8, true),
+            Field::new("cnt", DataType::Int64, false),
+            Field::new("avg", DataType::Float64, true),
+            Field::new("day", DataType::Date32, true),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                window(tz),
+                Arc::new(StringArray::from(vec![Some("a"), None])),
+                Arc::new(Int64Array::from(vec![4, 1])),
+                Arc::new(Float64Array::from(vec![Some(2.5), Some(1.0)])),
+                Arc::new(Date32Array::from(vec![Some(19723), None])),
+            ],
+        )
+        .unwrap()
+    }
+
+    const SPARK_JSON: &str = "\
+{\"window\":{\"start\":\"2024-01-01T00:00:00.000Z\",\"end\":\"2024-01-01T01:00:00.000Z\"},\"key\":\"a\",\"cnt\":4,\"avg\":2.5,\"day\":\"2024-01-01\"}
+{\"window\":{\"start\":\"2024-01-01T01:00:00.000Z\",\"end\":\"2024-01-01T02:00:00.000Z\"},\"cnt\":1,\"avg\":1.0}
+";
+
+    #[test]
+    fn json_matches_spark_layout() {
+        let b = batch(None);
+        let out = encode(&b.schema(), std::slice::from_ref(&b), Format::Json).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), SPARK_JSON);
+    }
+
+    #[test]
+    fn json_timestamps_with_timezone_are_written_in_utc() {
+        let b = batch(Some("+05:00"));
+        let out = encode(&b.schema(), std::slice::from_ref(&b), Format::Json).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), SPARK_JSON);
+    }
+
+    #[test]
+    fn json_timestamps_of_every_unit_have_millisecond_precision() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("s", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+            Field::new("n", DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())), true),
+        ]));
+        let b = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(TimestampMillisecondArray::from(vec![T0_MS + 5])),
+                Arc::new(TimestampNanosecondArray::from(vec![T0_MS * 1_000_000 + 123_456_789]).with_timezone("UTC")),
+            ],
+        )
+        .unwrap();
+        let out = encode(&schema, &[b], Format::Json).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"s\":\"2024-01-01T00:00:00.005Z\",\"n\":\"2024-01-01T00:00:00.123Z\"}\n"
+        );
+    }
+
+    #[test]
+    fn csv_has_header_and_spark_timestamps() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("wstart", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), true),
+            Field::new("key", DataType::Utf8, true),
+            Field::new("cnt", DataType::Int64, false),
+        ]));
+        let b = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(TimestampMicrosecondArray::from(vec![T0_MS * 1000, T0_MS * 1000]).with_timezone("UTC")),
+                Arc::new(StringArray::from(vec![Some("a,b"), None])),
+                Arc::new(Int64Array::from(vec![4, 1])),
+            ],
+        )
+        .unwrap();
+        let out = encode(&schema, &[b], Format::Csv).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "wstart,key,cnt\n2024-01-01T00:00:00.000Z,\"a,b\",4\n2024-01-01T00:00:00.000Z,,1\n"
+        );
+        assert_eq!(encode(&schema, &[], Format::Csv).unwrap(), b"wstart,key,cnt\n");
+    }
+
+    #[test]
+    fn csv_refuses_nested_columns() {
+        let b = batch(None);
+        let err = encode(&b.schema(), std::slice::from_ref(&b), Format::Csv).unwrap_err();
+        assert!(matches!(&err, SluiceError::Sink { message, .. } if message.contains("'window'")), "{err}");
+    }
+
+    #[test]
+    fn parquet_round_trips_types() {
+        let b = batch(Some("UTC"));
+        let bytes = encode(&b.schema(), &[b.clone(), b.clone()], Format::Parquet).unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
+            .unwrap()
+            .build()
+            .unwrap();
+        let read: Vec<RecordBatch> = reader.collect::<std::result::Result<_, _>>().unwrap();
+        let all = arrow::compute::concat_batches(&read[0].schema(), &read).unwrap();
+        assert_eq!(all.num_rows(), 4);
+        assert_eq!(all.schema().fields(), b.schema().fields());
+        assert_eq!(all.slice(0, 2).columns(), b.columns());
+    }
+
+    #[test]
+    fn batches_must_match_the_schema() {
+        let b = batch(None);
+        let other = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, true)]));
+        assert!(encode(&other, &[b], Format::Json).is_err());
+    }
+}

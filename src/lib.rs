@@ -1,0 +1,32 @@
+//! sluice: a streaming SQL engine in the style of Spark Structured Streaming, on Apache Arrow and
+//! DataFusion.
+//!
+//! A micro-batch travels `source` → `plan` (DataFusion + stateful `operator`s over `state`) →
+//! `sink`, driven by `execution`, with `checkpoint` beside it. Streaming SQL enters through `sql`
+//! and [`StreamContext`].
+//!
+//! ```no_run
+//! # async fn example() -> sluice::Result<()> {
+//! let mut ctx = sluice::StreamContext::new();
+//! let queries = ctx.execute(&std::fs::read_to_string("q.sql").unwrap()).await?;
+//! let mut query = ctx.start(&queries[0], "/tmp/checkpoint").await?;
+//! query.run(sluice::Trigger::AvailableNow).await?;
+//! # Ok(()) }
+//! ```
+
+pub mod checkpoint;
+pub mod context;
+pub mod error;
+pub mod execution;
+pub mod format;
+pub mod operator;
+pub mod plan;
+pub mod sink;
+pub mod source;
+pub mod sql;
+pub mod state;
+
+pub use context::{QueryDefinition, StreamContext};
+pub use error::{Result, SluiceError};
+pub use execution::{BatchProgress, StopHandle, StreamingQuery, Trigger};
+pub use plan::OutputMode;

@@ -1,0 +1,325 @@
+//! Incremental aggregation state: group key → DataFusion accumulator state, merged batch by batch.
+//!
+//! Each batch, DataFusion's own `AggregateExec` in `Partial` mode turns the new rows into one row
+//! of accumulator state per group (see [`super::aggregate_exec`]). This operator drops late
+//! groups, merges the partial states into the stored states with each aggregate's
+//! `GroupsAccumulator::merge_batch`, and emits final values through `evaluate`, so every built-in
+//! aggregate (and every UDAF) runs incrementally without keeping raw rows (DESIGN §4).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, StructArray};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::{DataType, Int64Type, SchemaRef};
+use arrow::row::{RowConverter, SortField};
+use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
+use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+use datafusion::physical_expr::GroupsAccumulatorAdapter;
+
+use super::watermark::ms_in_unit;
+use super::{BatchWatermarks, OperatorProgress};
+use crate::plan::OutputMode;
+use crate::state::StateStore;
+use crate::Result;
+
+/// The grouping column that carries event time, by which state is dropped and evicted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventTimeKey {
+    /// Index among the group columns.
+    pub index: usize,
+    /// A `window{start, end}` struct (compare `end`) rather than a plain timestamp.
+    pub is_window: bool,
+}
+
+/// An aggregation's state and its per-batch logic.
+#[derive(Debug)]
+pub struct AggregateState {
+    name: String,
+    mode: OutputMode,
+    event_time: Option<EventTimeKey>,
+    aggregates: Vec<Arc<AggregateFunctionExpr>>,
+    /// Number of state columns of each aggregate, in order.
+    state_widths: Vec<usize>,
+    output_schema: SchemaRef,
+    keys: RowConverter,
+    values: RowConverter,
+    group_count: usize,
+    store: StateStore,
+    watermarks: BatchWatermarks,
+    /// `W` under which state was last scanned for emission or eviction.
+    scanned_at_ms: Option<i64>,
+    dropped: u64,
+}
+
+/// How to build an [`AggregateState`].
+#[derive(Debug)]
+pub struct AggregateStateSpec {
+    /// Operator name for progress and errors.
+    pub name: String,
+    /// The query's output mode.
+    pub mode: OutputMode,
+    /// The event-time grouping column, if any.
+    pub event_time: Option<EventTimeKey>,
+    /// The aggregate functions, as the partial `AggregateExec` runs them.
+    pub aggregates: Vec<Arc<AggregateFunctionExpr>>,
+    /// Schema of the partial aggregation's output: group columns, then every state column.
+    pub partial_schema: SchemaRef,
+    /// Number of group columns.
+    pub group_count: usize,
+    /// Schema of the operator's output: group columns, then one final value per aggregate.
+    pub output_schema: SchemaRef,
+}
+
+impl AggregateState {
+    /// A new, empty aggregation state kept in `store`.
+    ///
+    /// # Errors
+    /// A DataFusion error when an aggregate's state type has no row encoding.
+    pub fn try_new(spec: AggregateStateSpec, store: StateStore) -> Result<Self> {
+        let fields = spec.partial_schema.fields();
+        let sort_fields = |range: std::ops::Range<usize>| -> Vec<SortField> {
+            fields[range].iter().map(|f| SortField::new(f.data_type().clone())).collect()
+        };
+        let keys = RowConverter::new(sort_fields(0..spec.group_count))?;
+        let values = RowConverter::new(sort_fields(spec.group_count..fields.len()))?;
+        let state_widths =
+            spec.aggregates.iter().map(|a| a.state_fields().map(|f| f.len())).collect::<Result<_, _>>()?;
+        Ok(Self {
+            name: spec.name,
+            mode: spec.mode,
+            event_time: spec.event_time,
+            aggregates: spec.aggregates,
+            state_widths,
+            output_schema: spec.output_schema,
+            group_count: spec.group_count,
+            keys,
+            values,
+            store,
+            watermarks: BatchWatermarks::default(),
+            scanned_at_ms: None,
+            dropped: 0,
+        })
+    }
+
+    /// The state store, for restore and commit.
+    pub fn store_mut(&mut self) -> &mut StateStore {
+        &mut self.store
+    }
+
+    /// Sets the batch's watermarks and resets its counters.
+    pub fn begin_batch(&mut self, watermarks: BatchWatermarks) {
+        self.watermarks = watermarks;
+        self.dropped = 0;
+    }
+
+    /// Whether the watermark `next_ms` would let this aggregation emit or evict (Spark runs a
+    /// no-data batch then in append and update mode, whatever the state holds).
+    pub fn needs_no_data_batch(&self, next_ms: i64) -> bool {
+        self.mode != OutputMode::Complete && self.event_time.is_some() && next_ms > self.watermarks.current_ms
+    }
+
+    /// Progress of the current batch.
+    pub fn progress(&self) -> OperatorProgress {
+        OperatorProgress {
+            name: self.name.clone(),
+            state: self.store.metrics(),
+            rows_dropped_by_watermark: self.dropped,
+        }
+    }
+
+    fn accumulators(&self) -> Result<Vec<Box<dyn GroupsAccumulator>>> {
+        self.aggregates
+            .iter()
+            .map(|a| {
+                if a.groups_accumulator_supported() {
+                    Ok(a.create_groups_accumulator()?)
+                } else {
+                    let a = Arc::clone(a);
+                    Ok(Box::new(GroupsAccumulatorAdapter::new(move || a.create_accumulator()))
+                        as Box<dyn GroupsAccumulator>)
+                }
+            })
+            .collect()
+    }
+
+    /// Merges `columns` (all aggregates' state columns) into fresh accumulators.
+    fn merge(
+        &self,
+        accumulators: &mut [Box<dyn GroupsAccumulator>],
+        columns: &[ArrayRef],
+        groups: &[usize],
+        total_groups: usize,
+    ) -> Result<()> {
+        let mut at = 0;
+        for (acc, width) in accumulators.iter_mut().zip(&self.state_widths) {
+            acc.merge_batch(&columns[at..at + width], groups, total_groups)?;
+            at += width;
+        }
+        Ok(())
+    }
+
+    /// Event-time ends (window end or timestamp) of group key columns, in the column's unit, and
+    /// that unit's type.
+    fn event_time_ends(&self, key_columns: &[ArrayRef]) -> Result<Option<(Int64Array, DataType)>> {
+        let Some(et) = self.event_time else { return Ok(None) };
+        let column = &key_columns[et.index];
+        let time = if et.is_window {
+            let s: &StructArray = column.as_struct();
+            s.column_by_name("end").cloned().expect("window structs have an end")
+        } else {
+            Arc::clone(column)
+        };
+        let values = arrow::compute::cast(&time, &DataType::Int64)?.as_primitive::<Int64Type>().clone();
+        Ok(Some((values, time.data_type().clone())))
+    }
+
+    /// Applies one batch of partial aggregation output (group columns then state columns) and
+    /// returns the rows to emit under the output mode, sorted by group key (SEMANTICS §3):
+    /// append emits a group once, when `W_k` passes its event time, and forgets it; update emits
+    /// the groups this batch changed, then forgets those `W_k` passed; complete emits everything.
+    ///
+    /// # Errors
+    /// A DataFusion or arrow error from merging or evaluating accumulators.
+    pub fn apply(&mut self, partial: RecordBatch) -> Result<RecordBatch> {
+        let partial = self.drop_late(partial)?;
+        let touched = self.merge_into_store(&partial)?;
+        match self.mode {
+            OutputMode::Complete => {
+                let all: Vec<Box<[u8]>> = self.store.iter().map(|(k, _)| k.into()).collect();
+                self.finalize(all)
+            }
+            OutputMode::Update => {
+                let out = self.finalize(touched.clone())?;
+                for key in self.closed_groups(&touched)? {
+                    self.store.remove(&key);
+                }
+                Ok(out)
+            }
+            OutputMode::Append => {
+                let closed = self.closed_groups(&touched)?;
+                let out = self.finalize(closed.clone())?;
+                for key in &closed {
+                    self.store.remove(key);
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// Drops partial rows whose event time is at or below the late-row watermark `W_{k-1}`
+    /// (window aggregations in append and update mode; complete mode drops nothing).
+    fn drop_late(&mut self, partial: RecordBatch) -> Result<RecordBatch> {
+        if self.mode == OutputMode::Complete || partial.num_rows() == 0 {
+            return Ok(partial);
+        }
+        let Some((ends, unit)) = self.event_time_ends(&partial.columns()[..self.group_count])? else {
+            return Ok(partial);
+        };
+        let late = ms_in_unit(self.watermarks.late_ms, &unit);
+        let keep: BooleanArray = ends.iter().map(|e| Some(e.is_some_and(|e| e > late))).collect();
+        let kept = filter_record_batch(&partial, &keep)?;
+        self.dropped += (partial.num_rows() - kept.num_rows()) as u64;
+        Ok(kept)
+    }
+
+    /// Merges the batch's partial states into the stored states; returns the touched keys.
+    fn merge_into_store(&mut self, partial: &RecordBatch) -> Result<Vec<Box<[u8]>>> {
+        if partial.num_rows() == 0 {
+            return Ok(vec![]);
+        }
+        let key_rows = self.keys.convert_columns(&partial.columns()[..self.group_count])?;
+        let mut index: HashMap<&[u8], usize> = HashMap::new();
+        let mut touched: Vec<&[u8]> = Vec::new();
+        let groups: Vec<usize> = key_rows
+            .iter()
+            .map(|row| {
+                let key = row.data();
+                *index.entry(key).or_insert_with(|| {
+                    touched.push(key);
+                    touched.len() - 1
+                })
+            })
+            .collect();
+        let mut old_groups = Vec::new();
+        let mut old_values = Vec::new();
+        let parser = self.values.parser();
+        for (g, key) in touched.iter().enumerate() {
+            if let Some(value) = self.store.get(key) {
+                old_groups.push(g);
+                old_values.push(parser.parse(value));
+            }
+        }
+        let mut accumulators = self.accumulators()?;
+        if !old_groups.is_empty() {
+            let old_columns = self.values.convert_rows(old_values)?;
+            self.merge(&mut accumulators, &old_columns, &old_groups, touched.len())?;
+        }
+        self.merge(&mut accumulators, &partial.columns()[self.group_count..], &groups, touched.len())?;
+        let mut states = Vec::with_capacity(self.state_widths.iter().sum());
+        for acc in &mut accumulators {
+            states.extend(acc.state(EmitTo::All)?);
+        }
+        let value_rows = self.values.convert_columns(&states)?;
+        let touched: Vec<Box<[u8]>> = touched.into_iter().map(Box::from).collect();
+        for (key, value) in touched.iter().zip(value_rows.iter()) {
+            self.store.put(key, value.data());
+        }
+        Ok(touched)
+    }
+
+    /// The groups whose event time `W_k` has reached (`end <= W_k`). The whole store is scanned
+    /// only when the watermark moved since the last scan; otherwise only the groups this batch
+    /// touched can have closed.
+    fn closed_groups(&mut self, touched: &[Box<[u8]>]) -> Result<Vec<Box<[u8]>>> {
+        if self.event_time.is_none() {
+            return Ok(vec![]);
+        }
+        let current = self.watermarks.current_ms;
+        let candidates: Vec<Box<[u8]>> = if self.scanned_at_ms != Some(current) {
+            self.scanned_at_ms = Some(current);
+            self.store.iter().map(|(k, _)| k.into()).collect()
+        } else {
+            touched.to_vec()
+        };
+        if candidates.is_empty() {
+            return Ok(vec![]);
+        }
+        let parser = self.keys.parser();
+        let key_columns = self.keys.convert_rows(candidates.iter().map(|k| parser.parse(k)))?;
+        let (ends, unit) = self.event_time_ends(&key_columns)?.expect("event time checked above");
+        let watermark = ms_in_unit(current, &unit);
+        Ok(candidates
+            .into_iter()
+            .zip(ends.iter())
+            .filter(|(_, end)| end.is_some_and(|e| e <= watermark))
+            .map(|(k, _)| k)
+            .collect())
+    }
+
+    /// Final values of `keys` (which must be in the store), sorted by key: group columns, then
+    /// each aggregate's `evaluate`.
+    fn finalize(&self, mut keys: Vec<Box<[u8]>>) -> Result<RecordBatch> {
+        if keys.is_empty() {
+            return Ok(RecordBatch::new_empty(Arc::clone(&self.output_schema)));
+        }
+        keys.sort_unstable();
+        let key_parser = self.keys.parser();
+        let value_parser = self.values.parser();
+        let mut columns = self.keys.convert_rows(keys.iter().map(|k| key_parser.parse(k)))?;
+        let values = keys.iter().map(|k| value_parser.parse(self.store.get(k).expect("emitted keys are in state")));
+        let state_columns = self.values.convert_rows(values)?;
+        let mut accumulators = self.accumulators()?;
+        let groups: Vec<usize> = (0..keys.len()).collect();
+        self.merge(&mut accumulators, &state_columns, &groups, keys.len())?;
+        for acc in &mut accumulators {
+            columns.push(acc.evaluate(EmitTo::All)?);
+        }
+        let columns = columns
+            .into_iter()
+            .zip(self.output_schema.fields())
+            .map(|(c, f)| if c.data_type() == f.data_type() { Ok(c) } else { arrow::compute::cast(&c, f.data_type()) })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(RecordBatch::try_new(Arc::clone(&self.output_schema), columns)?)
+    }
+}

@@ -1,0 +1,51 @@
+//! Stateful physical operators. Each keeps state across micro-batches in a
+//! [`crate::state::StateStore`], drops late rows by the previous batch's watermark and emits or
+//! evicts by the current one (SEMANTICS §2).
+
+pub mod aggregate;
+pub mod aggregate_exec;
+pub mod watermark;
+
+use async_trait::async_trait;
+
+use crate::state::StateMetrics;
+use crate::Result;
+
+/// The two watermarks a batch runs under (SEMANTICS §2), ms since the epoch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchWatermarks {
+    /// `W_k`: emission and eviction.
+    pub current_ms: i64,
+    /// `W_{k-1}`: rows at or below it are late.
+    pub late_ms: i64,
+}
+
+/// What an operator reports for the progress line of a batch (Spark's `stateOperators`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OperatorProgress {
+    /// Operator name, e.g. `aggregate[window, key]`.
+    pub name: String,
+    /// State row counts.
+    pub state: StateMetrics,
+    /// Rows dropped as late by this batch. Counted after partial aggregation, as Spark counts
+    /// (`numRowsDroppedByWatermark`): late rows of one window and key count once.
+    pub rows_dropped_by_watermark: u64,
+}
+
+/// The batch-level life cycle of a stateful operator, driven by the micro-batch loop.
+#[async_trait]
+pub trait StatefulOperator: Send + Sync + std::fmt::Debug {
+    /// Loads committed state version `version` (`None`: empty) before the first batch runs.
+    async fn restore(&self, version: Option<u64>) -> Result<()>;
+    /// Sets the watermarks for the batch about to run.
+    async fn begin_batch(&self, watermarks: BatchWatermarks);
+    /// Persists the batch's state changes as version `version`.
+    async fn commit(&self, version: u64) -> Result<()>;
+    /// Deletes state files not needed to restore versions `>= keep_from`.
+    async fn purge_before(&self, keep_from: u64) -> Result<()>;
+    /// Whether a batch without new data must run because watermark `next_ms` lets this operator
+    /// emit or evict (Spark's `shouldRunAnotherBatch`).
+    async fn needs_no_data_batch(&self, next_ms: i64) -> bool;
+    /// Progress of the last batch.
+    async fn progress(&self) -> OperatorProgress;
+}

@@ -1,0 +1,215 @@
+//! Event-time watermarks: per input `max event time - delay`, combined over inputs (SEMANTICS §1).
+
+use std::collections::BTreeMap;
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{DataType, Int64Type, TimeUnit};
+use arrow::record_batch::RecordBatch;
+
+use crate::{Result, SluiceError};
+
+/// Field metadata key marking an event-time column and carrying its watermark delay in ms, as
+/// Spark marks the attribute with `spark.watermarkDelayMs`. Window structs computed from such a
+/// column carry it too, which is how the planner recognises an event-time grouping key.
+pub const WATERMARK_DELAY_METADATA: &str = "sluice.watermark.delay_ms";
+
+/// The watermark delay (ms) an event-time field carries: its own metadata, or for a
+/// `window{start, end}` struct that of its `end` field. The struct's children carry it because the
+/// window's type travels through every plan node (`unnest` included), while a field's own metadata
+/// does not.
+pub fn event_time_delay_ms(field: &arrow::datatypes::Field) -> Option<i64> {
+    let own = field.metadata().get(WATERMARK_DELAY_METADATA);
+    let nested = match field.data_type() {
+        DataType::Struct(children) => {
+            children.find("end").and_then(|(_, f)| f.metadata().get(WATERMARK_DELAY_METADATA))
+        }
+        _ => None,
+    };
+    own.or(nested).and_then(|d| d.parse().ok())
+}
+
+/// How the watermarks of several inputs combine (Spark's `spark.sql.streaming.multipleWatermarkPolicy`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MultipleWatermarkPolicy {
+    /// The slowest input decides (Spark's default): no input's rows become late early.
+    #[default]
+    Min,
+    /// The fastest input decides: the slower inputs' rows may be dropped as late.
+    Max,
+}
+
+impl MultipleWatermarkPolicy {
+    /// Parses `min` or `max`.
+    ///
+    /// # Errors
+    /// [`SluiceError::Sql`] for anything else.
+    pub fn parse(text: &str) -> Result<Self> {
+        match text.to_ascii_lowercase().as_str() {
+            "min" => Ok(Self::Min),
+            "max" => Ok(Self::Max),
+            other => Err(SluiceError::sql(format!("multiple_watermark_policy must be 'min' or 'max', got '{other}'"))),
+        }
+    }
+}
+
+/// A watermarked input: its event-time column and delay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatermarkSpec {
+    /// Event-time column name in the source schema.
+    pub column: String,
+    /// Delay, ms.
+    pub delay_ms: i64,
+}
+
+/// Tracks `max event time - delay` per input and the global watermark.
+///
+/// Inputs that have never had a row count as 0 (1970-01-01), holding a `Min` watermark back, as in
+/// Spark. The global watermark never decreases.
+#[derive(Debug, Clone)]
+pub struct WatermarkTracker {
+    specs: BTreeMap<String, WatermarkSpec>,
+    inputs: BTreeMap<String, i64>,
+    policy: MultipleWatermarkPolicy,
+}
+
+impl WatermarkTracker {
+    /// A tracker for the given watermarked inputs, all at 0.
+    pub fn new(specs: BTreeMap<String, WatermarkSpec>, policy: MultipleWatermarkPolicy) -> Self {
+        let inputs = specs.keys().map(|k| (k.clone(), 0)).collect();
+        Self { specs, inputs, policy }
+    }
+
+    /// True when at least one input has a watermark.
+    pub fn is_active(&self) -> bool {
+        !self.specs.is_empty()
+    }
+
+    /// Per input `max - delay`, ms.
+    pub fn inputs(&self) -> &BTreeMap<String, i64> {
+        &self.inputs
+    }
+
+    /// Restores per-input values recorded in the checkpoint.
+    pub fn restore(&mut self, inputs: &BTreeMap<String, i64>) {
+        for (k, v) in inputs {
+            if let Some(slot) = self.inputs.get_mut(k) {
+                *slot = *v;
+            }
+        }
+    }
+
+    /// Folds the rows `source` delivered in a batch into its watermark.
+    ///
+    /// # Errors
+    /// [`SluiceError::Source`] when the event-time column is missing or not a timestamp.
+    pub fn observe(&mut self, source: &str, batches: &[RecordBatch]) -> Result<()> {
+        let Some(spec) = self.specs.get(source) else { return Ok(()) };
+        let mut max_ms: Option<i64> = None;
+        for batch in batches {
+            let column = batch.column_by_name(&spec.column).ok_or_else(|| SluiceError::Source {
+                source_name: source.to_string(),
+                message: format!("watermark column '{}' is missing", spec.column),
+            })?;
+            if let Some(m) = max_event_time_ms(column.as_ref())? {
+                max_ms = Some(max_ms.map_or(m, |x| x.max(m)));
+            }
+        }
+        if let Some(m) = max_ms {
+            let slot = self.inputs.get_mut(source).expect("specs and inputs share keys");
+            *slot = (*slot).max(m - spec.delay_ms);
+        }
+        Ok(())
+    }
+
+    /// `W_{k+1} = max(W_k, combine(inputs))`.
+    pub fn next_watermark(&self, current_ms: i64) -> i64 {
+        let combined = match self.policy {
+            MultipleWatermarkPolicy::Min => self.inputs.values().min(),
+            MultipleWatermarkPolicy::Max => self.inputs.values().max(),
+        };
+        combined.map_or(current_ms, |c| current_ms.max(*c))
+    }
+}
+
+/// Nanoseconds per unit of a timestamp type.
+pub fn unit_nanos(data_type: &DataType) -> Option<i64> {
+    match data_type {
+        DataType::Timestamp(TimeUnit::Second, _) => Some(1_000_000_000),
+        DataType::Timestamp(TimeUnit::Millisecond, _) => Some(1_000_000),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => Some(1_000),
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => Some(1),
+        _ => None,
+    }
+}
+
+/// A watermark in ms expressed in the unit of `data_type` (a timestamp type).
+pub fn ms_in_unit(ms: i64, data_type: &DataType) -> i64 {
+    let nanos = unit_nanos(data_type).unwrap_or(1_000_000);
+    if nanos >= 1_000_000 {
+        ms / (nanos / 1_000_000)
+    } else {
+        ms.saturating_mul(1_000_000 / nanos)
+    }
+}
+
+/// Largest non-null value of a timestamp column, floored to ms.
+///
+/// # Errors
+/// [`SluiceError::Sql`] when the column is not a timestamp.
+pub fn max_event_time_ms(column: &dyn Array) -> Result<Option<i64>> {
+    let nanos = unit_nanos(column.data_type()).ok_or_else(|| {
+        SluiceError::sql(format!("an event-time column must be a TIMESTAMP, found {}", column.data_type()))
+    })?;
+    let values = arrow::compute::cast(&arrow::array::make_array(column.to_data()), &DataType::Int64)?;
+    let max = arrow::compute::max(values.as_primitive::<Int64Type>());
+    Ok(max.map(|m| (i128::from(m) * i128::from(nanos)).div_euclid(1_000_000) as i64))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::TimestampNanosecondArray;
+    use arrow::datatypes::{Field, Schema};
+
+    use super::*;
+
+    fn batch(ms: &[i64]) -> RecordBatch {
+        let ts = TimestampNanosecondArray::from(ms.iter().map(|m| m * 1_000_000).collect::<Vec<_>>());
+        let schema = Arc::new(Schema::new(vec![Field::new("ts", ts.data_type().clone(), true)]));
+        RecordBatch::try_new(schema, vec![Arc::new(ts)]).unwrap()
+    }
+
+    fn spec(delay_ms: i64) -> WatermarkSpec {
+        WatermarkSpec { column: "ts".into(), delay_ms }
+    }
+
+    #[test]
+    fn global_watermark_is_the_minimum_and_never_decreases() {
+        let specs = BTreeMap::from([("a".to_string(), spec(10)), ("b".to_string(), spec(0))]);
+        let mut t = WatermarkTracker::new(specs, MultipleWatermarkPolicy::Min);
+        t.observe("a", &[batch(&[100, 50])]).unwrap();
+        // b has never had a row: it holds the minimum at 0.
+        assert_eq!(t.next_watermark(0), 0);
+        t.observe("b", &[batch(&[70])]).unwrap();
+        assert_eq!(t.next_watermark(0), 70);
+        t.observe("b", &[batch(&[20])]).unwrap();
+        assert_eq!(t.next_watermark(0), 70);
+        assert_eq!(t.next_watermark(80), 80);
+    }
+
+    #[test]
+    fn max_policy_follows_the_fastest_input() {
+        let specs = BTreeMap::from([("a".to_string(), spec(0)), ("b".to_string(), spec(0))]);
+        let mut t = WatermarkTracker::new(specs, MultipleWatermarkPolicy::Max);
+        t.observe("a", &[batch(&[100])]).unwrap();
+        assert_eq!(t.next_watermark(0), 100);
+    }
+
+    #[test]
+    fn units_convert_exactly() {
+        let ns = DataType::Timestamp(TimeUnit::Nanosecond, None);
+        assert_eq!(ms_in_unit(1500, &ns), 1_500_000_000);
+        assert_eq!(ms_in_unit(1500, &DataType::Timestamp(TimeUnit::Second, None)), 1);
+    }
+}

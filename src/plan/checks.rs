@@ -1,0 +1,137 @@
+//! Refuses, before a query starts, what the output mode cannot run — Spark's
+//! `UnsupportedOperationChecker` is the reference list. Each refusal names the operator and the fix.
+
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::logical_expr::{Aggregate, JoinType, LogicalPlan};
+
+use super::stream_table::StreamTable;
+use super::OutputMode;
+use crate::operator::watermark::event_time_delay_ms;
+use crate::{Result, SluiceError};
+
+fn is_streaming(plan: &LogicalPlan) -> bool {
+    !StreamTable::sources_of(plan).is_empty()
+}
+
+/// True when `agg` groups by a column that carries a watermark (a watermarked timestamp or a
+/// window over one).
+pub fn has_event_time_key(agg: &Aggregate) -> bool {
+    agg.schema.fields().iter().take(agg.group_expr.len()).any(|f| event_time_delay_ms(f).is_some())
+}
+
+fn contains_aggregate(plan: &LogicalPlan) -> bool {
+    plan.exists(|n| Ok(matches!(n, LogicalPlan::Aggregate(_)))).unwrap_or(false)
+}
+
+/// Checks an optimized streaming plan against `mode`.
+///
+/// # Errors
+/// [`SluiceError::Unsupported`] for the first unsupported operator found, bottom-up.
+pub fn check(plan: &LogicalPlan, mode: OutputMode) -> Result<()> {
+    let mut aggregates = 0usize;
+    let mut error: Option<SluiceError> = None;
+    plan.apply(|node| {
+        if let Some(e) = check_node(node, mode, &mut aggregates) {
+            error = Some(e);
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    if let Some(e) = error {
+        return Err(e);
+    }
+    if mode == OutputMode::Complete && aggregates == 0 {
+        return Err(SluiceError::unsupported(
+            "output_mode 'complete'",
+            "complete mode re-emits the whole result table, which needs a streaming aggregation to keep it bounded",
+            "add a GROUP BY, or use output_mode 'append'",
+        ));
+    }
+    Ok(())
+}
+
+fn check_node(node: &LogicalPlan, mode: OutputMode, aggregates: &mut usize) -> Option<SluiceError> {
+    if !is_streaming(node) {
+        return None;
+    }
+    let mut subquery_over_stream = false;
+    node.apply_subqueries(|sub| {
+        subquery_over_stream |= is_streaming(sub);
+        Ok(TreeNodeRecursion::Continue)
+    })
+    .ok()?;
+    if subquery_over_stream {
+        return Some(SluiceError::unsupported(
+            "subquery over a stream",
+            "a subquery expression would read the stream as a bounded table",
+            "rewrite it as a join",
+        ));
+    }
+    match node {
+        LogicalPlan::Aggregate(agg) => {
+            *aggregates += 1;
+            if *aggregates > 1 {
+                return Some(SluiceError::unsupported(
+                    "several streaming aggregations",
+                    "only one aggregation per query keeps state for now",
+                    "aggregate once, or write the first aggregation to a sink and read it as a second stream",
+                ));
+            }
+            if agg.group_expr.iter().any(|e| matches!(e, datafusion::logical_expr::Expr::GroupingSet(_))) {
+                return Some(SluiceError::unsupported(
+                    "GROUPING SETS / ROLLUP / CUBE on a stream",
+                    "grouping sets are not incremental",
+                    "group by plain columns",
+                ));
+            }
+            if mode == OutputMode::Append && !has_event_time_key(agg) {
+                return Some(SluiceError::unsupported(
+                    "aggregation in append mode without a watermark",
+                    "append mode emits a group only once it is final, which needs a watermark on the event-time column it groups by",
+                    "declare WATERMARK FOR <ts> AS <ts> - INTERVAL ... on the source and GROUP BY window(<ts>, ...) or <ts>, or use output_mode 'update' or 'complete'",
+                ));
+            }
+            None
+        }
+        LogicalPlan::Sort(_) | LogicalPlan::Limit(_) => {
+            if mode == OutputMode::Complete && contains_aggregate(node) {
+                return None;
+            }
+            let what = if matches!(node, LogicalPlan::Sort(_)) { "ORDER BY" } else { "LIMIT" };
+            Some(SluiceError::unsupported(
+                format!("{what} on a stream"),
+                "sorting or limiting an unbounded table is only defined on an aggregation in complete mode",
+                "aggregate and use output_mode 'complete', or drop the clause",
+            ))
+        }
+        LogicalPlan::Window(_) => Some(SluiceError::unsupported(
+            "window function (OVER ...) on a stream",
+            "non-time-based windows are not supported on streams (as in Spark)",
+            "use GROUP BY window(ts, size) for event-time windows",
+        )),
+        LogicalPlan::Join(join) => {
+            let (left, right) = (is_streaming(&join.left), is_streaming(&join.right));
+            if left && right {
+                return Some(SluiceError::unsupported(
+                    "stream-stream join",
+                    "joins of two streams are not implemented yet",
+                    "join the stream with a bounded table (CREATE EXTERNAL TABLE), or run the join as a batch query",
+                ));
+            }
+            let stream_padded = match join.join_type {
+                JoinType::Left | JoinType::LeftAnti | JoinType::LeftSemi | JoinType::LeftMark => right,
+                JoinType::Right | JoinType::RightAnti | JoinType::RightSemi | JoinType::RightMark => left,
+                JoinType::Full => true,
+                JoinType::Inner => false,
+            };
+            stream_padded.then(|| {
+                SluiceError::unsupported(
+                    format!("{} join between a stream and a bounded table", join.join_type),
+                    "the bounded side's rows would need to see every future stream row",
+                    "put the stream on the preserved side (stream LEFT JOIN table) or use an inner join",
+                )
+            })
+        }
+        _ => None,
+    }
+}

@@ -1,0 +1,47 @@
+//! The logical rewrite of a streaming query: each `Aggregate` over a stream becomes a
+//! [`StreamingAggregateNode`]; everything else stays a DataFusion node and runs per batch.
+
+use std::sync::Arc;
+
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::logical_expr::{Extension, LogicalPlan};
+
+use super::nodes::StreamingAggregateNode;
+use super::stream_table::StreamTable;
+use crate::operator::aggregate::EventTimeKey;
+use crate::operator::watermark::event_time_delay_ms;
+use crate::Result;
+
+/// Replaces every aggregation over a stream by a streaming aggregation, numbering the operators
+/// bottom-up from 0 (the numbers name their state directories, so they must be stable for a given
+/// query text).
+///
+/// # Errors
+/// A DataFusion error if the plan cannot be rewritten.
+pub fn to_incremental(plan: LogicalPlan) -> Result<LogicalPlan> {
+    let mut next_id = 0;
+    let rewritten = plan.transform_up(|node| {
+        let LogicalPlan::Aggregate(agg) = &node else { return Ok(Transformed::no(node)) };
+        if StreamTable::sources_of(&agg.input).is_empty() {
+            return Ok(Transformed::no(node));
+        }
+        let event_time =
+            agg.schema.fields().iter().take(agg.group_expr.len()).position(|f| event_time_delay_ms(f).is_some()).map(
+                |index| EventTimeKey {
+                    index,
+                    is_window: matches!(agg.schema.field(index).data_type(), arrow::datatypes::DataType::Struct(_)),
+                },
+            );
+        let streaming = StreamingAggregateNode {
+            operator_id: next_id,
+            input: agg.input.as_ref().clone(),
+            group_expr: agg.group_expr.clone(),
+            aggr_expr: agg.aggr_expr.clone(),
+            schema: Arc::clone(&agg.schema),
+            event_time,
+        };
+        next_id += 1;
+        Ok(Transformed::yes(LogicalPlan::Extension(Extension { node: Arc::new(streaming) })))
+    })?;
+    Ok(rewritten.data)
+}

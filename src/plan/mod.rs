@@ -1,0 +1,58 @@
+//! The incremental planner: a continuous query, planned once by DataFusion, becomes a plan whose
+//! stateless parts are DataFusion operators and whose stateful parts are sluice's.
+//!
+//! - [`stream_table`]: the unbounded input table, whose scan yields the current micro-batch;
+//! - [`window`]: event-time window functions;
+//! - [`checks`]: the output-mode analysis that refuses what cannot run (Spark's
+//!   `UnsupportedOperationChecker`);
+//! - [`incremental`]: the logical rewrite into streaming nodes ([`nodes`]);
+//! - [`physical`]: the DataFusion extension planner that turns them into stateful operators.
+
+pub mod checks;
+pub mod incremental;
+pub mod nodes;
+pub mod physical;
+pub mod stream_table;
+pub mod window;
+
+use crate::{Result, SluiceError};
+
+/// What a sink receives each batch (DESIGN §3, Spark's `OutputMode`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum OutputMode {
+    /// Only rows that will never change: an aggregation emits a group once the watermark passes
+    /// its event time.
+    #[default]
+    Append,
+    /// The rows changed by the batch.
+    Update,
+    /// The whole result table, every batch.
+    Complete,
+}
+
+impl OutputMode {
+    /// Parses `append`, `update` or `complete`.
+    ///
+    /// # Errors
+    /// [`SluiceError::Sql`] naming the accepted values.
+    pub fn parse(text: &str) -> Result<Self> {
+        match text.to_ascii_lowercase().as_str() {
+            "append" => Ok(Self::Append),
+            "update" => Ok(Self::Update),
+            "complete" => Ok(Self::Complete),
+            other => {
+                Err(SluiceError::sql(format!("output_mode must be 'append', 'update' or 'complete', got '{other}'")))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for OutputMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Append => "append",
+            Self::Update => "update",
+            Self::Complete => "complete",
+        })
+    }
+}

@@ -1,0 +1,92 @@
+//! Logical streaming nodes that replace DataFusion nodes whose meaning changes on a stream.
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+
+use datafusion::common::DFSchemaRef;
+use datafusion::error::Result as DFResult;
+use datafusion::logical_expr::{Expr, LogicalPlan, UserDefinedLogicalNodeCore};
+
+use crate::operator::aggregate::EventTimeKey;
+
+/// A `GROUP BY` over a stream: the same grouping and aggregates as the `Aggregate` it replaces
+/// (and the same output schema), computed incrementally with state kept across batches.
+#[derive(Debug, Clone)]
+pub struct StreamingAggregateNode {
+    /// Operator id, unique within the query; names its state directory `state/<id>`.
+    pub operator_id: usize,
+    /// The aggregation's input.
+    pub input: LogicalPlan,
+    /// Grouping expressions, over `input`.
+    pub group_expr: Vec<Expr>,
+    /// Aggregate expressions, over `input`.
+    pub aggr_expr: Vec<Expr>,
+    /// Output schema: group columns then aggregate values (the replaced `Aggregate`'s schema).
+    pub schema: DFSchemaRef,
+    /// The event-time grouping column, if the grouping has one.
+    pub event_time: Option<EventTimeKey>,
+}
+
+impl PartialEq for StreamingAggregateNode {
+    fn eq(&self, other: &Self) -> bool {
+        self.operator_id == other.operator_id
+            && self.input == other.input
+            && self.group_expr == other.group_expr
+            && self.aggr_expr == other.aggr_expr
+    }
+}
+
+impl Eq for StreamingAggregateNode {}
+
+impl Hash for StreamingAggregateNode {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.operator_id.hash(state);
+        self.group_expr.hash(state);
+        self.aggr_expr.hash(state);
+    }
+}
+
+impl PartialOrd for StreamingAggregateNode {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        self.operator_id.partial_cmp(&other.operator_id)
+    }
+}
+
+impl UserDefinedLogicalNodeCore for StreamingAggregateNode {
+    fn name(&self) -> &str {
+        "StreamingAggregate"
+    }
+
+    fn inputs(&self) -> Vec<&LogicalPlan> {
+        vec![&self.input]
+    }
+
+    fn schema(&self) -> &DFSchemaRef {
+        &self.schema
+    }
+
+    fn expressions(&self) -> Vec<Expr> {
+        self.group_expr.iter().chain(&self.aggr_expr).cloned().collect()
+    }
+
+    fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "StreamingAggregate[{}]: groupBy=[{:?}], aggr=[{:?}]",
+            self.operator_id, self.group_expr, self.aggr_expr
+        )
+    }
+
+    fn with_exprs_and_inputs(&self, exprs: Vec<Expr>, mut inputs: Vec<LogicalPlan>) -> DFResult<Self> {
+        let (group_expr, aggr_expr) = exprs.split_at(self.group_expr.len());
+        Ok(Self {
+            operator_id: self.operator_id,
+            input: inputs.swap_remove(0),
+            group_expr: group_expr.to_vec(),
+            aggr_expr: aggr_expr.to_vec(),
+            schema: self.schema.clone(),
+            event_time: self.event_time,
+        })
+    }
+}

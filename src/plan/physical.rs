@@ -1,0 +1,155 @@
+//! Physical planning of streaming nodes through DataFusion's extension points.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use datafusion::catalog::Session;
+use datafusion::error::{DataFusionError, Result as DFResult};
+use datafusion::execution::context::QueryPlanner;
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::logical_expr::{LogicalPlan, UserDefinedLogicalNode};
+use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode, PhysicalGroupBy};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
+
+use super::nodes::StreamingAggregateNode;
+use super::OutputMode;
+use crate::checkpoint::CheckpointLocation;
+use crate::operator::aggregate::{AggregateState, AggregateStateSpec};
+use crate::operator::aggregate_exec::{AggregateOperator, StatefulAggregateExec};
+use crate::operator::StatefulOperator;
+use crate::state::StateStore;
+
+/// The stateful operators of one query, created on its first physical planning and reused by
+/// every batch's plan, so state outlives the per-batch physical plans.
+#[derive(Debug)]
+pub struct OperatorRegistry {
+    location: CheckpointLocation,
+    partitions: usize,
+    mode: OutputMode,
+    aggregates: Mutex<BTreeMap<usize, AggregateOperator>>,
+}
+
+impl OperatorRegistry {
+    /// Operators of a query in `mode`, checkpointed under `location` with `partitions` state
+    /// partitions.
+    pub fn new(location: CheckpointLocation, partitions: usize, mode: OutputMode) -> Self {
+        Self { location, partitions, mode, aggregates: Mutex::new(BTreeMap::new()) }
+    }
+
+    /// Every stateful operator planned so far, by operator id.
+    pub fn operators(&self) -> Vec<Arc<dyn StatefulOperator>> {
+        let aggregates = self.aggregates.lock().expect("registry lock");
+        aggregates.values().map(|a| Arc::new(a.clone()) as Arc<dyn StatefulOperator>).collect()
+    }
+}
+
+/// DataFusion's default planner plus the streaming extension planner.
+#[derive(Debug)]
+pub struct StreamingQueryPlanner {
+    registry: Arc<OperatorRegistry>,
+}
+
+impl StreamingQueryPlanner {
+    /// A planner whose stateful operators live in `registry`.
+    pub fn new(registry: Arc<OperatorRegistry>) -> Self {
+        Self { registry }
+    }
+}
+
+#[async_trait]
+impl QueryPlanner for StreamingQueryPlanner {
+    async fn create_physical_plan(
+        &self,
+        plan: &LogicalPlan,
+        session: &dyn Session,
+    ) -> DFResult<Arc<dyn ExecutionPlan>> {
+        let extension = StreamingExtensionPlanner { registry: Arc::clone(&self.registry) };
+        DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(extension)])
+            .create_physical_plan(plan, session)
+            .await
+    }
+}
+
+struct StreamingExtensionPlanner {
+    registry: Arc<OperatorRegistry>,
+}
+
+#[async_trait]
+impl ExtensionPlanner for StreamingExtensionPlanner {
+    async fn plan_extension(
+        &self,
+        planner: &dyn PhysicalPlanner,
+        node: &dyn UserDefinedLogicalNode,
+        logical_inputs: &[&LogicalPlan],
+        physical_inputs: &[Arc<dyn ExecutionPlan>],
+        session: &dyn Session,
+        planning_ctx: &PhysicalPlanningContext,
+    ) -> DFResult<Option<Arc<dyn ExecutionPlan>>> {
+        let Some(node) = node.as_any().downcast_ref::<StreamingAggregateNode>() else { return Ok(None) };
+        let input = Arc::clone(&physical_inputs[0]);
+        let logical_schema = logical_inputs[0].schema();
+        let group_by = node
+            .group_expr
+            .iter()
+            .map(|e| {
+                Ok((
+                    planner.create_physical_expr(e, logical_schema, session, planning_ctx)?,
+                    e.schema_name().to_string(),
+                ))
+            })
+            .collect::<DFResult<Vec<_>>>()?;
+        let mut aggregates = Vec::with_capacity(node.aggr_expr.len());
+        let mut filters = Vec::with_capacity(node.aggr_expr.len());
+        for e in &node.aggr_expr {
+            let lowered = LoweredAggregateBuilder::new(
+                e,
+                logical_schema,
+                &input.schema(),
+                session.execution_props(),
+                planning_ctx,
+            )
+            .build()?;
+            aggregates.push(lowered.aggregate);
+            filters.push(lowered.filter);
+        }
+        let partial = Arc::new(AggregateExec::try_new(
+            AggregateMode::Partial,
+            PhysicalGroupBy::new_single(group_by),
+            aggregates.clone(),
+            filters,
+            Arc::clone(&input),
+            input.schema(),
+        )?);
+        let output_schema = Arc::new(node.schema.as_arrow().clone());
+        let operator = {
+            let mut registered = self.registry.aggregates.lock().expect("registry lock");
+            match registered.get(&node.operator_id) {
+                Some(op) => op.clone(),
+                None => {
+                    let spec = AggregateStateSpec {
+                        name: format!("aggregate[{}]", node.operator_id),
+                        mode: self.registry.mode,
+                        event_time: node.event_time,
+                        aggregates,
+                        partial_schema: partial.schema(),
+                        group_count: node.group_expr.len(),
+                        output_schema: Arc::clone(&output_schema),
+                    };
+                    let store = StateStore::new(
+                        self.registry.location.clone(),
+                        &node.operator_id.to_string(),
+                        self.registry.partitions,
+                    );
+                    let op =
+                        AggregateOperator::new(AggregateState::try_new(spec, store).map_err(DataFusionError::from)?);
+                    registered.insert(node.operator_id, op.clone());
+                    op
+                }
+            }
+        };
+        Ok(Some(Arc::new(StatefulAggregateExec::new(partial, operator, output_schema))))
+    }
+}

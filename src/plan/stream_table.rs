@@ -1,0 +1,83 @@
+//! The unbounded input table as DataFusion sees it: a table whose scan yields the rows of the
+//! current micro-batch.
+
+use std::any::Any;
+use std::sync::{Arc, RwLock};
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::TableType;
+use datafusion::error::Result as DFResult;
+use datafusion::logical_expr::{Expr, LogicalPlan, TableScan};
+use datafusion::physical_plan::ExecutionPlan;
+
+/// A stream source registered as a DataFusion table. The micro-batch loop sets the rows of each
+/// batch with [`StreamTable::set_batch`]; a plan created afterwards scans exactly those rows.
+#[derive(Debug)]
+pub struct StreamTable {
+    name: String,
+    schema: SchemaRef,
+    current: RwLock<Vec<RecordBatch>>,
+}
+
+impl StreamTable {
+    /// An empty stream table `name` of `schema`.
+    pub fn new(name: &str, schema: SchemaRef) -> Self {
+        Self { name: name.to_string(), schema, current: RwLock::new(Vec::new()) }
+    }
+
+    /// The source name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Sets the rows the next scan returns.
+    pub fn set_batch(&self, batches: Vec<RecordBatch>) {
+        *self.current.write().expect("stream table lock") = batches;
+    }
+
+    /// The stream table behind a scan, if the scan reads one.
+    pub fn of_scan(scan: &TableScan) -> Option<Arc<StreamTable>> {
+        let provider = datafusion::datasource::source_as_provider(&scan.source).ok()?;
+        let any: Arc<dyn Any + Send + Sync> = provider;
+        any.downcast::<StreamTable>().ok()
+    }
+
+    /// The stream tables `plan` reads, subqueries included (a table read twice appears twice).
+    pub fn sources_of(plan: &LogicalPlan) -> Vec<Arc<StreamTable>> {
+        let mut found = Vec::new();
+        plan.apply_with_subqueries(|node| {
+            if let LogicalPlan::TableScan(scan) = node {
+                found.extend(Self::of_scan(scan));
+            }
+            Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+        })
+        .expect("plan walk does not fail");
+        found
+    }
+}
+
+#[async_trait]
+impl TableProvider for StreamTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DFResult<Arc<dyn ExecutionPlan>> {
+        let batches = self.current.read().expect("stream table lock").clone();
+        Ok(MemorySourceConfig::try_new_exec(&[batches], self.schema(), projection.cloned())?)
+    }
+}

@@ -1,0 +1,258 @@
+//! Event-time window assignment as DataFusion scalar functions.
+//!
+//! `window(ts, size)` and `window(ts, size, slide)` in a streaming `GROUP BY` are rewritten (see
+//! [`crate::sql::rewrite`]) into a column named `window` computed by these functions, so that
+//! `window.start` / `window.end` resolve as in Spark. Boundaries are aligned to the epoch plus an
+//! optional start offset, exactly as Spark's `TimeWindow` computes them:
+//! `start = ts - ((ts - offset) mod slide)`, a row belongs to every window `[start, start + size)`
+//! that contains it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, Int64Array, ListArray, PrimitiveArray, StructArray};
+use arrow::buffer::{NullBuffer, OffsetBuffer};
+use arrow::datatypes::{DataType, Field, FieldRef, Fields, Int64Type, TimeUnit};
+use datafusion::common::{exec_err, plan_err, Result as DFResult, ScalarValue};
+use datafusion::logical_expr::{
+    ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+
+/// Name of the tumbling-window function the rewrite targets: `tumble_window(ts, size[, offset])`.
+pub const TUMBLE_WINDOW: &str = "tumble_window";
+/// Name of the sliding-window function: `sliding_windows(ts, size, slide[, offset])`, a list of
+/// windows that `unnest` expands to one row per window.
+pub const SLIDING_WINDOWS: &str = "sliding_windows";
+
+/// Parses a Spark interval string such as `'10 seconds'`, `'1 hour'` or `'90 minutes'` into
+/// nanoseconds, through arrow's interval parser.
+///
+/// # Errors
+/// A plan error when the text is not an interval, is not positive, or uses months or years (a
+/// window needs a fixed duration, as in Spark).
+pub fn parse_duration_ns(text: &str) -> DFResult<i64> {
+    let interval = arrow::compute::kernels::cast_utils::parse_interval_month_day_nano(text).map_err(|e| {
+        datafusion::error::DataFusionError::Plan(format!(
+            "invalid interval '{text}': {e}; write e.g. '10 seconds' or '1 hour'"
+        ))
+    })?;
+    if interval.months != 0 {
+        return plan_err!("interval '{text}' uses months or years; windows need a fixed duration");
+    }
+    let ns = interval.days as i64 * 86_400_000_000_000 + interval.nanoseconds;
+    if ns <= 0 {
+        return plan_err!("interval '{text}' must be positive");
+    }
+    Ok(ns)
+}
+
+/// The `window{start, end}` struct type for an event-time column of type `ts` whose field
+/// metadata is `meta`. Both children keep `meta` (the watermark delay), so the type itself says
+/// the window is an event-time key wherever the plan moves it.
+pub fn window_struct_type(ts: &DataType, meta: &HashMap<String, String>) -> DataType {
+    let child = |name: &str| Field::new(name, ts.clone(), true).with_metadata(meta.clone());
+    DataType::Struct(Fields::from(vec![child("start"), child("end")]))
+}
+
+fn struct_fields(data_type: &DataType) -> DFResult<Fields> {
+    match data_type {
+        DataType::Struct(fields) => Ok(fields.clone()),
+        DataType::List(item) => struct_fields(item.data_type()),
+        other => exec_err!("window functions planned with return type {other}"),
+    }
+}
+
+fn unit_ns(ts: &DataType) -> DFResult<i64> {
+    match ts {
+        DataType::Timestamp(TimeUnit::Second, _) => Ok(1_000_000_000),
+        DataType::Timestamp(TimeUnit::Millisecond, _) => Ok(1_000_000),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => Ok(1_000),
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => Ok(1),
+        other => plan_err!("window() needs a TIMESTAMP event-time column, got {other}"),
+    }
+}
+
+/// Window geometry in the event-time column's own unit.
+#[derive(Debug, Clone, Copy)]
+struct Geometry {
+    size: i64,
+    slide: i64,
+    offset: i64,
+}
+
+impl Geometry {
+    fn from_args(args: &[ColumnarValue], ts: &DataType, sliding: bool) -> DFResult<Self> {
+        let unit = unit_ns(ts)?;
+        let text = |i: usize| -> DFResult<Option<i64>> {
+            match args.get(i) {
+                None => Ok(None),
+                Some(ColumnarValue::Scalar(
+                    ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)),
+                )) => Ok(Some(parse_duration_ns(s)? / unit)),
+                Some(_) => exec_err!("window sizes must be constant strings such as '10 seconds'"),
+            }
+        };
+        let size = text(1)?.expect("signature guarantees a size");
+        let (slide, offset_at) = if sliding { (text(2)?.unwrap_or(size), 3) } else { (size, 2) };
+        let offset = text(offset_at)?.unwrap_or(0);
+        if slide > size {
+            return exec_err!("window slide must not exceed the window size");
+        }
+        Ok(Geometry { size, slide, offset })
+    }
+
+    /// Start of the last window (latest start) containing `t`.
+    fn last_start(&self, t: i64) -> i64 {
+        t - (t - self.offset).rem_euclid(self.slide)
+    }
+}
+
+fn timestamp_values(array: &ArrayRef) -> DFResult<PrimitiveArray<Int64Type>> {
+    Ok(arrow::compute::cast(array, &DataType::Int64)?.as_primitive::<Int64Type>().clone())
+}
+
+fn with_ts_type(values: Int64Array, ts: &DataType) -> DFResult<ArrayRef> {
+    Ok(arrow::compute::cast(&(Arc::new(values) as ArrayRef), ts)?)
+}
+
+fn ts_arg(args: &[DataType]) -> DFResult<DataType> {
+    match args.first() {
+        Some(t @ DataType::Timestamp(_, _)) => Ok(t.clone()),
+        Some(other) => plan_err!("window() needs a TIMESTAMP event-time column, got {other}"),
+        None => plan_err!("window() needs an event-time column"),
+    }
+}
+
+/// The return field keeps the event-time column's metadata (its watermark delay), so the planner
+/// can tell that a `window` group key is an event-time key, as Spark tracks it on the attribute.
+fn event_time_field(args: &ReturnFieldArgs, list: bool) -> DFResult<FieldRef> {
+    let ts = ts_arg(&args.arg_fields.iter().map(|f| f.data_type().clone()).collect::<Vec<_>>())?;
+    let meta = args.arg_fields[0].metadata().clone();
+    let window = window_struct_type(&ts, &meta);
+    let data_type = if list { DataType::List(Arc::new(Field::new("item", window, true))) } else { window };
+    Ok(Arc::new(Field::new("window", data_type, true).with_metadata(meta)))
+}
+
+/// `tumble_window(ts, size[, offset])`: the one window `[start, start + size)` holding `ts`.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct TumbleWindow {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for TumbleWindow {
+    fn name(&self) -> &str {
+        TUMBLE_WINDOW
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, args: &[DataType]) -> DFResult<DataType> {
+        Ok(window_struct_type(&ts_arg(args)?, &HashMap::new()))
+    }
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> DFResult<FieldRef> {
+        event_time_field(&args, false)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DFResult<ColumnarValue> {
+        let ts_type = args.arg_fields[0].data_type().clone();
+        let geometry = Geometry::from_args(&args.args, &ts_type, false)?;
+        let ts = args.args[0].clone().into_array(args.number_rows)?;
+        let values = timestamp_values(&ts)?;
+        let starts: Int64Array = values.unary(|t| geometry.last_start(t));
+        let ends: Int64Array = starts.unary(|s| s + geometry.size);
+        let nulls = values.nulls().cloned();
+        let columns = vec![with_ts_type(starts, &ts_type)?, with_ts_type(ends, &ts_type)?];
+        let fields = struct_fields(args.return_field.data_type())?;
+        Ok(ColumnarValue::Array(Arc::new(StructArray::try_new(fields, columns, nulls)?)))
+    }
+}
+
+/// `sliding_windows(ts, size, slide[, offset])`: every window of the given size and slide that
+/// holds `ts`, earliest first, as a list (Spark's `Expand` of a sliding `window`).
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct SlidingWindows {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for SlidingWindows {
+    fn name(&self) -> &str {
+        SLIDING_WINDOWS
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, args: &[DataType]) -> DFResult<DataType> {
+        let item = Field::new("item", window_struct_type(&ts_arg(args)?, &HashMap::new()), true);
+        Ok(DataType::List(Arc::new(item)))
+    }
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> DFResult<FieldRef> {
+        event_time_field(&args, true)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DFResult<ColumnarValue> {
+        let ts_type = args.arg_fields[0].data_type().clone();
+        let g = Geometry::from_args(&args.args, &ts_type, true)?;
+        let ts = args.args[0].clone().into_array(args.number_rows)?;
+        let values = timestamp_values(&ts)?;
+        let mut starts = Vec::with_capacity(values.len() * (g.size / g.slide) as usize);
+        let mut offsets = Vec::with_capacity(values.len() + 1);
+        offsets.push(0i32);
+        for t in values.iter() {
+            if let Some(t) = t {
+                let last = g.last_start(t);
+                let mut first = last;
+                while first - g.slide + g.size > t {
+                    first -= g.slide;
+                }
+                starts.extend((0..).map(|i| first + i * g.slide).take_while(|s| *s <= last));
+            }
+            offsets.push(starts.len() as i32);
+        }
+        let starts = Int64Array::from(starts);
+        let ends: Int64Array = starts.unary(|s| s + g.size);
+        let windows = StructArray::try_new(
+            struct_fields(args.return_field.data_type())?,
+            vec![with_ts_type(starts, &ts_type)?, with_ts_type(ends, &ts_type)?],
+            None,
+        )?;
+        let item = match args.return_field.data_type() {
+            DataType::List(item) => item.clone(),
+            other => return exec_err!("sliding_windows planned with return type {other}"),
+        };
+        let nulls = values.nulls().cloned().map(|n| NullBuffer::new(n.inner().clone()));
+        let list = ListArray::try_new(item, OffsetBuffer::new(offsets.into()), Arc::new(windows), nulls)?;
+        Ok(ColumnarValue::Array(Arc::new(list)))
+    }
+}
+
+/// The window functions to register with a DataFusion session.
+pub fn window_udfs() -> Vec<ScalarUDF> {
+    let sig = |n: std::ops::RangeInclusive<usize>| {
+        Signature::one_of(n.map(datafusion::logical_expr::TypeSignature::Any).collect(), Volatility::Immutable)
+    };
+    vec![
+        ScalarUDF::new_from_impl(TumbleWindow { signature: sig(2..=3) }),
+        ScalarUDF::new_from_impl(SlidingWindows { signature: sig(3..=4) }),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_like_spark() {
+        assert_eq!(parse_duration_ns("10 seconds").unwrap(), 10_000_000_000);
+        assert_eq!(parse_duration_ns("1 hour").unwrap(), 3_600_000_000_000);
+        assert!(parse_duration_ns("1 month").is_err());
+        assert!(parse_duration_ns("banana").is_err());
+    }
+
+    #[test]
+    fn window_start_is_aligned_to_the_epoch_and_offset() {
+        let g = Geometry { size: 10, slide: 10, offset: 0 };
+        assert_eq!(g.last_start(15), 10);
+        assert_eq!(g.last_start(10), 10);
+        assert_eq!(g.last_start(-1), -10);
+        let g = Geometry { size: 10, slide: 5, offset: 2 };
+        assert_eq!(g.last_start(8), 7);
+    }
+}

@@ -1,0 +1,66 @@
+//! Sources: replayable streams of Arrow record batches addressed by offsets. One file per source.
+//!
+//! A source hands the micro-batch loop an end offset for each batch (capped by its rate limit),
+//! and later the rows between two offsets. Reading the same range again returns the same rows,
+//! which is what lets a crashed batch run again identically (DESIGN §1).
+
+pub mod file;
+pub mod memory;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use serde_json::Value;
+
+use crate::checkpoint::CheckpointLocation;
+use crate::Result;
+
+/// Rows a source read for one batch.
+#[derive(Debug, Default)]
+pub struct SourceData {
+    /// The rows, in the source's schema.
+    pub batches: Vec<RecordBatch>,
+    /// Malformed records skipped under `bad_data = 'drop'`.
+    pub dropped_records: u64,
+}
+
+/// A replayable source of an unbounded input table.
+#[async_trait]
+pub trait Source: Send + Sync + std::fmt::Debug {
+    /// The source's table name.
+    fn name(&self) -> &str;
+
+    /// The schema of every batch it returns.
+    fn schema(&self) -> SchemaRef;
+
+    /// The offset before any data.
+    fn initial_offset(&self) -> Value;
+
+    /// Reloads what the source recorded in the checkpoint for batches `0..=through_batch`
+    /// (`None`: a new query), before the query resumes.
+    ///
+    /// # Errors
+    /// [`crate::SluiceError::Checkpoint`] when the records are unreadable or inconsistent.
+    async fn restore(&mut self, location: &CheckpointLocation, through_batch: Option<u64>) -> Result<()>;
+
+    /// Limits every later batch to the data available now (the `available-now` trigger).
+    ///
+    /// # Errors
+    /// [`crate::SluiceError::Source`] when the source cannot be listed.
+    async fn freeze_available(&mut self) -> Result<()>;
+
+    /// Chooses the end offset of batch `batch_id` starting at `start`, at most the source's rate
+    /// limit further; returns `start` when there is nothing new. Whatever the source must remember
+    /// to replay the range is written to `location` before this returns.
+    ///
+    /// # Errors
+    /// [`crate::SluiceError::Source`] when the source cannot be listed, or a checkpoint error.
+    async fn plan_batch(&mut self, location: &CheckpointLocation, batch_id: u64, start: &Value) -> Result<Value>;
+
+    /// The rows in `[start, end)`.
+    ///
+    /// # Errors
+    /// [`crate::SluiceError::MalformedRecord`] (naming file and line) for a bad record unless the
+    /// source drops them; [`crate::SluiceError::Io`] for unreadable data.
+    async fn read(&mut self, start: &Value, end: &Value) -> Result<SourceData>;
+}

@@ -1,0 +1,37 @@
+//! sluice's SQL dialect: DataFusion's generic dialect with the switches streaming SQL needs.
+
+use datafusion::sql::sqlparser::dialect::{Dialect, GenericDialect};
+
+/// The lexical dialect of sluice scripts: the generic dialect, with aggregate `FILTER (WHERE ...)`.
+///
+/// The stream-table grammar (`CREATE TABLE ... WATERMARK FOR ... WITH (...)`) is parsed by
+/// [`super::parser`] on the same sqlparser `Parser`, not through `Dialect::parse_statement`:
+/// DataFusion's `DFParser` sends every `CREATE` straight to `Parser::parse_create`, which never
+/// consults that hook, and a hook would have to squeeze the watermark into sqlparser's
+/// `CreateTable`, which has no field for it.
+#[derive(Debug, Default)]
+pub struct SluiceDialect {
+    generic: GenericDialect,
+}
+
+impl Dialect for SluiceDialect {
+    fn is_identifier_start(&self, ch: char) -> bool {
+        self.generic.is_identifier_start(ch)
+    }
+
+    fn is_identifier_part(&self, ch: char) -> bool {
+        self.generic.is_identifier_part(ch)
+    }
+
+    fn is_delimited_identifier_start(&self, ch: char) -> bool {
+        self.generic.is_delimited_identifier_start(ch)
+    }
+
+    fn supports_group_by_expr(&self) -> bool {
+        true
+    }
+
+    fn supports_filter_during_aggregation(&self) -> bool {
+        true
+    }
+}

@@ -1,0 +1,77 @@
+//! State files: Arrow IPC with two binary columns, `key` and `value` (null `value` = deleted).
+
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, BinaryArray, BinaryBuilder};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::ipc::reader::FileReader;
+use arrow::ipc::writer::FileWriter;
+use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
+
+use crate::Result;
+
+fn file_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new("key", DataType::Binary, false), Field::new("value", DataType::Binary, true)]))
+}
+
+/// Encodes `(key, Some(value))` upserts and `(key, None)` deletes as one Arrow IPC file.
+///
+/// # Errors
+/// An arrow error if IPC encoding fails.
+pub fn encode<'a>(entries: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>) -> Result<Bytes> {
+    let mut keys = BinaryBuilder::new();
+    let mut values = BinaryBuilder::new();
+    for (k, v) in entries {
+        keys.append_value(k);
+        values.append_option(v);
+    }
+    let batch = RecordBatch::try_new(file_schema(), vec![Arc::new(keys.finish()), Arc::new(values.finish())])?;
+    let mut writer = FileWriter::try_new(Vec::new(), &file_schema())?;
+    writer.write(&batch)?;
+    writer.finish()?;
+    Ok(Bytes::from(writer.into_inner()?))
+}
+
+/// Decodes a file written by [`encode`], calling `apply(key, value)` per entry in order.
+///
+/// # Errors
+/// An arrow error when the bytes are not such a file (the caller names the file).
+pub fn decode(bytes: Bytes, mut apply: impl FnMut(&[u8], Option<&[u8]>)) -> Result<()> {
+    let reader = FileReader::try_new(std::io::Cursor::new(bytes), None)?;
+    if reader.schema() != file_schema() {
+        return Err(arrow::error::ArrowError::SchemaError(format!(
+            "unexpected state file schema {:?}",
+            reader.schema()
+        ))
+        .into());
+    }
+    for batch in reader {
+        let batch = batch?;
+        let keys: &BinaryArray = batch.column(0).as_binary();
+        let values: &BinaryArray = batch.column(1).as_binary();
+        for i in 0..batch.num_rows() {
+            apply(keys.value(i), values.is_valid(i).then(|| values.value(i)));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_upserts_and_deletes() {
+        let entries: Vec<(&[u8], Option<&[u8]>)> = vec![(b"a", Some(b"1")), (b"b", None)];
+        let bytes = encode(entries.iter().copied()).unwrap();
+        let mut seen = Vec::new();
+        decode(bytes, |k, v| seen.push((k.to_vec(), v.map(<[u8]>::to_vec)))).unwrap();
+        assert_eq!(seen, vec![(b"a".to_vec(), Some(b"1".to_vec())), (b"b".to_vec(), None)]);
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        assert!(decode(Bytes::from_static(b"not arrow"), |_, _| {}).is_err());
+    }
+}

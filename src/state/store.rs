@@ -1,0 +1,251 @@
+//! A versioned, hash-partitioned key-value store of arrow rows.
+
+use std::collections::HashMap;
+
+use crate::checkpoint::CheckpointLocation;
+use crate::state::codec;
+use crate::Result;
+
+/// Every this many versions a partition writes a full snapshot besides its delta, bounding
+/// recovery to at most this many deltas (Spark's `minDeltasForSnapshot` default).
+pub const SNAPSHOT_INTERVAL: u64 = 10;
+
+/// Row counts of one batch's state changes, for progress reporting (Spark's `stateOperators`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StateMetrics {
+    /// Rows in the store after the batch.
+    pub rows_total: u64,
+    /// Rows written (inserted or updated) by the batch.
+    pub rows_updated: u64,
+    /// Rows removed by the batch (evicted or emitted).
+    pub rows_removed: u64,
+    /// Approximate memory held by keys and values, bytes.
+    pub memory_bytes: u64,
+}
+
+#[derive(Debug, Default)]
+struct Partition {
+    rows: HashMap<Box<[u8]>, Box<[u8]>>,
+    /// Changes since the last commit: `None` = removed.
+    changes: HashMap<Box<[u8]>, Option<Box<[u8]>>>,
+}
+
+/// The state of one operator: `P` partitions of key → value rows, versioned by batch id.
+///
+/// Version `N` is the state after batch `N`. Batch `N` starts from version `N-1`, applies its
+/// changes, and [`StateStore::commit`] writes them as `state/<op>/<p>/N.delta` (and every
+/// [`SNAPSHOT_INTERVAL`] versions `N.snapshot`), so a restart can rebuild any committed version.
+#[derive(Debug)]
+pub struct StateStore {
+    location: CheckpointLocation,
+    dir: String,
+    partitions: Vec<Partition>,
+    updated: u64,
+    removed: u64,
+}
+
+/// Stable 64-bit FNV-1a; the partition of a key must not change across processes or Rust
+/// versions, which rules out std's randomly seeded hasher.
+fn stable_hash(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+impl StateStore {
+    /// An empty store for operator `operator` with `partitions` partitions, checkpointed under
+    /// `state/<operator>/` of `location`.
+    pub fn new(location: CheckpointLocation, operator: &str, partitions: usize) -> Self {
+        Self {
+            location,
+            dir: format!("state/{operator}"),
+            partitions: (0..partitions.max(1)).map(|_| Partition::default()).collect(),
+            updated: 0,
+            removed: 0,
+        }
+    }
+
+    fn partition_of(&self, key: &[u8]) -> usize {
+        (stable_hash(key) % self.partitions.len() as u64) as usize
+    }
+
+    /// The value of `key`.
+    pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
+        self.partitions[self.partition_of(key)].rows.get(key).map(|v| &**v)
+    }
+
+    /// Inserts or replaces the value of `key`.
+    pub fn put(&mut self, key: &[u8], value: &[u8]) {
+        let index = self.partition_of(key);
+        let p = &mut self.partitions[index];
+        p.rows.insert(key.into(), value.into());
+        p.changes.insert(key.into(), Some(value.into()));
+        self.updated += 1;
+    }
+
+    /// Removes `key` if present.
+    pub fn remove(&mut self, key: &[u8]) {
+        let index = self.partition_of(key);
+        let p = &mut self.partitions[index];
+        if p.rows.remove(key).is_some() {
+            p.changes.insert(key.into(), None);
+            self.removed += 1;
+        }
+    }
+
+    /// Every `(key, value)`, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.partitions.iter().flat_map(|p| p.rows.iter().map(|(k, v)| (&**k, &**v)))
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.partitions.iter().map(|p| p.rows.len()).sum()
+    }
+
+    /// True when the store holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Counts since the last commit, and the current totals.
+    pub fn metrics(&self) -> StateMetrics {
+        let memory_bytes = self.iter().map(|(k, v)| (k.len() + v.len() + 32) as u64).sum();
+        StateMetrics {
+            rows_total: self.len() as u64,
+            rows_updated: self.updated,
+            rows_removed: self.removed,
+            memory_bytes,
+        }
+    }
+
+    /// Writes the changes since the last commit as version `version` of every partition.
+    ///
+    /// # Errors
+    /// [`crate::SluiceError::Checkpoint`] when a file cannot be written.
+    pub async fn commit(&mut self, version: u64) -> Result<()> {
+        for (i, partition) in self.partitions.iter_mut().enumerate() {
+            let changes = std::mem::take(&mut partition.changes);
+            let delta = codec::encode(changes.iter().map(|(k, v)| (&**k, v.as_deref())))?;
+            self.location.put(&format!("{}/{i}/{version}.delta", self.dir), delta).await?;
+            if version % SNAPSHOT_INTERVAL == SNAPSHOT_INTERVAL - 1 {
+                let snapshot = codec::encode(partition.rows.iter().map(|(k, v)| (&**k, Some(&**v))))?;
+                self.location.put(&format!("{}/{i}/{version}.snapshot", self.dir), snapshot).await?;
+            }
+        }
+        self.updated = 0;
+        self.removed = 0;
+        Ok(())
+    }
+
+    /// Replaces the contents with committed version `version` (`None`: the empty initial state).
+    ///
+    /// # Errors
+    /// [`crate::SluiceError::Checkpoint`] naming the file when a delta the version needs is
+    /// missing or unreadable (a corrupted checkpoint).
+    pub async fn load(&mut self, version: Option<u64>) -> Result<()> {
+        for i in 0..self.partitions.len() {
+            let mut partition = Partition::default();
+            if let Some(version) = version {
+                let dir = format!("{}/{i}", self.dir);
+                let files = self.location.list(&dir).await?;
+                let snapshot = files
+                    .iter()
+                    .filter_map(|f| f.strip_suffix(".snapshot")?.parse::<u64>().ok())
+                    .filter(|v| *v <= version)
+                    .max();
+                let first_delta = match snapshot {
+                    Some(s) => {
+                        self.read_into(&format!("{dir}/{s}.snapshot"), &mut partition).await?;
+                        s + 1
+                    }
+                    None => 0,
+                };
+                for v in first_delta..=version {
+                    self.read_into(&format!("{dir}/{v}.delta"), &mut partition).await?;
+                }
+            }
+            self.partitions[i] = partition;
+        }
+        self.updated = 0;
+        self.removed = 0;
+        Ok(())
+    }
+
+    async fn read_into(&self, relative: &str, partition: &mut Partition) -> Result<()> {
+        let bytes = self.location.get(relative).await?.ok_or_else(|| {
+            self.location.error(
+                relative,
+                "state file missing: the checkpoint is incomplete; restore it or start over with a new checkpoint location",
+            )
+        })?;
+        codec::decode(bytes, |k, v| match v {
+            Some(v) => {
+                partition.rows.insert(k.into(), v.into());
+            }
+            None => {
+                partition.rows.remove(k);
+            }
+        })
+        .map_err(|e| self.location.error(relative, format!("corrupted state file: {e}")))
+    }
+
+    /// Deletes state files no longer needed to rebuild versions `>= keep_from`.
+    ///
+    /// # Errors
+    /// [`crate::SluiceError::Checkpoint`] when a listing or delete fails.
+    pub async fn purge_before(&self, keep_from: u64) -> Result<()> {
+        for i in 0..self.partitions.len() {
+            let dir = format!("{}/{i}", self.dir);
+            let files = self.location.list(&dir).await?;
+            let version = |f: &str| f.split('.').next().and_then(|v| v.parse::<u64>().ok());
+            // The newest snapshot at or below keep_from stays, with every delta after it.
+            let base = files
+                .iter()
+                .filter(|f| f.ends_with(".snapshot"))
+                .filter_map(|f| version(f))
+                .filter(|v| *v <= keep_from)
+                .max();
+            let Some(base) = base else { continue };
+            for f in files.iter().filter(|f| version(f).is_some_and(|v| v < base)) {
+                self.location.delete(&format!("{dir}/{f}")).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn restores_any_committed_version_across_snapshots() {
+        let location = CheckpointLocation::open("memory://").unwrap();
+        let mut store = StateStore::new(location.clone(), "0", 3);
+        for version in 0..25u64 {
+            store.put(format!("k{version}").as_bytes(), &version.to_le_bytes());
+            if version >= 2 {
+                store.remove(format!("k{}", version - 2).as_bytes());
+            }
+            store.commit(version).await.unwrap();
+        }
+        let mut restored = StateStore::new(location.clone(), "0", 3);
+        restored.load(Some(14)).await.unwrap();
+        let mut keys: Vec<_> = restored.iter().map(|(k, _)| String::from_utf8(k.to_vec()).unwrap()).collect();
+        keys.sort();
+        assert_eq!(keys, vec!["k13", "k14"]);
+        assert_eq!(restored.get(b"k14"), Some(&14u64.to_le_bytes()[..]));
+        restored.load(None).await.unwrap();
+        assert!(restored.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_missing_delta_is_a_clear_error() {
+        let location = CheckpointLocation::open("memory://").unwrap();
+        let mut store = StateStore::new(location.clone(), "0", 1);
+        store.put(b"a", b"1");
+        store.commit(0).await.unwrap();
+        location.delete("state/0/0/0.delta").await.unwrap();
+        let err = store.load(Some(0)).await.unwrap_err().to_string();
+        assert!(err.contains("state/0/0/0.delta") && err.contains("missing"), "{err}");
+    }
+}

@@ -1,0 +1,127 @@
+//! Bad input gets a clear error and loses nothing: malformed records, invalid queries for each
+//! output mode, bad options.
+
+mod common;
+
+use common::*;
+use sluice::OutputMode;
+
+fn script(input: &std::path::Path, output: &std::path::Path, bad_data: &str) -> String {
+    format!(
+        "CREATE TABLE events (key STRING, ts TIMESTAMP, value BIGINT, WATERMARK FOR ts AS ts - INTERVAL '10' SECOND)
+           WITH (connector = 'file', path = '{}', format = 'json', max_files_per_trigger = '1'{bad_data});
+         CREATE TABLE out WITH (connector = 'file', path = '{}', format = 'json', output_mode = 'update');
+         INSERT INTO out SELECT key, count(*) AS cnt FROM events GROUP BY key;",
+        input.display(),
+        output.display()
+    )
+}
+
+const GOOD: &str = "{\"key\": \"a\", \"ts\": \"2024-01-01T00:00:01Z\", \"value\": 1}\n";
+const BAD: &str = "{\"key\": \"a\", \"ts\": \"2024-01-01T00:00:01Z\", \"value\": 1}\n\
+                   {\"key\": \"b\", \"ts\": \"2024-01-01T00:00:02Z\", \"value\": \"lots\"}\n\
+                   {\"key\": \"c\", \"ts\": \"2024-01-01T00:00:03Z\", \"value\": 3}\n";
+
+#[tokio::test]
+async fn a_malformed_record_stops_the_query_naming_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    write_file(&input, "0.json", GOOD, 0);
+    write_file(&input, "1.json", BAD, 1);
+    let sql = script(&input, &dir.path().join("out"), "");
+    let err = run_script(&sql, &dir.path().join("cp")).await.unwrap_err().to_string();
+    assert!(err.contains("1.json"), "names the file: {err}");
+    assert!(err.contains("line 2"), "names the line: {err}");
+    assert!(err.contains("value"), "names the field: {err}");
+    assert!(err.contains("bad_data"), "says what to do: {err}");
+    // Nothing is lost: batch 0 committed, batch 1 will run again once the file is fixed.
+    write_file(&input, "1.json", GOOD, 1);
+    let progress = run_script(&sql, &dir.path().join("cp")).await.unwrap();
+    assert_eq!(progress[0].batch_id, 1);
+    assert_eq!(progress[0].input_rows, 1);
+}
+
+#[tokio::test]
+async fn bad_data_drop_skips_and_counts_malformed_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    write_file(&input, "0.json", BAD, 0);
+    let sql = script(&input, &dir.path().join("out"), ", bad_data = 'drop'");
+    let progress = run_script(&sql, &dir.path().join("cp")).await.unwrap();
+    assert_eq!(progress[0].input_rows, 2);
+    assert_eq!(progress[0].bad_records_dropped, 1);
+    assert!(progress[0].line().contains("bad records dropped 1"));
+}
+
+#[tokio::test]
+async fn a_missing_input_directory_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let sql = script(&dir.path().join("nowhere"), &dir.path().join("out"), "");
+    let err = run_script(&sql, &dir.path().join("cp")).await.unwrap_err().to_string();
+    assert!(err.contains("nowhere") && err.contains("does not exist"), "{err}");
+}
+
+async fn refusal(mode: OutputMode, delay: Option<i64>, select: &str) -> String {
+    Harness::new(mode, delay, select).await.err().expect("the query is refused").to_string()
+}
+
+#[tokio::test]
+async fn append_mode_refuses_an_aggregation_without_watermark() {
+    let err = refusal(OutputMode::Append, None, "SELECT key, count(*) FROM events GROUP BY key").await;
+    assert!(err.contains("append mode without a watermark") && err.contains("WATERMARK FOR"), "{err}");
+    // Watermarked input, but the grouping has no event-time column: same refusal.
+    let err = refusal(OutputMode::Append, Some(10), "SELECT key, count(*) FROM events GROUP BY key").await;
+    assert!(err.contains("append mode without a watermark"), "{err}");
+}
+
+#[tokio::test]
+async fn complete_mode_refuses_a_query_without_aggregation() {
+    let err = refusal(OutputMode::Complete, Some(10), "SELECT key, value FROM events").await;
+    assert!(err.contains("complete") && err.contains("GROUP BY"), "{err}");
+}
+
+#[tokio::test]
+async fn update_mode_refuses_sorting_a_stream() {
+    let err =
+        refusal(OutputMode::Update, Some(10), "SELECT key, count(*) AS n FROM events GROUP BY key ORDER BY n").await;
+    assert!(err.contains("ORDER BY on a stream") && err.contains("complete"), "{err}");
+    // In complete mode the same query runs, sorted.
+    let mut h = Harness::new(
+        OutputMode::Complete,
+        Some(10),
+        "SELECT key, count(*) AS n FROM events GROUP BY key ORDER BY n DESC, key",
+    )
+    .await
+    .map_err(|e| e.to_string())
+    .unwrap();
+    assert_eq!(h.batch(&[("a", 1, 1), ("b", 2, 2), ("b", 3, 3)]).await, vec!["b,2", "a,1"]);
+}
+
+#[tokio::test]
+async fn invalid_sql_and_options_are_named() {
+    let mut ctx = sluice::StreamContext::new();
+    let err = ctx.execute("SELEC 1").await.unwrap_err().to_string();
+    assert!(err.contains("SELEC"), "{err}");
+    let err = ctx
+        .execute("CREATE TABLE t (a BIGINT) WITH (connector = 'file', path = '.', max_file_per_trigger = '1')")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("max_file_per_trigger") && err.contains("max_files_per_trigger"), "{err}");
+    let err = ctx
+        .execute("CREATE TABLE t (a BIGINT, WATERMARK FOR a AS a - INTERVAL '1' SECOND) WITH (connector = 'file', path = '.')")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("TIMESTAMP"), "{err}");
+}
+
+#[tokio::test]
+async fn session_windows_and_stream_stream_joins_are_refused_clearly() {
+    let err =
+        refusal(OutputMode::Append, Some(10), "SELECT count(*) FROM events GROUP BY session_window(ts, '5 seconds')")
+            .await;
+    assert!(err.contains("session_window"), "{err}");
+    let err = refusal(OutputMode::Append, Some(10), "SELECT a.key FROM events a JOIN events b ON a.key = b.key").await;
+    assert!(err.contains("stream-stream join"), "{err}");
+}

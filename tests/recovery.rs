@@ -1,0 +1,152 @@
+//! A crash between the offsets log and the commit log, and a stop/restart, produce the output of
+//! an uninterrupted run (DESIGN §1 "Recovery", SEMANTICS §4).
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use common::*;
+use sluice::sink::memory::MemorySink;
+use sluice::sink::Sink;
+use sluice::source::memory::MemoryStream;
+use sluice::{OutputMode, StreamContext, StreamingQuery};
+
+/// A sink that fails on one batch id, as a process would die after the state commit but before
+/// `commits/N`.
+struct FailingSink {
+    inner: MemorySink,
+    fail_on: u64,
+}
+
+impl Sink for FailingSink {
+    fn add_batch(&mut self, batch_id: u64, schema: &SchemaRef, batches: &[RecordBatch]) -> sluice::Result<()> {
+        if batch_id == self.fail_on {
+            return Err(sluice::SluiceError::Sink { sink: "failing".into(), message: "injected crash".into() });
+        }
+        self.inner.add_batch(batch_id, schema, batches)
+    }
+}
+
+async fn query_with_sink(
+    checkpoint: &str,
+    mode: OutputMode,
+    sink: impl Fn() -> Box<dyn Sink> + Send + Sync + 'static,
+) -> (StreamingQuery, MemoryStream) {
+    let mut ctx = StreamContext::new();
+    let stream = ctx.register_memory_stream("events", events_schema(), Some(("ts", 10_000))).unwrap();
+    ctx.register_sink("out", mode, sink);
+    let definitions = ctx.execute(&format!("INSERT INTO out {TUMBLE}")).await.unwrap();
+    (ctx.start(&definitions[0], checkpoint).await.unwrap(), stream)
+}
+
+/// Pushes slices `from..` one per batch, then runs the final no-data batch; stops at the first
+/// error.
+async fn drive(query: &mut StreamingQuery, stream: &MemoryStream, from: usize) -> sluice::Result<()> {
+    for input in &TUMBLE_INPUT[from..] {
+        stream.push(events(input)).unwrap();
+        query.run_next_batch().await?;
+    }
+    while query.run_next_batch().await? {}
+    Ok(())
+}
+
+fn output(sink: &MemorySink) -> BTreeMap<u64, Vec<String>> {
+    sink.batches().into_iter().map(|(k, v)| (k, rows(&v))).collect()
+}
+
+#[tokio::test]
+async fn a_crash_before_the_commit_log_replays_the_batch_identically() {
+    for mode in [OutputMode::Append, OutputMode::Update, OutputMode::Complete] {
+        let reference = MemorySink::new();
+        let r = reference.clone();
+        let (mut q, stream) = query_with_sink("memory://", mode, move || Box::new(r.clone())).await;
+        drive(&mut q, &stream, 0).await.unwrap();
+        let batches = reference.batches().len() as u64;
+        assert!(batches >= 5, "{mode}: one batch per slice");
+
+        for fail_on in 0..batches {
+            let dir = tempfile::tempdir().unwrap();
+            let checkpoint = dir.path().to_str().unwrap().to_string();
+            let survived = MemorySink::new();
+            let s = survived.clone();
+            let (mut crashing, stream) =
+                query_with_sink(&checkpoint, mode, move || Box::new(FailingSink { inner: s.clone(), fail_on })).await;
+            let err = drive(&mut crashing, &stream, 0).await.unwrap_err();
+            assert!(err.to_string().contains("injected crash"), "{err}");
+            drop(crashing);
+
+            // A new process: the memory stream is refilled with what the logged offsets cover.
+            let s = survived.clone();
+            let (mut restarted, stream) = query_with_sink(&checkpoint, mode, move || Box::new(s.clone())).await;
+            let pushed = (fail_on as usize + 1).min(TUMBLE_INPUT.len());
+            for input in &TUMBLE_INPUT[..pushed] {
+                stream.push(events(input)).unwrap();
+            }
+            assert!(restarted.run_next_batch().await.unwrap(), "the uncommitted batch runs again");
+            drive(&mut restarted, &stream, pushed).await.unwrap();
+            assert_eq!(output(&survived), output(&reference), "{mode}: crash at batch {fail_on}");
+        }
+    }
+}
+
+/// Pushes `input` as one batch, runs it, then every no-data batch that is due, as an idle query
+/// with the default trigger would.
+async fn step(h: &mut Harness, input: &[(&str, i64, i64)]) {
+    h.batch(input).await;
+    while h.no_data_batch().await.is_some() {}
+}
+
+#[tokio::test]
+async fn stop_and_restart_between_batches_is_transparent() {
+    let mut reference = Harness::new(OutputMode::Append, Some(10), TUMBLE).await.unwrap();
+    for input in TUMBLE_INPUT {
+        step(&mut reference, input).await;
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint = dir.path().to_str().unwrap();
+    let mut first = Harness::at_checkpoint(OutputMode::Append, Some(10), TUMBLE, checkpoint).await.unwrap();
+    step(&mut first, TUMBLE_INPUT[0]).await;
+    step(&mut first, TUMBLE_INPUT[1]).await;
+    // Stopped right after a data batch whose watermark advance makes a no-data batch due.
+    first.batch(TUMBLE_INPUT[2]).await;
+    let before = first.sink.batches();
+    drop(first);
+
+    // A new process: the memory stream is refilled with what was pushed before.
+    let mut second = Harness::at_checkpoint(OutputMode::Append, Some(10), TUMBLE, checkpoint).await.unwrap();
+    for input in &TUMBLE_INPUT[..3] {
+        second.stream.push(events(input)).unwrap();
+    }
+    // Nothing is read twice: the restart runs only the no-data batch the stopped run owed.
+    assert_eq!(second.no_data_batch().await, Some(vec!["00:00:10,00:00:20,b,2,10".to_string()]));
+    assert_eq!(second.query.recent_progress()[0].input_rows, 0);
+    assert_eq!(second.no_data_batch().await, None);
+    for input in &TUMBLE_INPUT[3..] {
+        step(&mut second, input).await;
+    }
+    let mut combined = before;
+    combined.extend(second.sink.batches());
+    let combined: BTreeMap<u64, Vec<String>> = combined.into_iter().map(|(k, v)| (k, rows(&v))).collect();
+    assert_eq!(combined, output(&reference.sink));
+    // Watermarks and late drops are restored too: batch by batch as in the uninterrupted run.
+    let summary = |p: &sluice::BatchProgress| (p.batch_id, p.watermark_ms, p.late_rows_dropped, p.state_rows);
+    let restarted: Vec<_> = second.query.recent_progress().iter().map(summary).collect();
+    let uninterrupted: Vec<_> = reference.query.recent_progress().iter().map(summary).collect();
+    assert_eq!(restarted[..], uninterrupted[uninterrupted.len() - restarted.len()..]);
+    assert!(restarted.iter().map(|r| r.2).sum::<u64>() > 0, "the restored watermark drops late rows");
+}
+
+#[tokio::test]
+async fn a_corrupted_checkpoint_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint = dir.path().to_str().unwrap();
+    let mut h = Harness::at_checkpoint(OutputMode::Append, Some(10), TUMBLE, checkpoint).await.unwrap();
+    h.batch(TUMBLE_INPUT[0]).await;
+    drop(h);
+    std::fs::write(dir.path().join("offsets/0"), b"{ not json").unwrap();
+    let err = Harness::at_checkpoint(OutputMode::Append, Some(10), TUMBLE, checkpoint).await.err().unwrap().to_string();
+    assert!(err.contains("offsets/0") && err.contains("corrupted"), "{err}");
+}
