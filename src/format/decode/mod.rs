@@ -1,0 +1,331 @@
+//! Decoding one input file (JSON lines, CSV or Parquet, optionally gzipped) into record batches of
+//! the user's declared schema.
+//!
+//! The parsing itself is arrow's (`arrow_json`, `arrow_csv`) and parquet's; this module adds what a
+//! streaming source needs on top: the declared schema is enforced (missing columns become nulls,
+//! extra columns are ignored), and a record that does not fit is either reported with its file and
+//! line (`bad_data = 'fail'`) or skipped and counted (`bad_data = 'drop'`).
+//!
+//! Good files take the fast path (arrow decodes large chunks); only a chunk that fails is decoded
+//! again record by record to find the bad record, so the cost of exact error positions is paid
+//! only by files that have errors.
+//!
+//! This file holds the public API, file reading and the machinery the formats share; each format
+//! has its own submodule.
+
+mod csv;
+mod json;
+mod parquet;
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, RecordBatchOptions};
+use arrow::compute::concat_batches;
+use arrow::datatypes::{Field, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+
+use super::{BadData, Format};
+use crate::{Result, SluiceError};
+
+/// How to decode a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeOptions {
+    /// What to do with a record that does not match the schema.
+    pub bad_data: BadData,
+    /// CSV only: whether the first line is a header. With a header, columns are matched to the
+    /// schema by name (exact, else case-insensitive); without one, by position.
+    pub csv_header: bool,
+    /// Target number of rows per output batch (JSON: input lines per batch). Values below 1 are
+    /// treated as 1.
+    pub batch_size: usize,
+}
+
+impl Default for DecodeOptions {
+    /// `bad_data = fail`, CSV with a header, 8192 rows per batch (DataFusion's default batch size).
+    fn default() -> Self {
+        DecodeOptions { bad_data: BadData::Fail, csv_header: true, batch_size: 8192 }
+    }
+}
+
+/// The decoded content of one file.
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    /// The good rows, in file order; every batch has exactly the declared schema. Empty when the
+    /// file has no rows.
+    pub batches: Vec<RecordBatch>,
+    /// Number of rows in `batches`.
+    pub rows: u64,
+    /// Number of records skipped because they did not match the schema (always 0 with
+    /// [`BadData::Fail`]).
+    pub dropped: u64,
+}
+
+/// Decodes the file at `path` into batches of `schema`.
+///
+/// A name ending in `.gz` (e.g. `x.jsonl.gz`) is gunzipped first; line numbers then count lines of
+/// the decompressed text. JSON lines: one object per line, blank lines skipped, unknown fields
+/// ignored, timestamp strings such as `2013-01-01T10:15:00Z` parsed (no offset means UTC).
+/// CSV: RFC 4180 quoting, empty fields are null. Parquet: declared columns are selected by name and
+/// cast to the declared types.
+///
+/// # Errors
+/// - [`SluiceError::Io`] when the file cannot be opened or read (also for corrupt gzip data).
+/// - [`SluiceError::MalformedRecord`] (only with [`BadData::Fail`]) for the first record that does
+///   not match the schema: invalid JSON, a value that cannot be parsed as its field's type, a null
+///   or missing value in a NOT NULL field, a CSV line with the wrong number of fields. `line` is
+///   the 1-based line (CSV: the header is line 1) or, for Parquet, the 1-based row number.
+/// - [`SluiceError::Source`] (named after the file) when the file as a whole does not fit the
+///   schema: a NOT NULL column missing from a CSV header or Parquet file, a Parquet column whose
+///   type cannot be cast to the declared type, an unreadable Parquet file, or a schema the
+///   JSON/CSV readers cannot decode into.
+pub fn decode_file(path: &Path, format: Format, schema: &SchemaRef, options: &DecodeOptions) -> Result<Decoded> {
+    let batch_size = options.batch_size.max(1);
+    let mut out = Collector::new(path, schema, options.bad_data);
+    match format {
+        Format::Json => json::decode_json(&read_text(path)?, batch_size, &mut out)?,
+        Format::Csv => csv::decode_csv(&read_text(path)?, options.csv_header, batch_size, &mut out)?,
+        Format::Parquet if is_gzip(path) => {
+            parquet::decode_parquet(bytes::Bytes::from(read_bytes(path)?), batch_size, &mut out)?
+        }
+        Format::Parquet => {
+            let file = File::open(path).map_err(|e| SluiceError::io(path, e))?;
+            parquet::decode_parquet(file, batch_size, &mut out)?
+        }
+    }
+    Ok(out.finish())
+}
+
+fn is_gzip(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gz"))
+}
+
+/// The whole file, gunzipped if its name ends in `.gz`.
+fn read_bytes(path: &Path) -> Result<Vec<u8>> {
+    let file = File::open(path).map_err(|e| SluiceError::io(path, e))?;
+    let mut buf = Vec::new();
+    let read = if is_gzip(path) {
+        // MultiGzDecoder: `cat a.gz b.gz > c.gz` is a valid gzip file too.
+        flate2::read::MultiGzDecoder::new(BufReader::new(file)).read_to_end(&mut buf)
+    } else {
+        BufReader::new(file).read_to_end(&mut buf)
+    };
+    read.map_err(|e| SluiceError::io(path, e))?;
+    Ok(buf)
+}
+
+/// [`read_bytes`] without a leading UTF-8 byte order mark (some Windows tools write one).
+fn read_text(path: &Path) -> Result<Vec<u8>> {
+    let mut buf = read_bytes(path)?;
+    if buf.starts_with(b"\xEF\xBB\xBF") {
+        buf.drain(..3);
+    }
+    Ok(buf)
+}
+
+/// One input record: its bytes and the 1-based line it starts on.
+#[derive(Debug, Clone, Copy)]
+struct Unit<'b> {
+    line: u64,
+    bytes: &'b [u8],
+}
+
+/// Collects the good rows of one file and applies the bad-data policy to the bad ones.
+struct Collector<'a> {
+    path: &'a Path,
+    schema: SchemaRef,
+    bad_data: BadData,
+    batches: Vec<RecordBatch>,
+    rows: u64,
+    dropped: u64,
+}
+
+impl<'a> Collector<'a> {
+    fn new(path: &'a Path, schema: &SchemaRef, bad_data: BadData) -> Self {
+        Collector { path, schema: schema.clone(), bad_data, batches: Vec::new(), rows: 0, dropped: 0 }
+    }
+
+    fn push(&mut self, batch: RecordBatch) {
+        if batch.num_rows() > 0 {
+            self.rows += batch.num_rows() as u64;
+            self.batches.push(batch);
+        }
+    }
+
+    /// A bad record at `line`: an error with [`BadData::Fail`], counted with [`BadData::Drop`].
+    fn bad(&mut self, line: u64, message: String) -> Result<()> {
+        match self.bad_data {
+            BadData::Fail => Err(SluiceError::MalformedRecord { path: self.path.to_path_buf(), line, message }),
+            BadData::Drop => {
+                self.dropped += 1;
+                Ok(())
+            }
+        }
+    }
+
+    /// An error about the file as a whole (not one record).
+    fn file_error(&self, message: impl Into<String>) -> SluiceError {
+        SluiceError::Source { source_name: self.path.display().to_string(), message: message.into() }
+    }
+
+    fn finish(self) -> Decoded {
+        Decoded { batches: self.batches, rows: self.rows, dropped: self.dropped }
+    }
+}
+
+/// Decodes `units` `batch_size` at a time with `decode`; a chunk that fails is decoded again one
+/// unit at a time, so the bad unit is the one reported (or the only one dropped).
+///
+/// `decode` returns the batch of its units or a message naming what is wrong (used when it was
+/// given a single unit).
+fn decode_units<'b>(
+    units: &[Unit<'b>],
+    batch_size: usize,
+    out: &mut Collector<'_>,
+    mut decode: impl FnMut(&[Unit<'b>]) -> std::result::Result<RecordBatch, String>,
+) -> Result<()> {
+    for chunk in units.chunks(batch_size) {
+        match decode(chunk) {
+            Ok(batch) => out.push(batch),
+            Err(_) => {
+                let mut good = Vec::with_capacity(chunk.len());
+                for unit in chunk {
+                    match decode(std::slice::from_ref(unit)) {
+                        Ok(batch) => good.push(batch),
+                        Err(message) => out.bad(unit.line, message)?,
+                    }
+                }
+                let batch = concat_batches(&out.schema, &good)?;
+                out.push(batch);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Builds a batch of `schema` from `columns`, refusing nulls in NOT NULL fields with a message
+/// naming the field (arrow's own message does not say which record).
+fn finish_batch(
+    schema: &SchemaRef,
+    columns: Vec<ArrayRef>,
+    num_rows: usize,
+) -> std::result::Result<RecordBatch, String> {
+    for (field, column) in schema.fields().iter().zip(&columns) {
+        if !field.is_nullable() && column.null_count() > 0 {
+            return Err(format!("field '{}' is missing or null, but the schema declares it NOT NULL", field.name()));
+        }
+    }
+    let options = RecordBatchOptions::new().with_row_count(Some(num_rows));
+    RecordBatch::try_new_with_options(schema.clone(), columns, &options).map_err(|e| e.to_string())
+}
+
+/// `schema` with every top-level field nullable, so that the readers leave NOT NULL checks to
+/// [`finish_batch`], which names the field.
+fn relax_nullability(schema: &SchemaRef) -> SchemaRef {
+    let fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    //! Tests of [`decode_file`] as a whole, and the helpers the format modules' tests share.
+
+    use std::io::Write;
+
+    use arrow::array::AsArray;
+    use arrow::datatypes::{DataType, Int64Type, TimeUnit, TimestampNanosecondType};
+
+    use super::*;
+
+    fn ts_ns() -> DataType {
+        DataType::Timestamp(TimeUnit::Nanosecond, None)
+    }
+
+    /// ts TIMESTAMP NOT NULL, key STRING, value BIGINT
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("ts", ts_ns(), false),
+            Field::new("key", DataType::Utf8, true),
+            Field::new("value", DataType::Int64, true),
+        ]))
+    }
+
+    /// Writes `content` to the file `name` in `dir` and returns its path.
+    pub(super) fn write(dir: &tempfile::TempDir, name: &str, content: &[u8]) -> std::path::PathBuf {
+        let path = dir.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        path
+    }
+
+    /// `content` gzipped.
+    pub(super) fn gzip(content: &[u8]) -> Vec<u8> {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(content).unwrap();
+        enc.finish().unwrap()
+    }
+
+    /// The default options with `bad_data` and `batch_size` set.
+    pub(super) fn opts(bad_data: BadData, batch_size: usize) -> DecodeOptions {
+        DecodeOptions { bad_data, batch_size, ..DecodeOptions::default() }
+    }
+
+    /// [`decode_file`] with the test [`schema`].
+    pub(super) fn decode(path: &Path, format: Format, options: DecodeOptions) -> Result<Decoded> {
+        decode_file(path, format, &schema(), &options)
+    }
+
+    /// All rows of `d` as (ts nanos, key, value).
+    pub(super) fn rows(d: &Decoded) -> Vec<(i64, Option<String>, Option<i64>)> {
+        let mut out = Vec::new();
+        for b in &d.batches {
+            assert_eq!(b.schema(), schema(), "every batch has exactly the declared schema");
+            let ts = b.column(0).as_primitive::<TimestampNanosecondType>();
+            let key = b.column(1).as_string::<i32>();
+            let value = b.column(2).as_primitive::<Int64Type>();
+            for r in 0..b.num_rows() {
+                out.push((
+                    ts.value(r),
+                    key.is_valid(r).then(|| key.value(r).to_string()),
+                    value.is_valid(r).then(|| value.value(r)),
+                ));
+            }
+        }
+        assert_eq!(out.len() as u64, d.rows);
+        out
+    }
+
+    pub(super) const T0: i64 = 1_357_035_300_000_000_000; // 2013-01-01T10:15:00Z in ns
+
+    /// The path, line and message of a [`SluiceError::MalformedRecord`]; panics on other errors.
+    pub(super) fn malformed(err: SluiceError) -> (std::path::PathBuf, u64, String) {
+        match err {
+            SluiceError::MalformedRecord { path, line, message } => (path, line, message),
+            other => panic!("expected MalformedRecord, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn default_options() {
+        let d = DecodeOptions::default();
+        assert_eq!((d.bad_data, d.csv_header, d.batch_size), (BadData::Fail, true, 8192));
+    }
+
+    #[test]
+    fn empty_and_missing_files() {
+        let dir = tempfile::tempdir().unwrap();
+        for format in [Format::Json, Format::Csv] {
+            let path = write(&dir, "empty", b"");
+            let d = decode(&path, format, DecodeOptions::default()).unwrap();
+            assert_eq!((d.batches.len(), d.rows, d.dropped), (0, 0, 0));
+        }
+        let missing = dir.path().join("nope.json");
+        for format in [Format::Json, Format::Csv, Format::Parquet] {
+            match decode(&missing, format, DecodeOptions::default()).unwrap_err() {
+                SluiceError::Io { path, .. } => assert_eq!(path, missing),
+                other => panic!("expected Io, got {other:?}"),
+            }
+        }
+    }
+}
