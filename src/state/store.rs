@@ -19,7 +19,7 @@ pub struct StateMetrics {
     pub rows_updated: u64,
     /// Rows removed by the batch (evicted or emitted).
     pub rows_removed: u64,
-    /// Approximate memory held by keys and values, bytes.
+    /// Bytes of the keys and values held (hash-table overhead not counted).
     pub memory_bytes: u64,
 }
 
@@ -42,6 +42,8 @@ pub struct StateStore {
     partitions: Vec<Partition>,
     updated: u64,
     removed: u64,
+    /// Bytes of keys and values held, kept up to date by every change.
+    bytes: u64,
 }
 
 /// Stable 64-bit FNV-1a; the partition of a key must not change across processes or Rust
@@ -60,6 +62,7 @@ impl StateStore {
             partitions: (0..partitions.max(1)).map(|_| Partition::default()).collect(),
             updated: 0,
             removed: 0,
+            bytes: 0,
         }
     }
 
@@ -76,7 +79,10 @@ impl StateStore {
     pub fn put(&mut self, key: &[u8], value: &[u8]) {
         let index = self.partition_of(key);
         let p = &mut self.partitions[index];
-        p.rows.insert(key.into(), value.into());
+        match p.rows.insert(key.into(), value.into()) {
+            Some(old) => self.bytes = self.bytes - old.len() as u64 + value.len() as u64,
+            None => self.bytes += (key.len() + value.len()) as u64,
+        }
         p.changes.insert(key.into(), Some(value.into()));
         self.updated += 1;
     }
@@ -85,9 +91,10 @@ impl StateStore {
     pub fn remove(&mut self, key: &[u8]) {
         let index = self.partition_of(key);
         let p = &mut self.partitions[index];
-        if p.rows.remove(key).is_some() {
+        if let Some(old) = p.rows.remove(key) {
             p.changes.insert(key.into(), None);
             self.removed += 1;
+            self.bytes -= (key.len() + old.len()) as u64;
         }
     }
 
@@ -108,12 +115,11 @@ impl StateStore {
 
     /// Counts since the last commit, and the current totals.
     pub fn metrics(&self) -> StateMetrics {
-        let memory_bytes = self.iter().map(|(k, v)| (k.len() + v.len() + 32) as u64).sum();
         StateMetrics {
             rows_total: self.len() as u64,
             rows_updated: self.updated,
             rows_removed: self.removed,
-            memory_bytes,
+            memory_bytes: self.bytes,
         }
     }
 
@@ -165,6 +171,7 @@ impl StateStore {
             }
             self.partitions[i] = partition;
         }
+        self.bytes = self.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
         self.updated = 0;
         self.removed = 0;
         Ok(())
@@ -234,6 +241,7 @@ mod tests {
         keys.sort();
         assert_eq!(keys, vec!["k13", "k14"]);
         assert_eq!(restored.get(b"k14"), Some(&14u64.to_le_bytes()[..]));
+        assert_eq!(restored.metrics().memory_bytes, 2 * (3 + 8), "two 3-byte keys with 8-byte values");
         restored.load(None).await.unwrap();
         assert!(restored.is_empty());
     }
