@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arrow::datatypes::SchemaRef;
@@ -73,7 +73,9 @@ pub struct StreamingQuery {
     plan: LogicalPlan,
     output_schema: SchemaRef,
     sources: Vec<QuerySource>,
-    sink: Box<dyn Sink>,
+    /// In a mutex only so that the query is `Sync` (and its `run` future `Send`); the loop has
+    /// `&mut self` and never contends for it.
+    sink: Mutex<Box<dyn Sink>>,
     operators: Vec<Arc<dyn StatefulOperator>>,
     location: CheckpointLocation,
     offsets: BatchLog,
@@ -148,7 +150,7 @@ impl StreamingQuery {
             plan,
             output_schema,
             sources,
-            sink,
+            sink: Mutex::new(sink),
             operators,
             location,
             offsets,
@@ -305,7 +307,7 @@ impl StreamingQuery {
         for op in &self.operators {
             op.commit(batch_id).await?;
         }
-        self.sink.add_batch(batch_id, &self.output_schema, &output)?;
+        self.sink.get_mut().expect("sink lock").add_batch(batch_id, &self.output_schema, &output)?;
         let next_watermark_ms = self.watermarks.next_watermark(entry.watermark_ms);
         let commit = CommitEntry { batch_id, input_watermarks_ms: self.watermarks.inputs().clone(), next_watermark_ms };
         self.commits.write(batch_id, &commit).await?;

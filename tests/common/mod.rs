@@ -135,14 +135,16 @@ pub fn copy_in_order(src: &std::path::Path, dst: &std::path::Path) {
     }
 }
 
-/// Writes `text` as file `name` in `dir` with a modification time `seq` seconds after a fixed base.
+/// Writes `text` as file `name` in `dir` with a modification time `seq` seconds after a fixed base,
+/// atomically (a hidden temporary file renamed), as a producer must for a file source.
 pub fn write_file(dir: &std::path::Path, name: &str, text: &str, seq: u64) {
     std::fs::create_dir_all(dir).unwrap();
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
+    let temporary = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&temporary, text).unwrap();
     let base = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
-    let file = std::fs::File::options().write(true).open(&path).unwrap();
+    let file = std::fs::File::options().write(true).open(&temporary).unwrap();
     file.set_modified(base + std::time::Duration::from_secs(seq)).unwrap();
+    std::fs::rename(&temporary, dir.join(name)).unwrap();
 }
 
 /// The rows of a JSON file sink directory, by batch id (from `part-<batch>-<n>.json` names).
