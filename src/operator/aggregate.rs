@@ -17,6 +17,7 @@ use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_expr::GroupsAccumulatorAdapter;
 
+use super::exec::BatchOperator;
 use super::watermark::ms_in_unit;
 use super::{BatchWatermarks, OperatorProgress};
 use crate::plan::OutputMode;
@@ -102,32 +103,6 @@ impl AggregateState {
         })
     }
 
-    /// The state store, for restore and commit.
-    pub fn store_mut(&mut self) -> &mut StateStore {
-        &mut self.store
-    }
-
-    /// Sets the batch's watermarks and resets its counters.
-    pub fn begin_batch(&mut self, watermarks: BatchWatermarks) {
-        self.watermarks = watermarks;
-        self.dropped = 0;
-    }
-
-    /// Whether the watermark `next_ms` would let this aggregation emit or evict (Spark runs a
-    /// no-data batch then in append and update mode, whatever the state holds).
-    pub fn needs_no_data_batch(&self, next_ms: i64) -> bool {
-        self.mode != OutputMode::Complete && self.event_time.is_some() && next_ms > self.watermarks.current_ms
-    }
-
-    /// Progress of the current batch.
-    pub fn progress(&self) -> OperatorProgress {
-        OperatorProgress {
-            name: self.name.clone(),
-            state: self.store.metrics(),
-            rows_dropped_by_watermark: self.dropped,
-        }
-    }
-
     fn accumulators(&self) -> Result<Vec<Box<dyn GroupsAccumulator>>> {
         self.aggregates
             .iter()
@@ -181,7 +156,7 @@ impl AggregateState {
     ///
     /// # Errors
     /// A DataFusion or arrow error from merging or evaluating accumulators.
-    pub fn apply(&mut self, partial: RecordBatch) -> Result<RecordBatch> {
+    fn apply_partial(&mut self, partial: RecordBatch) -> Result<RecordBatch> {
         let partial = self.drop_late(partial)?;
         let touched = self.merge_into_store(&partial)?;
         match self.mode {
@@ -321,5 +296,34 @@ impl AggregateState {
             .map(|(c, f)| if c.data_type() == f.data_type() { Ok(c) } else { arrow::compute::cast(&c, f.data_type()) })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(RecordBatch::try_new(Arc::clone(&self.output_schema), columns)?)
+    }
+}
+
+impl BatchOperator for AggregateState {
+    fn apply(&mut self, partial: RecordBatch) -> Result<RecordBatch> {
+        self.apply_partial(partial)
+    }
+
+    fn begin_batch(&mut self, watermarks: BatchWatermarks) {
+        self.watermarks = watermarks;
+        self.dropped = 0;
+    }
+
+    /// Spark runs a no-data batch for an event-time aggregation in append and update mode
+    /// whenever the watermark advances, whatever the state holds.
+    fn needs_no_data_batch(&self, next_ms: i64) -> bool {
+        self.mode != OutputMode::Complete && self.event_time.is_some() && next_ms > self.watermarks.current_ms
+    }
+
+    fn progress(&self) -> OperatorProgress {
+        OperatorProgress {
+            name: self.name.clone(),
+            state: self.store.metrics(),
+            rows_dropped_by_watermark: self.dropped,
+        }
+    }
+
+    fn store_mut(&mut self) -> &mut StateStore {
+        &mut self.store
     }
 }

@@ -3,7 +3,7 @@
 //! evicts by the current one (SEMANTICS §2).
 
 pub mod aggregate;
-pub mod aggregate_exec;
+pub mod exec;
 pub mod watermark;
 
 use async_trait::async_trait;

@@ -18,7 +18,7 @@ use super::nodes::StreamingAggregateNode;
 use super::OutputMode;
 use crate::checkpoint::CheckpointLocation;
 use crate::operator::aggregate::{AggregateState, AggregateStateSpec};
-use crate::operator::aggregate_exec::{AggregateOperator, StatefulAggregateExec};
+use crate::operator::exec::{BatchOperator, OperatorHandle, StatefulExec};
 use crate::operator::StatefulOperator;
 use crate::state::StateStore;
 
@@ -29,20 +29,36 @@ pub struct OperatorRegistry {
     location: CheckpointLocation,
     partitions: usize,
     mode: OutputMode,
-    aggregates: Mutex<BTreeMap<usize, AggregateOperator>>,
+    operators: Mutex<BTreeMap<usize, OperatorHandle>>,
 }
 
 impl OperatorRegistry {
     /// Operators of a query in `mode`, checkpointed under `location` with `partitions` state
     /// partitions.
     pub fn new(location: CheckpointLocation, partitions: usize, mode: OutputMode) -> Self {
-        Self { location, partitions, mode, aggregates: Mutex::new(BTreeMap::new()) }
+        Self { location, partitions, mode, operators: Mutex::new(BTreeMap::new()) }
     }
 
     /// Every stateful operator planned so far, by operator id.
     pub fn operators(&self) -> Vec<Arc<dyn StatefulOperator>> {
-        let aggregates = self.aggregates.lock().expect("registry lock");
-        aggregates.values().map(|a| Arc::new(a.clone()) as Arc<dyn StatefulOperator>).collect()
+        let operators = self.operators.lock().expect("registry lock");
+        operators.values().map(|a| Arc::new(a.clone()) as Arc<dyn StatefulOperator>).collect()
+    }
+
+    /// The operator `id`, created by `create` (given its state store) on first use.
+    fn get_or_create(
+        &self,
+        id: usize,
+        create: impl FnOnce(StateStore) -> crate::Result<Box<dyn BatchOperator>>,
+    ) -> DFResult<OperatorHandle> {
+        let mut operators = self.operators.lock().expect("registry lock");
+        if let Some(op) = operators.get(&id) {
+            return Ok(op.clone());
+        }
+        let store = StateStore::new(self.location.clone(), &id.to_string(), self.partitions);
+        let op = OperatorHandle::new(create(store).map_err(DataFusionError::from)?);
+        operators.insert(id, op.clone());
+        Ok(op)
     }
 }
 
@@ -124,32 +140,18 @@ impl ExtensionPlanner for StreamingExtensionPlanner {
             input.schema(),
         )?);
         let output_schema = Arc::new(node.schema.as_arrow().clone());
-        let operator = {
-            let mut registered = self.registry.aggregates.lock().expect("registry lock");
-            match registered.get(&node.operator_id) {
-                Some(op) => op.clone(),
-                None => {
-                    let spec = AggregateStateSpec {
-                        name: format!("aggregate[{}]", node.operator_id),
-                        mode: self.registry.mode,
-                        event_time: node.event_time,
-                        aggregates,
-                        partial_schema: partial.schema(),
-                        group_count: node.group_expr.len(),
-                        output_schema: Arc::clone(&output_schema),
-                    };
-                    let store = StateStore::new(
-                        self.registry.location.clone(),
-                        &node.operator_id.to_string(),
-                        self.registry.partitions,
-                    );
-                    let op =
-                        AggregateOperator::new(AggregateState::try_new(spec, store).map_err(DataFusionError::from)?);
-                    registered.insert(node.operator_id, op.clone());
-                    op
-                }
-            }
-        };
-        Ok(Some(Arc::new(StatefulAggregateExec::new(partial, operator, output_schema))))
+        let operator = self.registry.get_or_create(node.operator_id, |store| {
+            let spec = AggregateStateSpec {
+                name: format!("aggregate[{}]", node.operator_id),
+                mode: self.registry.mode,
+                event_time: node.event_time,
+                aggregates,
+                partial_schema: partial.schema(),
+                group_count: node.group_expr.len(),
+                output_schema: Arc::clone(&output_schema),
+            };
+            Ok(Box::new(AggregateState::try_new(spec, store)?))
+        })?;
+        Ok(Some(Arc::new(StatefulExec::new("aggregate", partial, operator, output_schema))))
     }
 }

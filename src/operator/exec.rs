@@ -1,0 +1,163 @@
+//! The physical node shared by the stateful operators, and the handle through which the
+//! micro-batch loop drives them.
+//!
+//! Each operator's per-batch logic implements [`BatchOperator`]; [`StatefulExec`] feeds it the
+//! batch's rows (all of them at once: state is updated once per micro-batch) and streams out what
+//! it emits, while [`OperatorHandle`] gives the loop restore, watermarks, commit and progress.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::compute::concat_batches;
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::{DataFusionError, Result as DFResult};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, Partitioning, PlanProperties,
+};
+use tokio::sync::Mutex;
+
+use super::{BatchWatermarks, OperatorProgress, StatefulOperator};
+use crate::state::StateStore;
+use crate::Result;
+
+/// The per-batch logic of a stateful operator.
+pub trait BatchOperator: Send + fmt::Debug {
+    /// Applies one micro-batch of input rows to the state; returns the rows to emit.
+    ///
+    /// # Errors
+    /// A DataFusion or arrow error; the batch then fails and runs again on restart.
+    fn apply(&mut self, input: RecordBatch) -> Result<RecordBatch>;
+    /// Sets the batch's watermarks and resets its counters.
+    fn begin_batch(&mut self, watermarks: BatchWatermarks);
+    /// Whether watermark `next_ms` calls for a no-data batch (Spark's `shouldRunAnotherBatch`).
+    fn needs_no_data_batch(&self, next_ms: i64) -> bool;
+    /// Progress of the current batch.
+    fn progress(&self) -> OperatorProgress;
+    /// The operator's state store.
+    fn store_mut(&mut self) -> &mut StateStore;
+}
+
+/// A stateful operator shared by the micro-batch loop and the physical node planned for each
+/// batch, so its state outlives the per-batch physical plans.
+#[derive(Debug, Clone)]
+pub struct OperatorHandle {
+    operator: Arc<Mutex<Box<dyn BatchOperator>>>,
+}
+
+impl OperatorHandle {
+    /// Wraps `operator`.
+    pub fn new(operator: Box<dyn BatchOperator>) -> Self {
+        Self { operator: Arc::new(Mutex::new(operator)) }
+    }
+}
+
+#[async_trait]
+impl StatefulOperator for OperatorHandle {
+    async fn restore(&self, version: Option<u64>) -> Result<()> {
+        self.operator.lock().await.store_mut().load(version).await
+    }
+
+    async fn begin_batch(&self, watermarks: BatchWatermarks) {
+        self.operator.lock().await.begin_batch(watermarks);
+    }
+
+    async fn commit(&self, version: u64) -> Result<()> {
+        self.operator.lock().await.store_mut().commit(version).await
+    }
+
+    async fn purge_before(&self, keep_from: u64) -> Result<()> {
+        self.operator.lock().await.store_mut().purge_before(keep_from).await
+    }
+
+    async fn needs_no_data_batch(&self, next_ms: i64) -> bool {
+        self.operator.lock().await.needs_no_data_batch(next_ms)
+    }
+
+    async fn progress(&self) -> OperatorProgress {
+        self.operator.lock().await.progress()
+    }
+}
+
+/// Runs one micro-batch of a stateful operator: collects its input and applies it to the
+/// operator's state, producing one output batch in one partition.
+#[derive(Debug)]
+pub struct StatefulExec {
+    name: String,
+    input: Arc<dyn ExecutionPlan>,
+    operator: OperatorHandle,
+    schema: SchemaRef,
+    properties: Arc<PlanProperties>,
+}
+
+impl StatefulExec {
+    /// A node named `name` (for `EXPLAIN`) feeding `input` to `operator`, producing `schema`.
+    pub fn new(name: &str, input: Arc<dyn ExecutionPlan>, operator: OperatorHandle, schema: SchemaRef) -> Self {
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(Arc::clone(&schema)),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        ));
+        Self { name: name.to_string(), input, operator, schema, properties }
+    }
+}
+
+impl DisplayAs for StatefulExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "StatefulExec: {}", self.name)
+    }
+}
+
+impl ExecutionPlan for StatefulExec {
+    fn name(&self) -> &str {
+        "StatefulExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn required_input_distribution(&self) -> Vec<Distribution> {
+        vec![Distribution::SinglePartition]
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DFResult<TreeNodeRecursion>,
+    ) -> DFResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> DFResult<Arc<dyn ExecutionPlan>> {
+        let [input] =
+            <[_; 1]>::try_from(children).map_err(|_| DataFusionError::Internal("StatefulExec has one child".into()))?;
+        Ok(Arc::new(Self::new(&self.name, input, self.operator.clone(), Arc::clone(&self.schema))))
+    }
+
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> DFResult<SendableRecordBatchStream> {
+        if partition != 0 {
+            return Err(DataFusionError::Internal(format!("StatefulExec has one partition, asked for {partition}")));
+        }
+        let input = Arc::clone(&self.input);
+        let operator = Arc::clone(&self.operator.operator);
+        let output = async move {
+            let schema = input.schema();
+            let batches = datafusion::physical_plan::collect(input, context).await?;
+            let batch = concat_batches(&schema, &batches)?;
+            let out = operator.lock().await.apply(batch)?;
+            Ok(out)
+        };
+        Ok(Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&self.schema), futures::stream::once(output))))
+    }
+}
