@@ -23,7 +23,7 @@ use crate::format::{BadData, Format};
 use crate::operator::watermark::{MultipleWatermarkPolicy, WatermarkSpec, WatermarkTracker, WATERMARK_DELAY_METADATA};
 use crate::plan::physical::{OperatorRegistry, StreamingQueryPlanner};
 use crate::plan::stream_table::StreamTable;
-use crate::plan::{checks, incremental, window, OutputMode};
+use crate::plan::{checks, dedup, incremental, window, OutputMode};
 use crate::sink::console::ConsoleSink;
 use crate::sink::file::FileSink;
 use crate::sink::Sink;
@@ -485,7 +485,7 @@ fn streaming_state(ctx: &SessionContext, registry: &Arc<OperatorRegistry>) -> Se
 }
 
 /// SQL to an incremental logical plan: window rewrite, DataFusion planning and optimization,
-/// output-mode checks, streaming nodes.
+/// deduplication, output-mode checks, streaming aggregations.
 async fn plan_query(state: &SessionState, mut query: Query, mode: OutputMode) -> Result<LogicalPlan> {
     rewrite_windows(&mut query)?;
     let statement = DFStatement::Statement(Box::new(Statement::Query(Box::new(query))));
@@ -494,8 +494,10 @@ async fn plan_query(state: &SessionState, mut query: Query, mode: OutputMode) ->
     if StreamTable::sources_of(&optimized).is_empty() {
         return Err(SluiceError::sql("the query reads no stream table; run it as a batch query instead"));
     }
-    checks::check(&optimized, mode)?;
-    incremental::to_incremental(optimized)
+    let mut next_id = 0;
+    let plan = dedup::plan_deduplication(optimized, &mut next_id)?;
+    checks::check(&plan, mode)?;
+    incremental::plan_aggregations(plan, &mut next_id)
 }
 
 /// A sink that declares columns must receive exactly those column names.

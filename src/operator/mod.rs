@@ -3,6 +3,7 @@
 //! evicts by the current one (SEMANTICS §2).
 
 pub mod aggregate;
+pub mod dedup;
 pub mod exec;
 pub mod watermark;
 

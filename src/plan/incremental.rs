@@ -13,13 +13,12 @@ use crate::operator::watermark::event_time_delay_ms;
 use crate::Result;
 
 /// Replaces every aggregation over a stream by a streaming aggregation, numbering the operators
-/// bottom-up from 0 (the numbers name their state directories, so they must be stable for a given
-/// query text).
+/// bottom-up from `*next_id` (the numbers name their state directories, so they must be stable for
+/// a given query text).
 ///
 /// # Errors
 /// A DataFusion error if the plan cannot be rewritten.
-pub fn to_incremental(plan: LogicalPlan) -> Result<LogicalPlan> {
-    let mut next_id = 0;
+pub fn plan_aggregations(plan: LogicalPlan, next_id: &mut usize) -> Result<LogicalPlan> {
     let rewritten = plan.transform_up(|node| {
         let LogicalPlan::Aggregate(agg) = &node else { return Ok(Transformed::no(node)) };
         if StreamTable::sources_of(&agg.input).is_empty() {
@@ -33,14 +32,14 @@ pub fn to_incremental(plan: LogicalPlan) -> Result<LogicalPlan> {
                 },
             );
         let streaming = StreamingAggregateNode {
-            operator_id: next_id,
+            operator_id: *next_id,
             input: agg.input.as_ref().clone(),
             group_expr: agg.group_expr.clone(),
             aggr_expr: agg.aggr_expr.clone(),
             schema: Arc::clone(&agg.schema),
             event_time,
         };
-        next_id += 1;
+        *next_id += 1;
         Ok(Transformed::yes(LogicalPlan::Extension(Extension { node: Arc::new(streaming) })))
     })?;
     Ok(rewritten.data)

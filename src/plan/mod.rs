@@ -5,10 +5,11 @@
 //! - [`window`]: event-time window functions;
 //! - [`checks`]: the output-mode analysis that refuses what cannot run (Spark's
 //!   `UnsupportedOperationChecker`);
-//! - [`incremental`]: the logical rewrite into streaming nodes ([`nodes`]);
+//! - [`dedup`] and [`incremental`]: the logical rewrites into streaming nodes ([`nodes`]);
 //! - [`physical`]: the DataFusion extension planner that turns them into stateful operators.
 
 pub mod checks;
+pub mod dedup;
 pub mod incremental;
 pub mod nodes;
 pub mod physical;

@@ -90,3 +90,78 @@ impl UserDefinedLogicalNodeCore for StreamingAggregateNode {
         })
     }
 }
+
+/// Deduplication of a stream (Spark's `dropDuplicates(keys)`), planned from the SQL pattern
+/// `... ROW_NUMBER() OVER (PARTITION BY keys ORDER BY ts) AS rn ... WHERE rn = 1`: a key's first
+/// row (lowest `ts`, then first to arrive) is emitted in the batch it arrives in; later rows with
+/// the key are suppressed while the key is in state.
+#[derive(Debug, Clone)]
+pub struct StreamingDedupNode {
+    /// Operator id, unique within the query; names its state directory `state/<id>`.
+    pub operator_id: usize,
+    /// The rows to deduplicate.
+    pub input: LogicalPlan,
+    /// The deduplication keys, over `input`.
+    pub keys: Vec<Expr>,
+    /// The `ORDER BY` expression choosing the first row of a key within a batch, if any.
+    pub order_by: Option<Expr>,
+    /// Output schema: `input`'s columns then the row number (always 1), as the replaced `Window`.
+    pub schema: DFSchemaRef,
+}
+
+impl PartialEq for StreamingDedupNode {
+    fn eq(&self, other: &Self) -> bool {
+        self.operator_id == other.operator_id
+            && self.input == other.input
+            && self.keys == other.keys
+            && self.order_by == other.order_by
+    }
+}
+
+impl Eq for StreamingDedupNode {}
+
+impl Hash for StreamingDedupNode {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.operator_id.hash(state);
+        self.keys.hash(state);
+    }
+}
+
+impl PartialOrd for StreamingDedupNode {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        self.operator_id.partial_cmp(&other.operator_id)
+    }
+}
+
+impl UserDefinedLogicalNodeCore for StreamingDedupNode {
+    fn name(&self) -> &str {
+        "StreamingDeduplicate"
+    }
+
+    fn inputs(&self) -> Vec<&LogicalPlan> {
+        vec![&self.input]
+    }
+
+    fn schema(&self) -> &DFSchemaRef {
+        &self.schema
+    }
+
+    fn expressions(&self) -> Vec<Expr> {
+        self.keys.iter().chain(&self.order_by).cloned().collect()
+    }
+
+    fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "StreamingDeduplicate[{}]: keys=[{:?}], order_by={:?}", self.operator_id, self.keys, self.order_by)
+    }
+
+    fn with_exprs_and_inputs(&self, mut exprs: Vec<Expr>, mut inputs: Vec<LogicalPlan>) -> DFResult<Self> {
+        let order_by = if self.order_by.is_some() { exprs.pop() } else { None };
+        Ok(Self {
+            operator_id: self.operator_id,
+            input: inputs.swap_remove(0),
+            keys: exprs,
+            order_by,
+            schema: self.schema.clone(),
+        })
+    }
+}

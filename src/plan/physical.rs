@@ -3,22 +3,26 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use arrow::datatypes::DataType;
 use async_trait::async_trait;
 use datafusion::catalog::Session;
+use datafusion::common::ExprSchema;
 use datafusion::error::{DataFusionError, Result as DFResult};
 use datafusion::execution::context::QueryPlanner;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
-use datafusion::logical_expr::{LogicalPlan, UserDefinedLogicalNode};
+use datafusion::logical_expr::{Expr, LogicalPlan, UserDefinedLogicalNode};
 use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode, PhysicalGroupBy};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 
-use super::nodes::StreamingAggregateNode;
+use super::nodes::{StreamingAggregateNode, StreamingDedupNode};
 use super::OutputMode;
 use crate::checkpoint::CheckpointLocation;
 use crate::operator::aggregate::{AggregateState, AggregateStateSpec};
+use crate::operator::dedup::{DedupSpec, DedupState};
 use crate::operator::exec::{BatchOperator, OperatorHandle, StatefulExec};
+use crate::operator::watermark::event_time_delay_ms;
 use crate::operator::StatefulOperator;
 use crate::state::StateStore;
 
@@ -104,6 +108,11 @@ impl ExtensionPlanner for StreamingExtensionPlanner {
         session: &dyn Session,
         planning_ctx: &PhysicalPlanningContext,
     ) -> DFResult<Option<Arc<dyn ExecutionPlan>>> {
+        if let Some(node) = node.as_any().downcast_ref::<StreamingDedupNode>() {
+            return self
+                .plan_dedup(planner, node, logical_inputs[0], &physical_inputs[0], session, planning_ctx)
+                .map(Some);
+        }
         let Some(node) = node.as_any().downcast_ref::<StreamingAggregateNode>() else { return Ok(None) };
         let input = Arc::clone(&physical_inputs[0]);
         let logical_schema = logical_inputs[0].schema();
@@ -153,5 +162,44 @@ impl ExtensionPlanner for StreamingExtensionPlanner {
             Ok(Box::new(AggregateState::try_new(spec, store)?))
         })?;
         Ok(Some(Arc::new(StatefulExec::new("aggregate", partial, operator, output_schema))))
+    }
+}
+
+impl StreamingExtensionPlanner {
+    fn plan_dedup(
+        &self,
+        planner: &dyn PhysicalPlanner,
+        node: &StreamingDedupNode,
+        logical_input: &LogicalPlan,
+        input: &Arc<dyn ExecutionPlan>,
+        session: &dyn Session,
+        planning_ctx: &PhysicalPlanningContext,
+    ) -> DFResult<Arc<dyn ExecutionPlan>> {
+        let logical_schema = logical_input.schema();
+        let physical = |e: &Expr| planner.create_physical_expr(e, logical_schema, session, planning_ctx);
+        let keys = node.keys.iter().map(physical).collect::<DFResult<Vec<_>>>()?;
+        let order_by = node.order_by.as_ref().map(physical).transpose()?;
+        let is_event_time = |f: &arrow::datatypes::Field| {
+            matches!(f.data_type(), DataType::Timestamp(_, _)) && event_time_delay_ms(f).is_some()
+        };
+        let event_time = logical_schema.fields().iter().position(|f| is_event_time(f));
+        let event_time_key = node.keys.iter().position(|k| match k {
+            Expr::Column(c) => logical_schema.field_from_column(c).is_ok_and(|f| is_event_time(f)),
+            _ => false,
+        });
+        let output_schema = Arc::new(node.schema.as_arrow().clone());
+        let input_schema = input.schema();
+        let operator = self.registry.get_or_create(node.operator_id, |store| {
+            let spec = DedupSpec {
+                name: format!("dedup[{}]", node.operator_id),
+                keys,
+                order_by,
+                event_time,
+                event_time_key,
+                output_schema: Arc::clone(&output_schema),
+            };
+            Ok(Box::new(DedupState::try_new(spec, &input_schema, store)?))
+        })?;
+        Ok(Arc::new(StatefulExec::new("dedup", Arc::clone(input), operator, output_schema)))
     }
 }

@@ -1,0 +1,170 @@
+//! Streaming deduplication (Spark's `dropDuplicates(keys)`, SEMANTICS §3): the first row of a key
+//! is emitted in the batch it arrives in; later rows of the key are suppressed while the key is in
+//! state. When the event-time column is one of the keys, a key leaves the state at the end of the
+//! first batch whose watermark reaches its event time (`t <= W_k`); otherwise it stays forever, as
+//! in Spark. Rows at or below the previous batch's watermark (`t <= W_{k-1}`) are late and dropped
+//! whenever the input carries a watermark.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, UInt32Array, UInt64Array};
+use arrow::compute::{filter_record_batch, take_record_batch};
+use arrow::datatypes::{DataType, Int64Type, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use arrow::row::{RowConverter, SortField};
+use datafusion::physical_expr::PhysicalExpr;
+
+use super::exec::BatchOperator;
+use super::watermark::ms_in_unit;
+use super::{BatchWatermarks, OperatorProgress};
+use crate::state::StateStore;
+use crate::Result;
+
+/// How to build a [`DedupState`].
+#[derive(Debug)]
+pub struct DedupSpec {
+    /// Operator name for progress.
+    pub name: String,
+    /// Deduplication key expressions over the input.
+    pub keys: Vec<Arc<dyn PhysicalExpr>>,
+    /// Expression choosing a key's first row within a batch (lowest first), if any.
+    pub order_by: Option<Arc<dyn PhysicalExpr>>,
+    /// Input column index of the watermarked event-time column, if the input has one.
+    pub event_time: Option<usize>,
+    /// Index among `keys` of a key that is the event-time column, if one is.
+    pub event_time_key: Option<usize>,
+    /// Output schema: the input's columns, then the row number.
+    pub output_schema: SchemaRef,
+}
+
+/// The keys seen so far and the per-batch deduplication logic.
+#[derive(Debug)]
+pub struct DedupState {
+    spec: DedupSpec,
+    keys: RowConverter,
+    store: StateStore,
+    watermarks: BatchWatermarks,
+    scanned_at_ms: Option<i64>,
+    dropped: u64,
+}
+
+impl DedupState {
+    /// An empty deduplication state kept in `store`, for input of `input_schema`.
+    ///
+    /// # Errors
+    /// A DataFusion error when a key's type has no row encoding.
+    pub fn try_new(spec: DedupSpec, input_schema: &SchemaRef, store: StateStore) -> Result<Self> {
+        let fields = spec.keys.iter().map(|k| Ok(SortField::new(k.data_type(input_schema)?))).collect::<Result<_>>()?;
+        Ok(Self {
+            keys: RowConverter::new(fields)?,
+            spec,
+            store,
+            watermarks: BatchWatermarks::default(),
+            scanned_at_ms: None,
+            dropped: 0,
+        })
+    }
+
+    /// Drops rows whose event time is at or below `W_{k-1}`; null event times stay, as in Spark.
+    fn drop_late(&mut self, input: RecordBatch) -> Result<RecordBatch> {
+        let Some(index) = self.spec.event_time else { return Ok(input) };
+        let column = input.column(index);
+        let late = ms_in_unit(self.watermarks.late_ms, column.data_type());
+        let values = arrow::compute::cast(column, &DataType::Int64)?;
+        let keep: BooleanArray =
+            values.as_primitive::<Int64Type>().iter().map(|t| Some(t.is_none_or(|t| t > late))).collect();
+        let kept = filter_record_batch(&input, &keep)?;
+        self.dropped += (input.num_rows() - kept.num_rows()) as u64;
+        Ok(kept)
+    }
+
+    fn evaluate(&self, exprs: &[Arc<dyn PhysicalExpr>], batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
+        Ok(exprs.iter().map(|e| e.evaluate(batch)?.into_array(batch.num_rows())).collect::<Result<_, _>>()?)
+    }
+
+    /// Removes the keys whose event time `W_k` has reached; only when the watermark moved.
+    fn evict(&mut self) -> Result<()> {
+        let Some(key_index) = self.spec.event_time_key else { return Ok(()) };
+        let current = self.watermarks.current_ms;
+        if self.scanned_at_ms == Some(current) || self.store.is_empty() {
+            return Ok(());
+        }
+        self.scanned_at_ms = Some(current);
+        let keys: Vec<Box<[u8]>> = self.store.iter().map(|(k, _)| k.into()).collect();
+        let parser = self.keys.parser();
+        let columns = self.keys.convert_rows(keys.iter().map(|k| parser.parse(k)))?;
+        let time = &columns[key_index];
+        let watermark = ms_in_unit(current, time.data_type());
+        let values = arrow::compute::cast(time, &DataType::Int64)?;
+        for (key, t) in keys.iter().zip(values.as_primitive::<Int64Type>().iter()) {
+            if t.is_some_and(|t| t <= watermark) {
+                self.store.remove(key);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl BatchOperator for DedupState {
+    fn apply(&mut self, input: RecordBatch) -> Result<RecordBatch> {
+        let input = self.drop_late(input)?;
+        let keys = self.keys.convert_columns(&self.evaluate(&self.spec.keys, &input)?)?;
+        let order = match &self.spec.order_by {
+            Some(e) => {
+                let column = self.evaluate(std::slice::from_ref(e), &input)?;
+                let converter = RowConverter::new(vec![SortField::new(column[0].data_type().clone())])?;
+                Some(converter.convert_columns(&column)?)
+            }
+            None => None,
+        };
+        // The first row of each new key: lowest ORDER BY value, then first to arrive.
+        let mut first: HashMap<&[u8], usize> = HashMap::new();
+        for (i, key) in keys.iter().enumerate() {
+            if self.store.get(key.data()).is_some() {
+                continue;
+            }
+            first
+                .entry(key.data())
+                .and_modify(|best| {
+                    if order.as_ref().is_some_and(|o| o.row(i) < o.row(*best)) {
+                        *best = i;
+                    }
+                })
+                .or_insert(i);
+        }
+        let mut chosen: Vec<u32> = first.values().map(|i| *i as u32).collect();
+        chosen.sort_unstable();
+        for i in &chosen {
+            self.store.put(keys.row(*i as usize).data(), &[]);
+        }
+        let rows = take_record_batch(&input, &UInt32Array::from(chosen))?;
+        self.evict()?;
+        let mut columns = rows.columns().to_vec();
+        columns.push(Arc::new(UInt64Array::from(vec![1u64; rows.num_rows()])));
+        Ok(RecordBatch::try_new(Arc::clone(&self.spec.output_schema), columns)?)
+    }
+
+    fn begin_batch(&mut self, watermarks: BatchWatermarks) {
+        self.watermarks = watermarks;
+        self.dropped = 0;
+    }
+
+    /// Spark runs a no-data batch for a deduplication over watermarked input whenever the
+    /// watermark advances.
+    fn needs_no_data_batch(&self, next_ms: i64) -> bool {
+        self.spec.event_time.is_some() && next_ms > self.watermarks.current_ms
+    }
+
+    fn progress(&self) -> OperatorProgress {
+        OperatorProgress {
+            name: self.spec.name.clone(),
+            state: self.store.metrics(),
+            rows_dropped_by_watermark: self.dropped,
+        }
+    }
+
+    fn store_mut(&mut self) -> &mut StateStore {
+        &mut self.store
+    }
+}
