@@ -1,14 +1,12 @@
 //! `sluice run` as a user runs it: errors without panics, and SIGKILL at random moments while it
 //! aggregates the flights data, restarted until it finishes, giving the uninterrupted output.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::copy_in_order;
+use crate::common::copy_in_order;
 
 fn sluice() -> Command {
     Command::new(env!("CARGO_BIN_EXE_sluice"))

@@ -1,12 +1,10 @@
 //! `../shared/semantics/tumble_append` (observed in Spark 4.3), reproduced batch for batch through
 //! the file source, the SQL front end and the JSON file sink.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 const SCRIPT: &str = "

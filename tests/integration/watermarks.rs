@@ -1,8 +1,6 @@
 //! Watermark semantics: two inputs, the global minimum, late rows between the two watermarks.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use sluice::sink::memory::MemorySink;
 use sluice::{OutputMode, StreamContext};
 

@@ -1,8 +1,6 @@
 //! Each output mode with tumbling and sliding windows, batch by batch (SEMANTICS §2–4).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use sluice::OutputMode;
 
 #[tokio::test]

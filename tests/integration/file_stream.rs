@@ -1,11 +1,9 @@
 //! The file source under a running query: files that appear are picked up, hidden files are
 //! ignored, `max_files_per_trigger` caps a batch, and bounded tables join the stream.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use sluice::{StreamContext, Trigger};
 
 const ROW: &str = "{\"key\": \"{k}\", \"ts\": \"2024-01-01T00:00:0{s}Z\", \"value\": {v}}\n";

@@ -1,9 +1,7 @@
 //! Streaming deduplication from its SQL form, `ROW_NUMBER() OVER (PARTITION BY k ORDER BY ts)
 //! ... WHERE rn = 1`, with Spark's `dropDuplicates` semantics (SEMANTICS §2–3).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use sluice::OutputMode;
 
 fn first_rows(partition_by: &str) -> String {

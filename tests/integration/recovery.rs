@@ -1,13 +1,11 @@
 //! A crash between the offsets log and the commit log, and a stop/restart, produce the output of
 //! an uninterrupted run (DESIGN §1 "Recovery", SEMANTICS §4).
 
-mod common;
-
 use std::collections::BTreeMap;
 
+use crate::common::*;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
-use common::*;
 use sluice::sink::memory::MemorySink;
 use sluice::sink::Sink;
 use sluice::source::memory::MemoryStream;

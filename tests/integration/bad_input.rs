@@ -1,9 +1,7 @@
 //! Bad input gets a clear error and loses nothing: malformed records, invalid queries for each
 //! output mode, bad options.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use sluice::OutputMode;
 
 fn script(input: &std::path::Path, output: &std::path::Path, bad_data: &str) -> String {

@@ -1,0 +1,13 @@
+//! The integration tests, one binary: every test module links sluice and DataFusion once instead
+//! of once per file, which keeps a release build of the suite short.
+
+mod common;
+
+mod bad_input;
+mod cli;
+mod dedup;
+mod file_stream;
+mod output_modes;
+mod recovery;
+mod watermarks;
+mod worked_example;
