@@ -95,6 +95,20 @@ impl BatchLog {
         })
     }
 
+    /// Reads entry `batch_id`, which the log lists.
+    ///
+    /// # Errors
+    /// As [`Self::read`], and [`crate::SluiceError::Checkpoint`] when the entry is missing (deleted
+    /// while the query started).
+    pub async fn read_listed<T: DeserializeOwned>(&self, batch_id: u64) -> Result<T> {
+        self.read(batch_id).await?.ok_or_else(|| {
+            self.location.error(
+                &format!("{}/{batch_id}", self.dir),
+                "log entry disappeared; is another query using this checkpoint?",
+            )
+        })
+    }
+
     /// Ids of all entries, ascending; names that are not batch ids are ignored.
     ///
     /// # Errors

@@ -137,7 +137,7 @@ impl StreamingQuery {
         // After a committed batch, operators compare the next watermark with that batch's, so a
         // no-data batch due before the stop still runs.
         if resume.replay.is_none() && resume.state_version.is_some() {
-            let entry: OffsetEntry = offsets.read(resume.next_batch_id - 1).await?.expect("resume read it");
+            let entry: OffsetEntry = offsets.read_listed(resume.next_batch_id - 1).await?;
             for op in &operators {
                 op.begin_batch(BatchWatermarks { current_ms: entry.watermark_ms, late_ms: entry.late_watermark_ms })
                     .await;

@@ -35,7 +35,7 @@ pub async fn resume_point(offsets: &BatchLog, commits: &BatchLog) -> Result<Resu
     let Some(latest) = offsets.latest().await? else {
         return Ok(ResumePoint::default());
     };
-    let entry: OffsetEntry = offsets.read(latest).await?.expect("listed entries exist");
+    let entry: OffsetEntry = offsets.read_listed(latest).await?;
     let sources_through = Some(latest);
     match commits.read::<CommitEntry>(latest).await? {
         Some(commit) => Ok(ResumePoint {

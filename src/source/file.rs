@@ -141,7 +141,7 @@ impl Source for FileSource {
         let Some(through) = through_batch else { return Ok(()) };
         let log = self.log(location);
         for id in log.batch_ids().await?.into_iter().filter(|id| *id <= through) {
-            let entry: FileLogEntry = log.read(id).await?.expect("listed entries exist");
+            let entry: FileLogEntry = log.read_listed(id).await?;
             if entry.start as usize != self.taken.len() {
                 return Err(location.error(
                     &format!("sources/{}/{id}", self.name),
