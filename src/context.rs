@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::common::{DFSchema, ScalarValue};
+use datafusion::common::DFSchema;
 use datafusion::execution::context::SessionState;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::{Expr, ExprSchemable, LogicalPlan, Operator};
@@ -23,7 +23,8 @@ use crate::format::{BadData, Format};
 use crate::operator::watermark::{MultipleWatermarkPolicy, WatermarkSpec, WatermarkTracker, WATERMARK_DELAY_METADATA};
 use crate::plan::physical::{OperatorRegistry, StreamingQueryPlanner};
 use crate::plan::stream_table::StreamTable;
-use crate::plan::{checks, dedup, incremental, window, OutputMode};
+use crate::plan::time_range::interval_literal_ms;
+use crate::plan::{checks, dedup, incremental, join, window, OutputMode};
 use crate::sink::console::ConsoleSink;
 use crate::sink::file::FileSink;
 use crate::sink::Sink;
@@ -273,15 +274,9 @@ impl StreamContext {
         let is_column = |e: &Expr| matches!(e, Expr::Column(c) if c.name == column);
         let delay_ms = match &expr {
             e if is_column(e) => 0,
-            Expr::BinaryExpr(b) if b.op == Operator::Minus && is_column(&b.left) => match b.right.as_ref() {
-                Expr::Literal(ScalarValue::IntervalMonthDayNano(Some(i)), _) if i.months == 0 => {
-                    i64::from(i.days) * 86_400_000 + i.nanoseconds / 1_000_000
-                }
-                Expr::Literal(ScalarValue::IntervalDayTime(Some(i)), _) => {
-                    i64::from(i.days) * 86_400_000 + i64::from(i.milliseconds)
-                }
-                _ => return Err(bad("the delay must be a constant day-time INTERVAL")),
-            },
+            Expr::BinaryExpr(b) if b.op == Operator::Minus && is_column(&b.left) => {
+                interval_literal_ms(&b.right).ok_or_else(|| bad("the delay must be a constant day-time INTERVAL"))?
+            }
             _ => return Err(bad("expected the column minus an interval")),
         };
         if delay_ms < 0 {
@@ -496,6 +491,7 @@ async fn plan_query(state: &SessionState, mut query: Query, mode: OutputMode) ->
     }
     let mut next_id = 0;
     let plan = dedup::plan_deduplication(optimized, &mut next_id)?;
+    let plan = join::plan_stream_joins(plan, &mut next_id)?;
     checks::check(&plan, mode)?;
     incremental::plan_aggregations(plan, &mut next_id)
 }

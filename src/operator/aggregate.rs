@@ -300,7 +300,8 @@ impl AggregateState {
 }
 
 impl BatchOperator for AggregateState {
-    fn apply(&mut self, partial: RecordBatch) -> Result<RecordBatch> {
+    fn apply(&mut self, inputs: Vec<RecordBatch>) -> Result<RecordBatch> {
+        let [partial] = <[_; 1]>::try_from(inputs).expect("an aggregation has one input");
         self.apply_partial(partial)
     }
 

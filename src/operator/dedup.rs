@@ -107,7 +107,8 @@ impl DedupState {
 }
 
 impl BatchOperator for DedupState {
-    fn apply(&mut self, input: RecordBatch) -> Result<RecordBatch> {
+    fn apply(&mut self, inputs: Vec<RecordBatch>) -> Result<RecordBatch> {
+        let [input] = <[_; 1]>::try_from(inputs).expect("a deduplication has one input");
         let input = self.drop_late(input)?;
         let keys = self.keys.convert_columns(&self.evaluate(&self.spec.keys, &input)?)?;
         let order = match &self.spec.order_by {

@@ -29,11 +29,19 @@ use crate::Result;
 
 /// The per-batch logic of a stateful operator.
 pub trait BatchOperator: Send + fmt::Debug {
-    /// Applies one micro-batch of input rows to the state; returns the rows to emit.
+    /// Applies one micro-batch of input rows (one batch per input, in input order) to the state;
+    /// returns the rows to emit.
     ///
     /// # Errors
     /// A DataFusion or arrow error; the batch then fails and runs again on restart.
-    fn apply(&mut self, input: RecordBatch) -> Result<RecordBatch>;
+    fn apply(&mut self, inputs: Vec<RecordBatch>) -> Result<RecordBatch>;
+    /// Rebuilds in-memory structures after the store was loaded (the store is the truth).
+    ///
+    /// # Errors
+    /// A checkpoint error when a stored row cannot be decoded.
+    fn restored(&mut self) -> Result<()> {
+        Ok(())
+    }
     /// Sets the batch's watermarks and resets its counters.
     fn begin_batch(&mut self, watermarks: BatchWatermarks);
     /// Whether watermark `next_ms` calls for a no-data batch (Spark's `shouldRunAnotherBatch`).
@@ -46,26 +54,38 @@ pub trait BatchOperator: Send + fmt::Debug {
 
 /// A stateful operator shared by the micro-batch loop and the physical node planned for each
 /// batch, so its state outlives the per-batch physical plans.
+///
+/// The operator sees the query's watermarks shifted by `watermark_offset_ms` (≤ 0): the output
+/// watermark of the stream-stream joins below it, as Spark 3.5+ propagates watermarks through
+/// chained stateful operators (`WatermarkPropagator`).
 #[derive(Debug, Clone)]
 pub struct OperatorHandle {
     operator: Arc<Mutex<Box<dyn BatchOperator>>>,
+    watermark_offset_ms: i64,
 }
 
 impl OperatorHandle {
-    /// Wraps `operator`.
-    pub fn new(operator: Box<dyn BatchOperator>) -> Self {
-        Self { operator: Arc::new(Mutex::new(operator)) }
+    /// Wraps `operator`, whose input watermark is the query's plus `watermark_offset_ms`.
+    pub fn new(operator: Box<dyn BatchOperator>, watermark_offset_ms: i64) -> Self {
+        Self { operator: Arc::new(Mutex::new(operator)), watermark_offset_ms }
     }
 }
 
 #[async_trait]
 impl StatefulOperator for OperatorHandle {
     async fn restore(&self, version: Option<u64>) -> Result<()> {
-        self.operator.lock().await.store_mut().load(version).await
+        let mut operator = self.operator.lock().await;
+        operator.store_mut().load(version).await?;
+        operator.restored()
     }
 
     async fn begin_batch(&self, watermarks: BatchWatermarks) {
-        self.operator.lock().await.begin_batch(watermarks);
+        let offset = self.watermark_offset_ms;
+        let shifted = BatchWatermarks {
+            current_ms: watermarks.current_ms.saturating_add(offset),
+            late_ms: watermarks.late_ms.saturating_add(offset),
+        };
+        self.operator.lock().await.begin_batch(shifted);
     }
 
     async fn commit(&self, version: u64) -> Result<()> {
@@ -77,7 +97,7 @@ impl StatefulOperator for OperatorHandle {
     }
 
     async fn needs_no_data_batch(&self, next_ms: i64) -> bool {
-        self.operator.lock().await.needs_no_data_batch(next_ms)
+        self.operator.lock().await.needs_no_data_batch(next_ms.saturating_add(self.watermark_offset_ms))
     }
 
     async fn progress(&self) -> OperatorProgress {
@@ -85,27 +105,27 @@ impl StatefulOperator for OperatorHandle {
     }
 }
 
-/// Runs one micro-batch of a stateful operator: collects its input and applies it to the
+/// Runs one micro-batch of a stateful operator: collects its inputs and applies them to the
 /// operator's state, producing one output batch in one partition.
 #[derive(Debug)]
 pub struct StatefulExec {
     name: String,
-    input: Arc<dyn ExecutionPlan>,
+    inputs: Vec<Arc<dyn ExecutionPlan>>,
     operator: OperatorHandle,
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
 }
 
 impl StatefulExec {
-    /// A node named `name` (for `EXPLAIN`) feeding `input` to `operator`, producing `schema`.
-    pub fn new(name: &str, input: Arc<dyn ExecutionPlan>, operator: OperatorHandle, schema: SchemaRef) -> Self {
+    /// A node named `name` (for `EXPLAIN`) feeding `inputs` to `operator`, producing `schema`.
+    pub fn new(name: &str, inputs: Vec<Arc<dyn ExecutionPlan>>, operator: OperatorHandle, schema: SchemaRef) -> Self {
         let properties = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(Arc::clone(&schema)),
             Partitioning::UnknownPartitioning(1),
             EmissionType::Final,
             Boundedness::Bounded,
         ));
-        Self { name: name.to_string(), input, operator, schema, properties }
+        Self { name: name.to_string(), inputs, operator, schema, properties }
     }
 }
 
@@ -125,11 +145,11 @@ impl ExecutionPlan for StatefulExec {
     }
 
     fn required_input_distribution(&self) -> Vec<Distribution> {
-        vec![Distribution::SinglePartition]
+        vec![Distribution::SinglePartition; self.inputs.len()]
     }
 
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![&self.input]
+        self.inputs.iter().collect()
     }
 
     fn apply_expressions(
@@ -140,22 +160,26 @@ impl ExecutionPlan for StatefulExec {
     }
 
     fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> DFResult<Arc<dyn ExecutionPlan>> {
-        let [input] =
-            <[_; 1]>::try_from(children).map_err(|_| DataFusionError::Internal("StatefulExec has one child".into()))?;
-        Ok(Arc::new(Self::new(&self.name, input, self.operator.clone(), Arc::clone(&self.schema))))
+        if children.len() != self.inputs.len() {
+            return Err(DataFusionError::Internal(format!("StatefulExec has {} children", self.inputs.len())));
+        }
+        Ok(Arc::new(Self::new(&self.name, children, self.operator.clone(), Arc::clone(&self.schema))))
     }
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> DFResult<SendableRecordBatchStream> {
         if partition != 0 {
             return Err(DataFusionError::Internal(format!("StatefulExec has one partition, asked for {partition}")));
         }
-        let input = Arc::clone(&self.input);
+        let inputs = self.inputs.clone();
         let operator = Arc::clone(&self.operator.operator);
         let output = async move {
-            let schema = input.schema();
-            let batches = datafusion::physical_plan::collect(input, context).await?;
-            let batch = concat_batches(&schema, &batches)?;
-            let out = operator.lock().await.apply(batch)?;
+            let mut batches = Vec::with_capacity(inputs.len());
+            for input in inputs {
+                let schema = input.schema();
+                let collected = datafusion::physical_plan::collect(input, Arc::clone(&context)).await?;
+                batches.push(concat_batches(&schema, &collected)?);
+            }
+            let out = operator.lock().await.apply(batches)?;
             Ok(out)
         };
         Ok(Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&self.schema), futures::stream::once(output))))

@@ -5,6 +5,7 @@
 pub mod aggregate;
 pub mod dedup;
 pub mod exec;
+pub mod join;
 pub mod watermark;
 
 use async_trait::async_trait;

@@ -4,6 +4,7 @@
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::logical_expr::{Aggregate, JoinType, LogicalPlan};
 
+use super::nodes::StreamingJoinNode;
 use super::stream_table::StreamTable;
 use super::OutputMode;
 use crate::operator::watermark::event_time_delay_ms;
@@ -111,13 +112,6 @@ fn check_node(node: &LogicalPlan, mode: OutputMode, aggregates: &mut usize) -> O
         )),
         LogicalPlan::Join(join) => {
             let (left, right) = (is_streaming(&join.left), is_streaming(&join.right));
-            if left && right {
-                return Some(SluiceError::unsupported(
-                    "stream-stream join",
-                    "joins of two streams are not implemented yet",
-                    "join the stream with a bounded table (CREATE EXTERNAL TABLE), or run the join as a batch query",
-                ));
-            }
             let stream_padded = match join.join_type {
                 JoinType::Left | JoinType::LeftAnti | JoinType::LeftSemi | JoinType::LeftMark => right,
                 JoinType::Right | JoinType::RightAnti | JoinType::RightSemi | JoinType::RightMark => left,
@@ -132,6 +126,47 @@ fn check_node(node: &LogicalPlan, mode: OutputMode, aggregates: &mut usize) -> O
                 )
             })
         }
+        LogicalPlan::Extension(e) => {
+            e.node.as_any().downcast_ref::<StreamingJoinNode>().and_then(|join| check_stream_join(join, mode))
+        }
         _ => None,
     }
+}
+
+/// Spark's rules for joins of two streams: append mode only; an outer (or semi) join must be able
+/// to evict its preserved side, or it could never emit that side's unmatched rows.
+fn check_stream_join(join: &StreamingJoinNode, mode: OutputMode) -> Option<SluiceError> {
+    if mode != OutputMode::Append {
+        return Some(SluiceError::unsupported(
+            format!("stream-stream join in {mode} mode"),
+            "a joined pair is final when emitted; joins of two streams run in append mode only (as in Spark)",
+            "use output_mode 'append'",
+        ));
+    }
+    let preserved: &[usize] = match join.join_type {
+        JoinType::Inner => &[],
+        JoinType::Left | JoinType::LeftSemi => &[0],
+        JoinType::Right => &[1],
+        JoinType::Full => &[0, 1],
+        other => {
+            return Some(SluiceError::unsupported(
+                format!("{other} join between two streams"),
+                "only inner, left/right/full outer and left semi joins of two streams are incremental",
+                "rewrite the join as one of those, or join the stream with a bounded table",
+            ))
+        }
+    };
+    let sides = ["left", "right"];
+    let missing = preserved.iter().find(|s| join.eviction[**s].is_none())?;
+    let (side, other) = (sides[*missing], sides[1 - *missing]);
+    Some(SluiceError::unsupported(
+        format!("{} join between two streams without a watermark and a time range", join.join_type),
+        format!(
+            "an unmatched {side} row is emitted (padded with nulls) when the watermark shows no {other} row can still match it; \
+             that needs a watermark on both streams and a condition bounding the {other} event time by the {side} one, or an event-time column among the join keys"
+        ),
+        format!(
+            "declare WATERMARK FOR on both streams and add a time range to the ON clause, e.g. AND {other}.ts BETWEEN {side}.ts AND {side}.ts + INTERVAL '1' HOUR"
+        ),
+    ))
 }

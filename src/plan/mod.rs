@@ -5,15 +5,18 @@
 //! - [`window`]: event-time window functions;
 //! - [`checks`]: the output-mode analysis that refuses what cannot run (Spark's
 //!   `UnsupportedOperationChecker`);
-//! - [`dedup`] and [`incremental`]: the logical rewrites into streaming nodes ([`nodes`]);
+//! - [`dedup`], [`join`] and [`incremental`]: the logical rewrites into streaming nodes
+//!   ([`nodes`]); [`time_range`] reads a join's time-range condition;
 //! - [`physical`]: the DataFusion extension planner that turns them into stateful operators.
 
 pub mod checks;
 pub mod dedup;
 pub mod incremental;
+pub mod join;
 pub mod nodes;
 pub mod physical;
 pub mod stream_table;
+pub mod time_range;
 pub mod window;
 
 use crate::{Result, SluiceError};

@@ -6,7 +6,7 @@ use std::hash::{Hash, Hasher};
 
 use datafusion::common::DFSchemaRef;
 use datafusion::error::Result as DFResult;
-use datafusion::logical_expr::{Expr, LogicalPlan, UserDefinedLogicalNodeCore};
+use datafusion::logical_expr::{Expr, JoinType, LogicalPlan, UserDefinedLogicalNodeCore};
 
 use crate::operator::aggregate::EventTimeKey;
 
@@ -163,5 +163,113 @@ impl UserDefinedLogicalNodeCore for StreamingDedupNode {
             order_by,
             schema: self.schema.clone(),
         })
+    }
+}
+
+/// How one side of a stream-stream join evicts its buffered rows: a row leaves the state once
+/// `time <= W + offset_ms`, where `time` is a column of that side (a timestamp, or a window's
+/// `end`) and `W` the join's input watermark (Spark's `JoinStateWatermarkPredicate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StateEviction {
+    /// Index of the time column in the side's schema.
+    pub column: usize,
+    /// The column is a `window{start, end}` struct: compare its `end`.
+    pub is_window: bool,
+    /// Offset from the watermark, ms: 0 for an event-time join key, else derived from the join's
+    /// time-range condition (minus 1 ms for an inclusive bound).
+    pub offset_ms: i64,
+}
+
+/// A join of two streams (Spark's `StreamingSymmetricHashJoinExec`): both sides are buffered in
+/// state, each new row joins the other side's state, and each side's state is evicted by the
+/// watermark and the join's time-range condition.
+#[derive(Debug, Clone)]
+pub struct StreamingJoinNode {
+    /// Operator id, unique within the query; names its state directory `state/<id>`.
+    pub operator_id: usize,
+    /// Left input.
+    pub left: LogicalPlan,
+    /// Right input.
+    pub right: LogicalPlan,
+    /// Equality keys `(left expression, right expression)`.
+    pub on: Vec<(Expr, Expr)>,
+    /// The residual condition over left and right columns (time ranges included).
+    pub filter: Option<Expr>,
+    /// Inner, left, right, full or left semi.
+    pub join_type: JoinType,
+    /// Eviction of the left and right state; `None` keeps that side's rows forever.
+    pub eviction: [Option<StateEviction>; 2],
+    /// Output schema, as the replaced `Join`'s.
+    pub schema: DFSchemaRef,
+}
+
+impl StreamingJoinNode {
+    /// The join's output watermark relative to its input watermark, ms (≤ 0 in practice): the
+    /// lower of the two sides' state watermarks, or the input watermark when neither side is
+    /// evicted (Spark's `produceOutputWatermark`). Downstream stateful operators run under it.
+    pub fn output_watermark_offset_ms(&self) -> i64 {
+        self.eviction.iter().flatten().map(|e| e.offset_ms).min().unwrap_or(0)
+    }
+}
+
+impl PartialEq for StreamingJoinNode {
+    fn eq(&self, other: &Self) -> bool {
+        self.operator_id == other.operator_id
+            && self.left == other.left
+            && self.right == other.right
+            && self.on == other.on
+            && self.filter == other.filter
+            && self.join_type == other.join_type
+    }
+}
+
+impl Eq for StreamingJoinNode {}
+
+impl Hash for StreamingJoinNode {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.operator_id.hash(state);
+        self.on.hash(state);
+        self.filter.hash(state);
+    }
+}
+
+impl PartialOrd for StreamingJoinNode {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        self.operator_id.partial_cmp(&other.operator_id)
+    }
+}
+
+impl UserDefinedLogicalNodeCore for StreamingJoinNode {
+    fn name(&self) -> &str {
+        "StreamingJoin"
+    }
+
+    fn inputs(&self) -> Vec<&LogicalPlan> {
+        vec![&self.left, &self.right]
+    }
+
+    fn schema(&self) -> &DFSchemaRef {
+        &self.schema
+    }
+
+    fn expressions(&self) -> Vec<Expr> {
+        self.on.iter().flat_map(|(l, r)| [l.clone(), r.clone()]).chain(self.filter.clone()).collect()
+    }
+
+    fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "StreamingJoin[{}]: type={}, on={:?}, filter={:?}, eviction={:?}",
+            self.operator_id, self.join_type, self.on, self.filter, self.eviction
+        )
+    }
+
+    fn with_exprs_and_inputs(&self, mut exprs: Vec<Expr>, mut inputs: Vec<LogicalPlan>) -> DFResult<Self> {
+        let filter = if self.filter.is_some() { exprs.pop() } else { None };
+        let mut pairs = exprs.into_iter();
+        let on = std::iter::from_fn(|| Some((pairs.next()?, pairs.next()?))).collect();
+        let right = inputs.pop().expect("a join has two inputs");
+        let left = inputs.pop().expect("a join has two inputs");
+        Ok(Self { left, right, on, filter, ..self.clone() })
     }
 }

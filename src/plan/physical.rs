@@ -16,12 +16,15 @@ use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode, Physic
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 
-use super::nodes::{StreamingAggregateNode, StreamingDedupNode};
+use super::join::watermark_offset_ms;
+use super::nodes::{StreamingAggregateNode, StreamingDedupNode, StreamingJoinNode};
+use super::time_range::watermarked_column;
 use super::OutputMode;
 use crate::checkpoint::CheckpointLocation;
 use crate::operator::aggregate::{AggregateState, AggregateStateSpec};
 use crate::operator::dedup::{DedupSpec, DedupState};
 use crate::operator::exec::{BatchOperator, OperatorHandle, StatefulExec};
+use crate::operator::join::{JoinSideSpec, JoinSpec, JoinState, TimeColumn};
 use crate::operator::watermark::event_time_delay_ms;
 use crate::operator::StatefulOperator;
 use crate::state::StateStore;
@@ -49,10 +52,12 @@ impl OperatorRegistry {
         operators.values().map(|a| Arc::new(a.clone()) as Arc<dyn StatefulOperator>).collect()
     }
 
-    /// The operator `id`, created by `create` (given its state store) on first use.
+    /// The operator `id`, whose input watermark is the query's plus `watermark_offset_ms`,
+    /// created by `create` (given its state store) on first use.
     fn get_or_create(
         &self,
         id: usize,
+        watermark_offset_ms: i64,
         create: impl FnOnce(StateStore) -> crate::Result<Box<dyn BatchOperator>>,
     ) -> DFResult<OperatorHandle> {
         let mut operators = self.operators.lock().expect("registry lock");
@@ -60,7 +65,7 @@ impl OperatorRegistry {
             return Ok(op.clone());
         }
         let store = StateStore::new(self.location.clone(), &id.to_string(), self.partitions);
-        let op = OperatorHandle::new(create(store).map_err(DataFusionError::from)?);
+        let op = OperatorHandle::new(create(store).map_err(DataFusionError::from)?, watermark_offset_ms);
         operators.insert(id, op.clone());
         Ok(op)
     }
@@ -113,6 +118,9 @@ impl ExtensionPlanner for StreamingExtensionPlanner {
                 .plan_dedup(planner, node, logical_inputs[0], &physical_inputs[0], session, planning_ctx)
                 .map(Some);
         }
+        if let Some(node) = node.as_any().downcast_ref::<StreamingJoinNode>() {
+            return self.plan_join(planner, node, logical_inputs, physical_inputs, session, planning_ctx).map(Some);
+        }
         let Some(node) = node.as_any().downcast_ref::<StreamingAggregateNode>() else { return Ok(None) };
         let input = Arc::clone(&physical_inputs[0]);
         let logical_schema = logical_inputs[0].schema();
@@ -149,7 +157,8 @@ impl ExtensionPlanner for StreamingExtensionPlanner {
             input.schema(),
         )?);
         let output_schema = Arc::new(node.schema.as_arrow().clone());
-        let operator = self.registry.get_or_create(node.operator_id, |store| {
+        let offset = watermark_offset_ms(logical_inputs[0]);
+        let operator = self.registry.get_or_create(node.operator_id, offset, |store| {
             let spec = AggregateStateSpec {
                 name: format!("aggregate[{}]", node.operator_id),
                 mode: self.registry.mode,
@@ -161,7 +170,7 @@ impl ExtensionPlanner for StreamingExtensionPlanner {
             };
             Ok(Box::new(AggregateState::try_new(spec, store)?))
         })?;
-        Ok(Some(Arc::new(StatefulExec::new("aggregate", partial, operator, output_schema))))
+        Ok(Some(Arc::new(StatefulExec::new("aggregate", vec![partial], operator, output_schema))))
     }
 }
 
@@ -189,7 +198,8 @@ impl StreamingExtensionPlanner {
         });
         let output_schema = Arc::new(node.schema.as_arrow().clone());
         let input_schema = input.schema();
-        let operator = self.registry.get_or_create(node.operator_id, |store| {
+        let offset = watermark_offset_ms(logical_input);
+        let operator = self.registry.get_or_create(node.operator_id, offset, |store| {
             let spec = DedupSpec {
                 name: format!("dedup[{}]", node.operator_id),
                 keys,
@@ -200,6 +210,56 @@ impl StreamingExtensionPlanner {
             };
             Ok(Box::new(DedupState::try_new(spec, &input_schema, store)?))
         })?;
-        Ok(Arc::new(StatefulExec::new("dedup", Arc::clone(input), operator, output_schema)))
+        Ok(Arc::new(StatefulExec::new("dedup", vec![Arc::clone(input)], operator, output_schema)))
+    }
+}
+
+impl StreamingExtensionPlanner {
+    fn plan_join(
+        &self,
+        planner: &dyn PhysicalPlanner,
+        node: &StreamingJoinNode,
+        logical_inputs: &[&LogicalPlan],
+        physical_inputs: &[Arc<dyn ExecutionPlan>],
+        session: &dyn Session,
+        planning_ctx: &PhysicalPlanningContext,
+    ) -> DFResult<Arc<dyn ExecutionPlan>> {
+        let side = |index: usize| -> DFResult<JoinSideSpec> {
+            let schema = logical_inputs[index].schema();
+            let keys = node
+                .on
+                .iter()
+                .map(|pair| {
+                    let e = if index == 0 { &pair.0 } else { &pair.1 };
+                    planner.create_physical_expr(e, schema, session, planning_ctx)
+                })
+                .collect::<DFResult<Vec<_>>>()?;
+            Ok(JoinSideSpec {
+                schema: physical_inputs[index].schema(),
+                keys,
+                late: watermarked_column(schema).map(|(index, is_window)| TimeColumn { index, is_window }),
+                eviction: node.eviction[index],
+            })
+        };
+        let sides = [side(0)?, side(1)?];
+        let combined = logical_inputs[0].schema().join(logical_inputs[1].schema())?;
+        let filter = node
+            .filter
+            .as_ref()
+            .map(|f| planner.create_physical_expr(f, &combined, session, planning_ctx))
+            .transpose()?;
+        let output_schema = Arc::new(node.schema.as_arrow().clone());
+        let offset = logical_inputs.iter().map(|p| watermark_offset_ms(p)).min().unwrap_or(0);
+        let operator = self.registry.get_or_create(node.operator_id, offset, |store| {
+            let spec = JoinSpec {
+                name: format!("join[{}]", node.operator_id),
+                join_type: node.join_type,
+                sides,
+                filter,
+                output_schema: Arc::clone(&output_schema),
+            };
+            Ok(Box::new(JoinState::try_new(spec, store)?))
+        })?;
+        Ok(Arc::new(StatefulExec::new("join", physical_inputs.to_vec(), operator, output_schema)))
     }
 }

@@ -113,13 +113,3 @@ async fn invalid_sql_and_options_are_named() {
         .to_string();
     assert!(err.contains("TIMESTAMP"), "{err}");
 }
-
-#[tokio::test]
-async fn session_windows_and_stream_stream_joins_are_refused_clearly() {
-    let err =
-        refusal(OutputMode::Append, Some(10), "SELECT count(*) FROM events GROUP BY session_window(ts, '5 seconds')")
-            .await;
-    assert!(err.contains("session_window"), "{err}");
-    let err = refusal(OutputMode::Append, Some(10), "SELECT a.key FROM events a JOIN events b ON a.key = b.key").await;
-    assert!(err.contains("stream-stream join"), "{err}");
-}

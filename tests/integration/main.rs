@@ -9,5 +9,6 @@ mod dedup;
 mod file_stream;
 mod output_modes;
 mod recovery;
+mod stream_join;
 mod watermarks;
 mod worked_example;
