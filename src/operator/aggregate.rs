@@ -18,6 +18,7 @@ use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_expr::GroupsAccumulatorAdapter;
 
 use super::exec::BatchOperator;
+use super::session::{merge_sessions, SessionInputs};
 use super::watermark::ms_in_unit;
 use super::{BatchWatermarks, OperatorProgress};
 use crate::plan::OutputMode;
@@ -31,6 +32,9 @@ pub struct EventTimeKey {
     pub index: usize,
     /// A `window{start, end}` struct (compare `end`) rather than a plain timestamp.
     pub is_window: bool,
+    /// A session window: sessions of a key merge (see [`super::session`]), and late rows are
+    /// dropped in complete mode too (SEMANTICS §2).
+    pub is_session: bool,
 }
 
 /// An aggregation's state and its per-batch logic.
@@ -157,7 +161,21 @@ impl AggregateState {
     /// # Errors
     /// A DataFusion or arrow error from merging or evaluating accumulators.
     fn apply_partial(&mut self, partial: RecordBatch) -> Result<RecordBatch> {
-        let partial = self.drop_late(partial)?;
+        let mut partial = self.drop_late(partial)?;
+        if let Some(session) = self.event_time.filter(|e| e.is_session) {
+            let inputs = SessionInputs {
+                store: &self.store,
+                keys: &self.keys,
+                values: &self.values,
+                group_count: self.group_count,
+                session: session.index,
+            };
+            let (merged, replaced) = merge_sessions(&inputs, partial)?;
+            for key in replaced {
+                self.store.remove(&key);
+            }
+            partial = merged;
+        }
         let touched = self.merge_into_store(&partial)?;
         match self.mode {
             OutputMode::Complete => {
@@ -183,9 +201,11 @@ impl AggregateState {
     }
 
     /// Drops partial rows whose event time is at or below the late-row watermark `W_{k-1}`
-    /// (window aggregations in append and update mode; complete mode drops nothing).
+    /// (window aggregations in append and update mode, session windows in every mode; complete
+    /// mode drops nothing otherwise). A session row's end is `t + gap`, as Spark's rule has it.
     fn drop_late(&mut self, partial: RecordBatch) -> Result<RecordBatch> {
-        if self.mode == OutputMode::Complete || partial.num_rows() == 0 {
+        let is_session = self.event_time.is_some_and(|e| e.is_session);
+        if (self.mode == OutputMode::Complete && !is_session) || partial.num_rows() == 0 {
             return Ok(partial);
         }
         let Some((ends, unit)) = self.event_time_ends(&partial.columns()[..self.group_count])? else {

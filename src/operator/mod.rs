@@ -6,6 +6,7 @@ pub mod aggregate;
 pub mod dedup;
 pub mod exec;
 pub mod join;
+pub mod session;
 pub mod watermark;
 
 use async_trait::async_trait;

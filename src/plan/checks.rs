@@ -5,6 +5,7 @@ use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::logical_expr::{Aggregate, JoinType, LogicalPlan};
 
 use super::nodes::StreamingJoinNode;
+use super::session_window::is_session_window;
 use super::stream_table::StreamTable;
 use super::OutputMode;
 use crate::operator::watermark::event_time_delay_ms;
@@ -83,6 +84,15 @@ fn check_node(node: &LogicalPlan, mode: OutputMode, aggregates: &mut usize) -> O
                     "GROUPING SETS / ROLLUP / CUBE on a stream",
                     "grouping sets are not incremental",
                     "group by plain columns",
+                ));
+            }
+            if mode == OutputMode::Update
+                && agg.schema.fields().iter().take(agg.group_expr.len()).any(|f| is_session_window(f))
+            {
+                return Some(SluiceError::unsupported(
+                    "session window in update mode",
+                    "a row can merge sessions already emitted, which update mode cannot retract (Spark refuses it too)",
+                    "use output_mode 'append' (a session is emitted once the watermark passes its end) or 'complete'",
                 ));
             }
             if mode == OutputMode::Append && !has_event_time_key(agg) {

@@ -7,6 +7,7 @@ use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::logical_expr::{Extension, LogicalPlan};
 
 use super::nodes::StreamingAggregateNode;
+use super::session_window::is_session_window;
 use super::stream_table::StreamTable;
 use crate::operator::aggregate::EventTimeKey;
 use crate::operator::watermark::event_time_delay_ms;
@@ -29,6 +30,7 @@ pub fn plan_aggregations(plan: LogicalPlan, next_id: &mut usize) -> Result<Logic
                 |index| EventTimeKey {
                     index,
                     is_window: matches!(agg.schema.field(index).data_type(), arrow::datatypes::DataType::Struct(_)),
+                    is_session: is_session_window(agg.schema.field(index)),
                 },
             );
         let streaming = StreamingAggregateNode {

@@ -2,7 +2,7 @@
 //! stateless parts are DataFusion operators and whose stateful parts are sluice's.
 //!
 //! - [`stream_table`]: the unbounded input table, whose scan yields the current micro-batch;
-//! - [`window`]: event-time window functions;
+//! - [`window`] and [`session_window`]: event-time window functions;
 //! - [`checks`]: the output-mode analysis that refuses what cannot run (Spark's
 //!   `UnsupportedOperationChecker`);
 //! - [`dedup`], [`join`] and [`incremental`]: the logical rewrites into streaming nodes
@@ -15,6 +15,7 @@ pub mod incremental;
 pub mod join;
 pub mod nodes;
 pub mod physical;
+pub mod session_window;
 pub mod stream_table;
 pub mod time_range;
 pub mod window;

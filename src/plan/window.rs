@@ -54,7 +54,7 @@ pub fn window_struct_type(ts: &DataType, meta: &HashMap<String, String>) -> Data
     DataType::Struct(Fields::from(vec![child("start"), child("end")]))
 }
 
-fn struct_fields(data_type: &DataType) -> DFResult<Fields> {
+pub(crate) fn struct_fields(data_type: &DataType) -> DFResult<Fields> {
     match data_type {
         DataType::Struct(fields) => Ok(fields.clone()),
         DataType::List(item) => struct_fields(item.data_type()),
@@ -62,7 +62,7 @@ fn struct_fields(data_type: &DataType) -> DFResult<Fields> {
     }
 }
 
-fn unit_ns(ts: &DataType) -> DFResult<i64> {
+pub(crate) fn unit_ns(ts: &DataType) -> DFResult<i64> {
     match ts {
         DataType::Timestamp(TimeUnit::Second, _) => Ok(1_000_000_000),
         DataType::Timestamp(TimeUnit::Millisecond, _) => Ok(1_000_000),
@@ -107,7 +107,7 @@ impl Geometry {
     }
 }
 
-fn timestamp_values(array: &ArrayRef) -> DFResult<PrimitiveArray<Int64Type>> {
+pub(crate) fn timestamp_values(array: &ArrayRef) -> DFResult<PrimitiveArray<Int64Type>> {
     Ok(arrow::compute::cast(array, &DataType::Int64)?.as_primitive::<Int64Type>().clone())
 }
 
@@ -115,7 +115,7 @@ fn with_ts_type(values: Int64Array, ts: &DataType) -> DFResult<ArrayRef> {
     Ok(arrow::compute::cast(&(Arc::new(values) as ArrayRef), ts)?)
 }
 
-fn ts_arg(args: &[DataType]) -> DFResult<DataType> {
+pub(crate) fn ts_arg(args: &[DataType]) -> DFResult<DataType> {
     match args.first() {
         Some(t @ DataType::Timestamp(_, _)) => Ok(t.clone()),
         Some(other) => plan_err!("window() needs a TIMESTAMP event-time column, got {other}"),
@@ -125,7 +125,7 @@ fn ts_arg(args: &[DataType]) -> DFResult<DataType> {
 
 /// The return field keeps the event-time column's metadata (its watermark delay), so the planner
 /// can tell that a `window` group key is an event-time key, as Spark tracks it on the attribute.
-fn event_time_field(args: &ReturnFieldArgs, list: bool) -> DFResult<FieldRef> {
+pub(crate) fn event_time_field(args: &ReturnFieldArgs, list: bool) -> DFResult<FieldRef> {
     let ts = ts_arg(&args.arg_fields.iter().map(|f| f.data_type().clone()).collect::<Vec<_>>())?;
     let meta = args.arg_fields[0].metadata().clone();
     let window = window_struct_type(&ts, &meta);
@@ -231,6 +231,7 @@ pub fn window_udfs() -> Vec<ScalarUDF> {
     vec![
         ScalarUDF::new_from_impl(TumbleWindow { signature: sig(2..=3) }),
         ScalarUDF::new_from_impl(SlidingWindows { signature: sig(3..=4) }),
+        ScalarUDF::new_from_impl(super::session_window::SessionRowWindow::default()),
     ]
 }
 

@@ -18,6 +18,9 @@
 //! `Expand` does. Rows with a null event time belong to no window (Spark filters them too).
 //! `tumble(ts, size)` and `hop(ts, size, slide)` are accepted as aliases, with `window`'s argument
 //! order (size before slide).
+//!
+//! `session_window(ts, gap)` (alias `session`) adds a column `session_window` holding each row's
+//! own session `[ts, ts + gap)`; the streaming aggregation merges the sessions of a key.
 
 use datafusion::sql::sqlparser::ast::{
     Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident, ObjectName, ObjectNamePart,
@@ -26,6 +29,7 @@ use datafusion::sql::sqlparser::ast::{
 use datafusion::sql::sqlparser::parser::Parser;
 
 use super::dialect::SluiceDialect;
+use crate::plan::session_window::SESSION_ROW_WINDOW;
 use crate::plan::window::{SLIDING_WINDOWS, TUMBLE_WINDOW};
 use crate::{Result, SluiceError};
 
@@ -33,7 +37,7 @@ use crate::{Result, SluiceError};
 ///
 /// # Errors
 /// [`SluiceError::Unsupported`] for windows the rewrite cannot place (over a join, twice in one
-/// `GROUP BY`, session windows) and [`SluiceError::Sql`] for malformed window calls.
+/// `GROUP BY`) and [`SluiceError::Sql`] for malformed window calls.
 pub fn rewrite_windows(query: &mut Query) -> Result<()> {
     rewrite_set_expr(&mut query.body)
 }
@@ -59,12 +63,12 @@ fn rewrite_set_expr(body: &mut SetExpr) -> Result<()> {
                 ));
             }
             let call = exprs[at].clone();
-            let window_column = window_column_expr(&call)?;
-            exprs[at] = Expr::Identifier(Ident::new("window"));
+            let window = window_column_expr(&call)?;
+            exprs[at] = Expr::Identifier(Ident::new(window.name));
             for item in &mut select.projection {
                 if let SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } = item {
                     if *e == call {
-                        *e = Expr::Identifier(Ident::new("window"));
+                        *e = Expr::Identifier(Ident::new(window.name));
                     }
                 }
             }
@@ -76,7 +80,7 @@ fn rewrite_set_expr(body: &mut SetExpr) -> Result<()> {
                 ));
             }
             let relation = std::mem::replace(&mut select.from[0].relation, placeholder());
-            select.from[0].relation = derived_with_window(relation, window_column.0, window_column.1)?;
+            select.from[0].relation = derived_with_window(relation, window)?;
             Ok(())
         }
         SetExpr::Query(q) => rewrite_windows(q),
@@ -112,35 +116,51 @@ fn window_call(expr: &Expr) -> Option<&Function> {
     }
 }
 
-/// The expression that computes the `window` column, and the event-time expression.
-fn window_column_expr(call: &Expr) -> Result<(Expr, Expr)> {
-    let f = window_call(call).expect("caller checked");
-    let name = f.name.to_string().to_lowercase();
-    if name.ends_with("session_window") || name.ends_with("session") {
-        return Err(SluiceError::unsupported(
-            "session_window(...)",
-            "session windows are not implemented yet",
-            "use a tumbling window(ts, size) or sliding window(ts, size, slide)",
-        ));
-    }
+/// The column a `GROUP BY` window call adds to its relation.
+struct WindowColumn {
+    /// `window`, or `session_window` for a session window (Spark's column names).
+    name: &'static str,
+    /// The expression computing it per row.
+    expr: Expr,
+    /// The row belongs to a window only where this holds.
+    valid: Expr,
+}
+
+fn call_arguments(f: &Function, name: &str) -> Result<Vec<Expr>> {
     let FunctionArguments::List(list) = &f.args else {
-        return Err(SluiceError::sql(format!("{name}() needs (event_time, size[, slide[, start]])")));
+        return Err(SluiceError::sql(format!("{name}() needs arguments")));
     };
-    let args: Vec<Expr> = list
-        .args
+    list.args
         .iter()
         .map(|a| match a {
             FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Ok(e.clone()),
             other => Err(SluiceError::sql(format!("unexpected argument {other} to {name}()"))),
         })
-        .collect::<Result<_>>()?;
+        .collect()
+}
+
+/// The column that a window call in `GROUP BY` stands for.
+fn window_column_expr(call: &Expr) -> Result<WindowColumn> {
+    let f = window_call(call).expect("caller checked");
+    let name = f.name.to_string().to_lowercase();
+    let args = call_arguments(f, &name)?;
+    if name.ends_with("session_window") || name.ends_with("session") {
+        if args.len() != 2 {
+            return Err(SluiceError::sql(format!(
+                "{name}() takes (event_time, gap), got {} arguments; the gap is a duration such as '5 minutes' or an expression giving one per row",
+                args.len()
+            )));
+        }
+        let expr = call_named(SESSION_ROW_WINDOW, args);
+        return Ok(WindowColumn { name: "session_window", valid: Expr::IsNotNull(Box::new(expr.clone())), expr });
+    }
     if !(2..=4).contains(&args.len()) {
         return Err(SluiceError::sql(format!(
             "{name}() takes (event_time, size[, slide[, start]]), got {} arguments",
             args.len()
         )));
     }
-    let ts = args[0].clone();
+    let valid = Expr::IsNotNull(Box::new(args[0].clone()));
     let sliding = args.len() >= 3 && args[2] != args[1];
     let expr = if sliding {
         unnest(call_named(SLIDING_WINDOWS, args))
@@ -149,7 +169,7 @@ fn window_column_expr(call: &Expr) -> Result<(Expr, Expr)> {
         tumble.extend(args.get(3).cloned());
         call_named(TUMBLE_WINDOW, tumble)
     };
-    Ok((expr, ts))
+    Ok(WindowColumn { name: "window", expr, valid })
 }
 
 fn parse_template(sql: &str) -> Query {
@@ -179,8 +199,8 @@ fn placeholder() -> TableFactor {
     parse_template("SELECT 1 FROM placeholder").body.as_select().expect("select").from[0].relation.clone()
 }
 
-/// `(SELECT *, <window> AS window FROM <relation> WHERE <ts> IS NOT NULL) AS <relation's name>`.
-fn derived_with_window(relation: TableFactor, window: Expr, ts: Expr) -> Result<TableFactor> {
+/// `(SELECT *, <window> AS <name> FROM <relation> WHERE <valid>) AS <relation's name>`.
+fn derived_with_window(relation: TableFactor, window: WindowColumn) -> Result<TableFactor> {
     let alias = match &relation {
         TableFactor::Table { alias: Some(a), .. } | TableFactor::Derived { alias: Some(a), .. } => a.name.clone(),
         TableFactor::Table { name, .. } => name
@@ -202,11 +222,12 @@ fn derived_with_window(relation: TableFactor, window: Expr, ts: Expr) -> Result<
         SetExpr::Select(s) => s,
         _ => unreachable!("template is a select"),
     };
-    if let SelectItem::ExprWithAlias { expr, .. } = &mut select.projection[1] {
-        *expr = window;
+    if let SelectItem::ExprWithAlias { expr, alias } = &mut select.projection[1] {
+        *expr = window.expr;
+        *alias = Ident::new(window.name);
     }
     select.from[0].relation = relation;
-    select.selection = Some(Expr::IsNotNull(Box::new(ts)));
+    select.selection = Some(window.valid);
     Ok(TableFactor::Derived {
         lateral: false,
         subquery: Box::new(inner),
@@ -258,16 +279,12 @@ mod tests {
     }
 
     #[test]
-    fn session_windows_are_refused_clearly() {
-        let Statement::Query(mut q) = Parser::parse_sql(
-            &SluiceDialect::default(),
-            "SELECT count(*) FROM e GROUP BY session_window(ts, '5 seconds')",
-        )
-        .unwrap()
-        .remove(0) else {
-            panic!()
-        };
-        let err = rewrite_windows(&mut q).unwrap_err().to_string();
-        assert!(err.contains("session_window"), "{err}");
+    fn session_window_becomes_a_per_row_session_column() {
+        let sql = rewritten("SELECT session_window.end, count(*) FROM e GROUP BY session_window(ts, '5 seconds'), k");
+        assert_eq!(
+            sql,
+            "SELECT session_window.end, count(*) FROM (SELECT *, session_row_window(ts, '5 seconds') AS session_window \
+             FROM e WHERE session_row_window(ts, '5 seconds') IS NOT NULL) AS e GROUP BY session_window, k"
+        );
     }
 }

@@ -9,6 +9,7 @@ mod dedup;
 mod file_stream;
 mod output_modes;
 mod recovery;
+mod session_windows;
 mod stream_join;
 mod watermarks;
 mod worked_example;

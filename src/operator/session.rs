@@ -1,0 +1,143 @@
+//! Session merging for a session-window aggregation (Spark's `MergingSessionsExec` and
+//! `SessionWindowStateStoreRestoreExec`, SEMANTICS §3).
+//!
+//! A batch's partial aggregates arrive grouped by (keys, one-row session `[t, t + gap)`). Per key,
+//! the new sessions and the stored ones are sorted by start and merged while the next starts at or
+//! before the current end (Spark's rule). New rows take their merged session's bounds; a stored
+//! session whose bounds grow is taken out of the store and re-enters as a partial row with the new
+//! bounds. The ordinary aggregation merge then folds every piece of a session into one state row.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, StructArray, UInt32Array};
+use arrow::compute::{cast, concat_batches, take};
+use arrow::datatypes::{DataType, Int64Type};
+use arrow::row::{RowConverter, SortField};
+
+use crate::state::StateStore;
+use crate::Result;
+
+/// Where an interval comes from: a row of the batch's partial aggregates, or a stored session.
+#[derive(Debug, Clone, Copy)]
+enum Piece {
+    Partial(usize),
+    Stored(usize),
+}
+
+/// Start and end values (in the event-time unit) of a session struct column.
+fn bounds(column: &ArrayRef) -> Result<(Vec<i64>, Vec<i64>)> {
+    let sessions: &StructArray = column.as_struct();
+    let values = |i: usize| -> Result<Vec<i64>> {
+        Ok(cast(sessions.column(i), &DataType::Int64)?.as_primitive::<Int64Type>().values().to_vec())
+    };
+    Ok((values(0)?, values(1)?))
+}
+
+/// A session struct column like `like` holding `starts` and `ends`.
+fn session_column(like: &ArrayRef, starts: Vec<i64>, ends: Vec<i64>) -> Result<ArrayRef> {
+    let DataType::Struct(fields) = like.data_type() else { unreachable!("session columns are structs") };
+    let unit = fields[0].data_type();
+    let starts = cast(&(Arc::new(Int64Array::from(starts)) as ArrayRef), unit)?;
+    let ends = cast(&(Arc::new(Int64Array::from(ends)) as ArrayRef), unit)?;
+    Ok(Arc::new(StructArray::try_new(fields.clone(), vec![starts, ends], None)?))
+}
+
+/// The state an aggregation keeps, as session merging reads it.
+pub struct SessionInputs<'a> {
+    /// The aggregation's state.
+    pub store: &'a StateStore,
+    /// Encodes group keys (the state keys).
+    pub keys: &'a RowConverter,
+    /// Encodes accumulator states (the state values).
+    pub values: &'a RowConverter,
+    /// Number of group columns.
+    pub group_count: usize,
+    /// Index of the session column among them.
+    pub session: usize,
+}
+
+/// Rewrites `partial` (group columns then state columns, sessions one row each) so that each row
+/// carries its merged session; returns it with the stored sessions that were merged into a larger
+/// one appended, and the state keys those leave behind (to be removed by the caller).
+///
+/// # Errors
+/// An arrow error when keys or states cannot be converted.
+pub fn merge_sessions(inputs: &SessionInputs, partial: RecordBatch) -> Result<(RecordBatch, Vec<Box<[u8]>>)> {
+    if partial.num_rows() == 0 {
+        return Ok((partial, vec![]));
+    }
+    let group_count = inputs.group_count;
+    let others: Vec<usize> = (0..group_count).filter(|i| *i != inputs.session).collect();
+    let other_fields = others.iter().map(|i| SortField::new(partial.schema().field(*i).data_type().clone())).collect();
+    let other_keys = RowConverter::new(other_fields)?;
+    let pick = |columns: &[ArrayRef]| others.iter().map(|i| Arc::clone(&columns[*i])).collect::<Vec<_>>();
+
+    let partial_others = other_keys.convert_columns(&pick(partial.columns()))?;
+    let (p_starts, p_ends) = bounds(partial.column(inputs.session))?;
+    let mut pieces: HashMap<&[u8], Vec<(i64, i64, Piece)>> = HashMap::new();
+    for i in 0..partial.num_rows() {
+        pieces.entry(partial_others.row(i).data()).or_default().push((p_starts[i], p_ends[i], Piece::Partial(i)));
+    }
+
+    let stored: Vec<&[u8]> = inputs.store.iter().map(|(k, _)| k).collect();
+    let parser = inputs.keys.parser();
+    let stored_columns =
+        if stored.is_empty() { vec![] } else { inputs.keys.convert_rows(stored.iter().map(|k| parser.parse(k)))? };
+    let stored_others =
+        if stored.is_empty() { None } else { Some(other_keys.convert_columns(&pick(&stored_columns))?) };
+    let (s_starts, s_ends) =
+        if stored.is_empty() { (vec![], vec![]) } else { bounds(&stored_columns[inputs.session])? };
+    if let Some(stored_others) = &stored_others {
+        for j in 0..stored.len() {
+            if let Some(list) = pieces.get_mut(stored_others.row(j).data()) {
+                list.push((s_starts[j], s_ends[j], Piece::Stored(j)));
+            }
+        }
+    }
+
+    let mut new_starts = p_starts.clone();
+    let mut new_ends = p_ends.clone();
+    let mut moved: Vec<(usize, i64, i64)> = Vec::new();
+    for list in pieces.values_mut() {
+        list.sort_unstable_by_key(|(s, e, _)| (*s, *e));
+        let mut at = 0;
+        while at < list.len() {
+            let (start, mut end) = (list[at].0, list[at].1);
+            let mut next = at + 1;
+            while next < list.len() && list[next].0 <= end {
+                end = end.max(list[next].1);
+                next += 1;
+            }
+            for (s, e, piece) in &list[at..next] {
+                match piece {
+                    Piece::Partial(i) => (new_starts[*i], new_ends[*i]) = (start, end),
+                    Piece::Stored(j) if (*s, *e) != (start, end) => moved.push((*j, start, end)),
+                    Piece::Stored(_) => {}
+                }
+            }
+            at = next;
+        }
+    }
+
+    let session_like = partial.column(inputs.session);
+    let mut columns = partial.columns().to_vec();
+    columns[inputs.session] = session_column(session_like, new_starts, new_ends)?;
+    let rewritten = RecordBatch::try_new(partial.schema(), columns)?;
+    if moved.is_empty() {
+        return Ok((rewritten, vec![]));
+    }
+    moved.sort_unstable_by_key(|(j, _, _)| *j);
+    let rows = UInt32Array::from_iter_values(moved.iter().map(|(j, _, _)| *j as u32));
+    let mut columns = stored_columns.iter().map(|c| take(c.as_ref(), &rows, None)).collect::<Result<Vec<_>, _>>()?;
+    columns[inputs.session] =
+        session_column(session_like, moved.iter().map(|m| m.1).collect(), moved.iter().map(|m| m.2).collect())?;
+    let value_parser = inputs.values.parser();
+    let states = inputs.values.convert_rows(
+        moved.iter().map(|(j, _, _)| value_parser.parse(inputs.store.get(stored[*j]).expect("stored key"))),
+    )?;
+    columns.extend(states);
+    let moved_rows = RecordBatch::try_new(partial.schema(), columns)?;
+    let removed = moved.iter().map(|(j, _, _)| Box::from(stored[*j])).collect();
+    Ok((concat_batches(&partial.schema(), [&rewritten, &moved_rows])?, removed))
+}
