@@ -37,7 +37,8 @@ pub struct BatchProgress {
 }
 
 impl BatchProgress {
-    /// The progress line printed on stderr by `sluice run`.
+    /// The progress line printed on stderr by `sluice run`; ends with each stateful operator's
+    /// state rows and KiB (keys and values, as held in memory).
     pub fn line(&self) -> String {
         let mut line = format!(
             "batch {} | input {} rows | {:.0} rows/s | {} ms | watermark {} | state {} rows | late dropped {}",
@@ -51,6 +52,14 @@ impl BatchProgress {
         );
         if self.bad_records_dropped > 0 {
             line.push_str(&format!(" | bad records dropped {}", self.bad_records_dropped));
+        }
+        for op in &self.operators {
+            line.push_str(&format!(
+                " | {}: {} rows, {} KiB",
+                op.name,
+                op.state.rows_total,
+                op.state.memory_bytes.div_ceil(1024)
+            ));
         }
         line
     }

@@ -6,6 +6,7 @@ mod common;
 mod bad_input;
 mod cli;
 mod dedup;
+mod examples;
 mod file_stream;
 mod output_modes;
 mod recovery;
