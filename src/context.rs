@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::common::DFSchema;
+use arrow::record_batch::RecordBatch;
+use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::execution::context::SessionState;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::{Expr, ExprSchemable, LogicalPlan, Operator};
@@ -20,11 +21,13 @@ use crate::execution::recovery::load_or_create_metadata;
 use crate::execution::StreamingQuery;
 use crate::format::decode::DecodeOptions;
 use crate::format::{BadData, Format};
+use crate::operator::group_state::{erase, GroupState, GroupStateTimeout};
 use crate::operator::watermark::{MultipleWatermarkPolicy, WatermarkSpec, WatermarkTracker, WATERMARK_DELAY_METADATA};
 use crate::plan::physical::{OperatorRegistry, StreamingQueryPlanner};
+use crate::plan::stage::Stage;
 use crate::plan::stream_table::StreamTable;
 use crate::plan::time_range::interval_literal_ms;
-use crate::plan::{checks, dedup, incremental, join, window, OutputMode};
+use crate::plan::{checks, dedup, incremental, join, stage, window, OutputMode};
 use crate::sink::console::ConsoleSink;
 use crate::sink::file::FileSink;
 use crate::sink::Sink;
@@ -58,12 +61,61 @@ impl std::fmt::Debug for SinkFactory {
 }
 
 /// A continuous query defined by a script (`INSERT INTO sink SELECT ...`), not yet started.
+/// Stateful operators that SQL cannot express are added from Rust, applied in order to the
+/// query's rows before they reach the sink.
 #[derive(Debug, Clone)]
 pub struct QueryDefinition {
     /// The sink table.
     pub sink: String,
     /// The query.
     pub query: Query,
+    /// Operators applied to the query's rows, in order.
+    pub stages: Vec<Stage>,
+}
+
+impl QueryDefinition {
+    /// Spark's `dropDuplicates(keys)` on the query's rows (SEMANTICS §3): a key's first row is
+    /// emitted; with the event-time column among `keys` a key leaves the state once the
+    /// watermark passes it, otherwise it stays forever.
+    pub fn drop_duplicates(mut self, keys: &[&str]) -> Self {
+        self.stages.push(Stage::DropDuplicates { keys: keys.iter().map(|k| k.to_string()).collect() });
+        self
+    }
+
+    /// Spark's `dropDuplicatesWithinWatermark(keys)` (SEMANTICS §3): a key's first row is
+    /// emitted and the key expires at its first event time plus the watermark delay. Starting the
+    /// query fails with [`SluiceError::Sql`] when its rows carry no watermark.
+    pub fn drop_duplicates_within_watermark(mut self, keys: &[&str]) -> Self {
+        self.stages.push(Stage::DropDuplicatesWithinWatermark { keys: keys.iter().map(|k| k.to_string()).collect() });
+        self
+    }
+
+    /// Spark's `flatMapGroupsWithState`: `function(key values, the key's rows of the batch,
+    /// state)` returns rows of `output` (one `Vec<ScalarValue>` per row, in column order). State
+    /// `S` is serialized with serde into the checkpoint. See [`crate::operator::group_state`] for
+    /// the call order and the timeouts. The sink's output mode must be append or update.
+    pub fn flat_map_groups_with_state<S, F>(
+        mut self,
+        keys: &[&str],
+        output: SchemaRef,
+        timeout: GroupStateTimeout,
+        function: F,
+    ) -> Self
+    where
+        S: serde::Serialize + serde::de::DeserializeOwned + 'static,
+        F: Fn(&[ScalarValue], &RecordBatch, &mut GroupState<S>) -> Result<Vec<Vec<ScalarValue>>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.stages.push(Stage::GroupsWithState {
+            keys: keys.iter().map(|k| k.to_string()).collect(),
+            function: erase(function),
+            timeout,
+            output,
+        });
+        self
+    }
 }
 
 /// The catalog of stream tables and bounded DataFusion tables, and the factory of streaming
@@ -296,7 +348,7 @@ impl StreamContext {
         if !self.tables.contains_key(&sink) {
             return Ok(None);
         }
-        Ok(Some(QueryDefinition { sink, query: query.as_ref().clone() }))
+        Ok(Some(QueryDefinition { sink, query: query.as_ref().clone(), stages: vec![] }))
     }
 
     /// Plans `definition` and opens it at checkpoint `checkpoint` (a directory, `file://` or
@@ -334,7 +386,7 @@ impl StreamContext {
             tables.push(table);
         }
         let state = streaming_state(&query_ctx, &registry);
-        let plan = plan_query(&state, definition.query.clone(), mode).await?;
+        let plan = plan_query(&state, definition, mode).await?;
         check_sink_columns(&definition.sink, declared.as_ref(), &plan)?;
         // Plan once now: errors surface before the first batch, and operators exist to restore.
         state.query_planner().create_physical_plan(&plan, &state).await?;
@@ -480,8 +532,10 @@ fn streaming_state(ctx: &SessionContext, registry: &Arc<OperatorRegistry>) -> Se
 }
 
 /// SQL to an incremental logical plan: window rewrite, DataFusion planning and optimization,
-/// deduplication, output-mode checks, streaming aggregations.
-async fn plan_query(state: &SessionState, mut query: Query, mode: OutputMode) -> Result<LogicalPlan> {
+/// deduplication, stream-stream joins, the definition's stages, output-mode checks, streaming
+/// aggregations.
+async fn plan_query(state: &SessionState, definition: &QueryDefinition, mode: OutputMode) -> Result<LogicalPlan> {
+    let mut query = definition.query.clone();
     rewrite_windows(&mut query)?;
     let statement = DFStatement::Statement(Box::new(Statement::Query(Box::new(query))));
     let plan = state.statement_to_plan(statement).await?;
@@ -492,6 +546,7 @@ async fn plan_query(state: &SessionState, mut query: Query, mode: OutputMode) ->
     let mut next_id = 0;
     let plan = dedup::plan_deduplication(optimized, &mut next_id)?;
     let plan = join::plan_stream_joins(plan, &mut next_id)?;
+    let plan = stage::apply_stages(plan, &definition.stages, &mut next_id)?;
     checks::check(&plan, mode)?;
     incremental::plan_aggregations(plan, &mut next_id)
 }

@@ -31,4 +31,5 @@ pub mod state;
 pub use context::{QueryDefinition, StreamContext};
 pub use error::{Result, SluiceError};
 pub use execution::{BatchProgress, StopHandle, StreamingQuery, Trigger};
+pub use operator::group_state::{GroupState, GroupStateTimeout};
 pub use plan::OutputMode;

@@ -139,8 +139,7 @@ impl StreamingQuery {
         if resume.replay.is_none() && resume.state_version.is_some() {
             let entry: OffsetEntry = offsets.read_listed(resume.next_batch_id - 1).await?;
             for op in &operators {
-                op.begin_batch(BatchWatermarks { current_ms: entry.watermark_ms, late_ms: entry.late_watermark_ms })
-                    .await;
+                op.begin_batch(batch_watermarks(&entry)).await;
             }
         }
         let output_schema = Arc::new(plan.schema().as_arrow().clone());
@@ -273,7 +272,7 @@ impl StreamingQuery {
     async fn run_batch(&mut self, entry: OffsetEntry) -> Result<()> {
         let started = Instant::now();
         let batch_id = entry.batch_id;
-        let watermarks = BatchWatermarks { current_ms: entry.watermark_ms, late_ms: entry.late_watermark_ms };
+        let watermarks = batch_watermarks(&entry);
         for op in &self.operators {
             op.begin_batch(watermarks).await;
         }
@@ -340,5 +339,14 @@ impl StreamingQuery {
             op.purge_before(keep_from).await?;
         }
         Ok(())
+    }
+}
+
+/// The watermarks and processing time the offset log gives a batch.
+fn batch_watermarks(entry: &OffsetEntry) -> BatchWatermarks {
+    BatchWatermarks {
+        current_ms: entry.watermark_ms,
+        late_ms: entry.late_watermark_ms,
+        processing_time_ms: entry.timestamp_ms,
     }
 }

@@ -4,6 +4,10 @@
 //! first batch whose watermark reaches its event time (`t <= W_k`); otherwise it stays forever, as
 //! in Spark. Rows at or below the previous batch's watermark (`t <= W_{k-1}`) are late and dropped
 //! whenever the input carries a watermark.
+//!
+//! With `within_watermark_delay_ms` it is Spark's `dropDuplicatesWithinWatermark(keys)` instead: a
+//! key keeps `expiry = first event time + delay` (later duplicates do not extend it) and leaves the
+//! state at the end of the first batch with `expiry <= W_k`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,8 +38,12 @@ pub struct DedupSpec {
     pub event_time: Option<usize>,
     /// Index among `keys` of a key that is the event-time column, if one is.
     pub event_time_key: Option<usize>,
-    /// Output schema: the input's columns, then the row number.
+    /// Output schema: the input's columns, then the row number (1) when planned from the
+    /// `ROW_NUMBER` pattern.
     pub output_schema: SchemaRef,
+    /// `Some(delay)` for Spark's `dropDuplicatesWithinWatermark`: a key expires at its first
+    /// event time plus the watermark delay (ms), whatever the keys.
+    pub within_watermark_delay_ms: Option<i64>,
 }
 
 /// The keys seen so far and the per-batch deduplication logic.
@@ -83,13 +91,42 @@ impl DedupState {
         Ok(exprs.iter().map(|e| e.evaluate(batch)?.into_array(batch.num_rows())).collect::<Result<_, _>>()?)
     }
 
-    /// Removes the keys whose event time `W_k` has reached; only when the watermark moved.
+    /// For `drop_duplicates_within_watermark`, each chosen row's expiry: its event time (ms)
+    /// plus the delay; a row without event time never expires.
+    fn expiries(&self, input: &RecordBatch, chosen: &[u32]) -> Result<Vec<Option<i64>>> {
+        let (Some(delay), Some(index)) = (self.spec.within_watermark_delay_ms, self.spec.event_time) else {
+            return Ok(vec![None; chosen.len()]);
+        };
+        let column = input.column(index);
+        let per_ms = ms_in_unit(1, column.data_type()).max(1);
+        let values = arrow::compute::cast(column, &DataType::Int64)?;
+        let values = values.as_primitive::<Int64Type>();
+        Ok(chosen
+            .iter()
+            .map(|i| values.is_valid(*i as usize).then(|| values.value(*i as usize).div_euclid(per_ms) + delay))
+            .collect())
+    }
+
+    /// Removes the keys `W_k` has passed; only when the watermark moved.
     fn evict(&mut self) -> Result<()> {
-        let Some(key_index) = self.spec.event_time_key else { return Ok(()) };
         let current = self.watermarks.current_ms;
         if self.scanned_at_ms == Some(current) || self.store.is_empty() {
             return Ok(());
         }
+        if self.spec.within_watermark_delay_ms.is_some() {
+            self.scanned_at_ms = Some(current);
+            let expired: Vec<Box<[u8]>> = self
+                .store
+                .iter()
+                .filter(|(_, v)| <[u8; 8]>::try_from(*v).is_ok_and(|e| i64::from_le_bytes(e) <= current))
+                .map(|(k, _)| k.into())
+                .collect();
+            for key in expired {
+                self.store.remove(&key);
+            }
+            return Ok(());
+        }
+        let Some(key_index) = self.spec.event_time_key else { return Ok(()) };
         self.scanned_at_ms = Some(current);
         let keys: Vec<Box<[u8]>> = self.store.iter().map(|(k, _)| k.into()).collect();
         let parser = self.keys.parser();
@@ -136,13 +173,16 @@ impl BatchOperator for DedupState {
         }
         let mut chosen: Vec<u32> = first.values().map(|i| *i as u32).collect();
         chosen.sort_unstable();
-        for i in &chosen {
-            self.store.put(keys.row(*i as usize).data(), &[]);
+        let expiries = self.expiries(&input, &chosen)?;
+        for (i, expiry) in chosen.iter().zip(expiries) {
+            self.store.put(keys.row(*i as usize).data(), &expiry.map(i64::to_le_bytes).unwrap_or_default());
         }
         let rows = take_record_batch(&input, &UInt32Array::from(chosen))?;
         self.evict()?;
         let mut columns = rows.columns().to_vec();
-        columns.push(Arc::new(UInt64Array::from(vec![1u64; rows.num_rows()])));
+        if self.spec.output_schema.fields().len() > columns.len() {
+            columns.push(Arc::new(UInt64Array::from(vec![1u64; rows.num_rows()])));
+        }
         Ok(RecordBatch::try_new(Arc::clone(&self.spec.output_schema), columns)?)
     }
 

@@ -84,6 +84,7 @@ impl StatefulOperator for OperatorHandle {
         let shifted = BatchWatermarks {
             current_ms: watermarks.current_ms.saturating_add(offset),
             late_ms: watermarks.late_ms.saturating_add(offset),
+            processing_time_ms: watermarks.processing_time_ms,
         };
         self.operator.lock().await.begin_batch(shifted);
     }

@@ -5,6 +5,7 @@
 pub mod aggregate;
 pub mod dedup;
 pub mod exec;
+pub mod group_state;
 pub mod join;
 pub mod session;
 pub mod watermark;
@@ -14,13 +15,17 @@ use async_trait::async_trait;
 use crate::state::StateMetrics;
 use crate::Result;
 
-/// The two watermarks a batch runs under (SEMANTICS §2), ms since the epoch.
+/// The two watermarks a batch runs under (SEMANTICS §2), and its processing time; ms since the
+/// epoch.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BatchWatermarks {
     /// `W_k`: emission and eviction.
     pub current_ms: i64,
     /// `W_{k-1}`: rows at or below it are late.
     pub late_ms: i64,
+    /// The batch's processing time (its offset log timestamp), for processing-time timeouts; a
+    /// replayed batch keeps it (Spark's `batchTimestampMs`).
+    pub processing_time_ms: i64,
 }
 
 /// What an operator reports for the progress line of a batch (Spark's `stateOperators`).

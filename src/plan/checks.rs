@@ -4,7 +4,7 @@
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::logical_expr::{Aggregate, JoinType, LogicalPlan};
 
-use super::nodes::StreamingJoinNode;
+use super::nodes::{StreamingGroupStateNode, StreamingJoinNode};
 use super::session_window::is_session_window;
 use super::stream_table::StreamTable;
 use super::OutputMode;
@@ -42,7 +42,9 @@ pub fn check(plan: &LogicalPlan, mode: OutputMode) -> Result<()> {
     if let Some(e) = error {
         return Err(e);
     }
-    if mode == OutputMode::Complete && aggregates == 0 {
+    let group_state =
+        plan.exists(|n| Ok(matches!(n, LogicalPlan::Extension(e) if e.node.as_any().is::<StreamingGroupStateNode>())))?;
+    if mode == OutputMode::Complete && aggregates == 0 && !group_state {
         return Err(SluiceError::unsupported(
             "output_mode 'complete'",
             "complete mode re-emits the whole result table, which needs a streaming aggregation to keep it bounded",
@@ -136,6 +138,14 @@ fn check_node(node: &LogicalPlan, mode: OutputMode, aggregates: &mut usize) -> O
                 )
             })
         }
+        LogicalPlan::Extension(e) if e.node.as_any().is::<StreamingGroupStateNode>() => (mode == OutputMode::Complete)
+            .then(|| {
+                SluiceError::unsupported(
+                    "flat_map_groups_with_state in complete mode",
+                    "the function's rows are not a result table that can be re-emitted whole (Spark refuses it too)",
+                    "use output_mode 'append' or 'update'",
+                )
+            }),
         LogicalPlan::Extension(e) => {
             e.node.as_any().downcast_ref::<StreamingJoinNode>().and_then(|join| check_stream_join(join, mode))
         }

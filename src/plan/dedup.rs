@@ -107,6 +107,7 @@ fn replace_row_number_window(
                 keys: params.partition_by,
                 order_by: params.order_by.first().map(|s| s.expr.clone()),
                 schema: Arc::clone(&window.schema),
+                within_watermark: false,
             };
             *next_id += 1;
             Ok(Transformed::yes(LogicalPlan::Extension(Extension { node: Arc::new(node) })))

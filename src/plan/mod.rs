@@ -16,6 +16,7 @@ pub mod join;
 pub mod nodes;
 pub mod physical;
 pub mod session_window;
+pub mod stage;
 pub mod stream_table;
 pub mod time_range;
 pub mod window;

@@ -9,6 +9,7 @@ use datafusion::error::Result as DFResult;
 use datafusion::logical_expr::{Expr, JoinType, LogicalPlan, UserDefinedLogicalNodeCore};
 
 use crate::operator::aggregate::EventTimeKey;
+use crate::operator::group_state::{GroupFunction, GroupStateTimeout};
 
 /// A `GROUP BY` over a stream: the same grouping and aggregates as the `Aggregate` it replaces
 /// (and the same output schema), computed incrementally with state kept across batches.
@@ -105,8 +106,12 @@ pub struct StreamingDedupNode {
     pub keys: Vec<Expr>,
     /// The `ORDER BY` expression choosing the first row of a key within a batch, if any.
     pub order_by: Option<Expr>,
-    /// Output schema: `input`'s columns then the row number (always 1), as the replaced `Window`.
+    /// Output schema: `input`'s columns, then the row number (always 1) when replacing a
+    /// `Window`.
     pub schema: DFSchemaRef,
+    /// Spark's `dropDuplicatesWithinWatermark`: a key expires at its first event time plus the
+    /// watermark delay, whatever the keys are.
+    pub within_watermark: bool,
 }
 
 impl PartialEq for StreamingDedupNode {
@@ -162,6 +167,7 @@ impl UserDefinedLogicalNodeCore for StreamingDedupNode {
             keys: exprs,
             order_by,
             schema: self.schema.clone(),
+            within_watermark: self.within_watermark,
         })
     }
 }
@@ -271,5 +277,79 @@ impl UserDefinedLogicalNodeCore for StreamingJoinNode {
         let right = inputs.pop().expect("a join has two inputs");
         let left = inputs.pop().expect("a join has two inputs");
         Ok(Self { left, right, on, filter, ..self.clone() })
+    }
+}
+
+/// Arbitrary stateful processing of a stream (Spark's `flatMapGroupsWithState`): a user function
+/// per key with state and timeouts; see [`crate::operator::group_state`].
+#[derive(Clone)]
+pub struct StreamingGroupStateNode {
+    /// Operator id, unique within the query; names its state directory `state/<id>`.
+    pub operator_id: usize,
+    /// The rows to group.
+    pub input: LogicalPlan,
+    /// Grouping columns of `input`.
+    pub keys: Vec<Expr>,
+    /// The user function.
+    pub function: GroupFunction,
+    /// Which timeout the function may set.
+    pub timeout: GroupStateTimeout,
+    /// The rows the function returns.
+    pub schema: DFSchemaRef,
+}
+
+impl fmt::Debug for StreamingGroupStateNode {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.debug_struct("StreamingGroupStateNode")
+            .field("operator_id", &self.operator_id)
+            .field("keys", &self.keys)
+            .finish()
+    }
+}
+
+impl PartialEq for StreamingGroupStateNode {
+    fn eq(&self, other: &Self) -> bool {
+        self.operator_id == other.operator_id && self.input == other.input && self.keys == other.keys
+    }
+}
+
+impl Eq for StreamingGroupStateNode {}
+
+impl Hash for StreamingGroupStateNode {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.operator_id.hash(state);
+        self.keys.hash(state);
+    }
+}
+
+impl PartialOrd for StreamingGroupStateNode {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        self.operator_id.partial_cmp(&other.operator_id)
+    }
+}
+
+impl UserDefinedLogicalNodeCore for StreamingGroupStateNode {
+    fn name(&self) -> &str {
+        "StreamingGroupsWithState"
+    }
+
+    fn inputs(&self) -> Vec<&LogicalPlan> {
+        vec![&self.input]
+    }
+
+    fn schema(&self) -> &DFSchemaRef {
+        &self.schema
+    }
+
+    fn expressions(&self) -> Vec<Expr> {
+        self.keys.clone()
+    }
+
+    fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "StreamingGroupsWithState[{}]: keys=[{:?}], timeout={:?}", self.operator_id, self.keys, self.timeout)
+    }
+
+    fn with_exprs_and_inputs(&self, exprs: Vec<Expr>, mut inputs: Vec<LogicalPlan>) -> DFResult<Self> {
+        Ok(Self { input: inputs.swap_remove(0), keys: exprs, ..self.clone() })
     }
 }

@@ -17,13 +17,14 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 
 use super::join::watermark_offset_ms;
-use super::nodes::{StreamingAggregateNode, StreamingDedupNode, StreamingJoinNode};
+use super::nodes::{StreamingAggregateNode, StreamingDedupNode, StreamingGroupStateNode, StreamingJoinNode};
 use super::time_range::watermarked_column;
 use super::OutputMode;
 use crate::checkpoint::CheckpointLocation;
 use crate::operator::aggregate::{AggregateState, AggregateStateSpec};
 use crate::operator::dedup::{DedupSpec, DedupState};
 use crate::operator::exec::{BatchOperator, OperatorHandle, StatefulExec};
+use crate::operator::group_state::{GroupStateOperator, GroupStateSpec};
 use crate::operator::join::{JoinSideSpec, JoinSpec, JoinState, TimeColumn};
 use crate::operator::watermark::event_time_delay_ms;
 use crate::operator::StatefulOperator;
@@ -118,6 +119,9 @@ impl ExtensionPlanner for StreamingExtensionPlanner {
                 .plan_dedup(planner, node, logical_inputs[0], &physical_inputs[0], session, planning_ctx)
                 .map(Some);
         }
+        if let Some(node) = node.as_any().downcast_ref::<StreamingGroupStateNode>() {
+            return self.plan_group_state(node, logical_inputs[0], &physical_inputs[0]).map(Some);
+        }
         if let Some(node) = node.as_any().downcast_ref::<StreamingJoinNode>() {
             return self.plan_join(planner, node, logical_inputs, physical_inputs, session, planning_ctx).map(Some);
         }
@@ -207,6 +211,10 @@ impl StreamingExtensionPlanner {
                 event_time,
                 event_time_key,
                 output_schema: Arc::clone(&output_schema),
+                within_watermark_delay_ms: node
+                    .within_watermark
+                    .then(|| event_time.and_then(|i| event_time_delay_ms(logical_schema.field(i))))
+                    .flatten(),
             };
             Ok(Box::new(DedupState::try_new(spec, &input_schema, store)?))
         })?;
@@ -261,5 +269,39 @@ impl StreamingExtensionPlanner {
             Ok(Box::new(JoinState::try_new(spec, store)?))
         })?;
         Ok(Arc::new(StatefulExec::new("join", physical_inputs.to_vec(), operator, output_schema)))
+    }
+}
+
+impl StreamingExtensionPlanner {
+    fn plan_group_state(
+        &self,
+        node: &StreamingGroupStateNode,
+        logical_input: &LogicalPlan,
+        input: &Arc<dyn ExecutionPlan>,
+    ) -> DFResult<Arc<dyn ExecutionPlan>> {
+        let schema = logical_input.schema();
+        let keys = node
+            .keys
+            .iter()
+            .map(|k| match k {
+                Expr::Column(c) => schema.index_of_column(c),
+                other => Err(DataFusionError::Plan(format!("group state keys are columns, got {other}"))),
+            })
+            .collect::<DFResult<Vec<_>>>()?;
+        let output_schema = Arc::new(node.schema.as_arrow().clone());
+        let input_schema = input.schema();
+        let offset = watermark_offset_ms(logical_input);
+        let operator = self.registry.get_or_create(node.operator_id, offset, |store| {
+            let spec = GroupStateSpec {
+                name: format!("groups_with_state[{}]", node.operator_id),
+                keys,
+                function: Arc::clone(&node.function),
+                timeout: node.timeout,
+                event_time: watermarked_column(schema).map(|(i, _)| i),
+                output_schema: Arc::clone(&output_schema),
+            };
+            Ok(Box::new(GroupStateOperator::try_new(spec, &input_schema, store)?))
+        })?;
+        Ok(Arc::new(StatefulExec::new("groups_with_state", vec![Arc::clone(input)], operator, output_schema)))
     }
 }

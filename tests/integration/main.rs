@@ -8,6 +8,7 @@ mod cli;
 mod dedup;
 mod examples;
 mod file_stream;
+mod group_state;
 mod output_modes;
 mod recovery;
 mod session_windows;
