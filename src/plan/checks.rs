@@ -74,11 +74,11 @@ fn check_node(node: &LogicalPlan, mode: OutputMode, aggregates: &mut usize) -> O
     match node {
         LogicalPlan::Aggregate(agg) => {
             *aggregates += 1;
-            if *aggregates > 1 {
+            if *aggregates > 1 && mode != OutputMode::Append {
                 return Some(SluiceError::unsupported(
-                    "several streaming aggregations",
-                    "only one aggregation per query keeps state for now",
-                    "aggregate once, or write the first aggregation to a sink and read it as a second stream",
+                    format!("several streaming aggregations in {mode} mode"),
+                    "an aggregation over another one needs final input rows, which only append mode gives (as in Spark 3.5+)",
+                    "use output_mode 'append' with event-time windows in both, e.g. GROUP BY window(window_time(w), '1 hour') over the first's window w",
                 ));
             }
             if agg.group_expr.iter().any(|e| matches!(e, datafusion::logical_expr::Expr::GroupingSet(_))) {

@@ -223,6 +223,53 @@ impl ScalarUDFImpl for SlidingWindows {
     }
 }
 
+/// `window_time(window)`: the event time of a window, `end - 1 µs` (at least one unit of the
+/// column), keeping the watermark, so a window aggregation can group by the windows of an
+/// aggregation below it (Spark's `window_time`, for chained window aggregations).
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct WindowTime {
+    signature: Signature,
+}
+
+fn window_end_field(arg: &Field) -> DFResult<FieldRef> {
+    match arg.data_type() {
+        DataType::Struct(children) => match children.find("end") {
+            Some((_, end)) => Ok(Arc::clone(end)),
+            None => plan_err!("window_time() needs a window struct with an end, got {}", arg.data_type()),
+        },
+        other => plan_err!("window_time() needs a window column, got {other}"),
+    }
+}
+
+impl ScalarUDFImpl for WindowTime {
+    fn name(&self) -> &str {
+        "window_time"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, args: &[DataType]) -> DFResult<DataType> {
+        match args.first() {
+            Some(DataType::Struct(children)) if children.len() == 2 => Ok(children[1].data_type().clone()),
+            other => plan_err!("window_time() needs a window column, got {other:?}"),
+        }
+    }
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> DFResult<FieldRef> {
+        let end = window_end_field(&args.arg_fields[0])?;
+        Ok(Arc::new(Field::new("window_time", end.data_type().clone(), true).with_metadata(end.metadata().clone())))
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DFResult<ColumnarValue> {
+        let windows = args.args[0].clone().into_array(args.number_rows)?;
+        let end = windows.as_struct().column_by_name("end").cloned().expect("checked when planned");
+        let ts_type = end.data_type().clone();
+        let micro = (1_000 / unit_ns(&ts_type)?).max(1);
+        let values = timestamp_values(&end)?;
+        let shifted: Int64Array = values.unary(|e| e - micro);
+        let shifted = Int64Array::new(shifted.values().clone(), windows.nulls().cloned());
+        Ok(ColumnarValue::Array(with_ts_type(shifted, &ts_type)?))
+    }
+}
+
 /// The window functions to register with a DataFusion session.
 pub fn window_udfs() -> Vec<ScalarUDF> {
     let sig = |n: std::ops::RangeInclusive<usize>| {
@@ -232,6 +279,7 @@ pub fn window_udfs() -> Vec<ScalarUDF> {
         ScalarUDF::new_from_impl(TumbleWindow { signature: sig(2..=3) }),
         ScalarUDF::new_from_impl(SlidingWindows { signature: sig(3..=4) }),
         ScalarUDF::new_from_impl(super::session_window::SessionRowWindow::default()),
+        ScalarUDF::new_from_impl(WindowTime { signature: sig(1..=1) }),
     ]
 }
 

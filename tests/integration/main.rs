@@ -4,6 +4,7 @@
 mod common;
 
 mod bad_input;
+mod chained;
 mod cli;
 mod dedup;
 mod examples;
