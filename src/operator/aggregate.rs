@@ -255,8 +255,15 @@ impl AggregateState {
         for acc in &mut accumulators {
             states.extend(acc.state(EmitTo::All)?);
         }
-        let value_rows = self.values.convert_columns(&states)?;
         let touched: Vec<Box<[u8]>> = touched.into_iter().map(Box::from).collect();
+        if states.is_empty() {
+            // No aggregate (SELECT DISTINCT): the group key is the whole state.
+            for key in &touched {
+                self.store.put(key, &[]);
+            }
+            return Ok(touched);
+        }
+        let value_rows = self.values.convert_columns(&states)?;
         for (key, value) in touched.iter().zip(value_rows.iter()) {
             self.store.put(key, value.data());
         }

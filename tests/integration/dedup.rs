@@ -74,3 +74,21 @@ async fn deduplication_state_survives_a_restart() {
     h.stream.push(events(&[("a", 1, 1)])).unwrap();
     assert_eq!(h.batch(&[("a", 2, 2), ("b", 3, 3)]).await, vec!["b,00:00:03,3"]);
 }
+
+#[tokio::test]
+async fn select_distinct_is_an_aggregation_not_a_deduplication() {
+    let select = "SELECT DISTINCT key, ts FROM events";
+    // Append: a row is emitted once, when the watermark passes its event time.
+    let mut h = Harness::new(OutputMode::Append, Some(10), select).await.unwrap();
+    assert_eq!(h.batch(&[("a", 5, 1), ("a", 5, 2)]).await, Vec::<String>::new());
+    assert_eq!(h.batch(&[("b", 30, 3)]).await, Vec::<String>::new());
+    // W = 20 passes a@5, and a@6 (above the late watermark -5 s) is final in the same batch.
+    assert_eq!(h.batch(&[("a", 6, 4)]).await, vec!["a,00:00:05", "a,00:00:06"]);
+    // Late below 20: a@7 is dropped; a@5 was emitted once and never again.
+    assert_eq!(h.batch(&[("a", 7, 5), ("a", 5, 6)]).await, Vec::<String>::new());
+    assert_eq!(h.last_dropped(), 2);
+    // Update: emitted again in every batch a duplicate arrives.
+    let mut h = Harness::new(OutputMode::Update, Some(10), select).await.unwrap();
+    assert_eq!(h.batch(&[("a", 5, 1)]).await, vec!["a,00:00:05"]);
+    assert_eq!(h.batch(&[("a", 5, 2)]).await, vec!["a,00:00:05"]);
+}

@@ -194,3 +194,38 @@ async fn stream_stream_joins_run_in_append_mode_only() {
     let err = JoinHarness::new(OutputMode::Update, &select("JOIN"), "memory://").await.err().unwrap().to_string();
     assert!(err.contains("stream-stream join in update mode"), "{err}");
 }
+
+#[tokio::test]
+async fn three_streams_join_through_two_stateful_joins() {
+    let mut ctx = StreamContext::new();
+    let mut streams = Vec::new();
+    for name in ["impressions", "clicks", "conversions"] {
+        streams.push(ctx.register_memory_stream(name, events_schema(), Some(("ts", 10_000))).unwrap());
+    }
+    let sink = MemorySink::new();
+    let for_query = sink.clone();
+    ctx.register_sink("out", OutputMode::Append, move || Box::new(for_query.clone()));
+    let sql = format!(
+        "INSERT INTO out SELECT i.key, i.value AS iv, c.value AS cv, v.value AS vv
+         FROM impressions i JOIN clicks c {ON}
+         JOIN conversions v ON v.key = c.key AND v.ts BETWEEN c.ts AND c.ts + INTERVAL '15' SECOND"
+    );
+    let definition = ctx.execute(&sql).await.unwrap().remove(0);
+    let mut query = ctx.start(&definition, "memory://").await.unwrap();
+    let batches: [[Rows; 3]; 2] = [
+        [&[("a", 10, 1), ("b", 10, 2)], &[("a", 12, 3)], &[]],
+        [&[], &[("b", 14, 4)], &[("a", 20, 5), ("b", 40, 6), ("b", 25, 7)]],
+    ];
+    let mut out = Vec::new();
+    for batch in batches {
+        for (stream, input) in streams.iter().zip(batch) {
+            if !input.is_empty() {
+                stream.push(events(input)).unwrap();
+            }
+        }
+        assert!(query.run_next_batch().await.unwrap());
+        out.push(rows(sink.batches().values().last().unwrap()));
+    }
+    // a: impression, click, then conversion a batch later; b's conversion at 40 is out of range.
+    assert_eq!(out, vec![NONE, strings(&["a,1,3,5", "b,2,4,7"])]);
+}
