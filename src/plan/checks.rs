@@ -4,7 +4,7 @@
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::logical_expr::{Aggregate, JoinType, LogicalPlan};
 
-use super::nodes::{StreamingGroupStateNode, StreamingJoinNode};
+use super::nodes::{StreamingDedupNode, StreamingGroupStateNode, StreamingJoinNode};
 use super::session_window::is_session_window;
 use super::stream_table::StreamTable;
 use super::OutputMode;
@@ -138,14 +138,31 @@ fn check_node(node: &LogicalPlan, mode: OutputMode, aggregates: &mut usize) -> O
                 )
             })
         }
-        LogicalPlan::Extension(e) if e.node.as_any().is::<StreamingGroupStateNode>() => (mode == OutputMode::Complete)
-            .then(|| {
-                SluiceError::unsupported(
+        LogicalPlan::Extension(e) if e.node.as_any().is::<StreamingGroupStateNode>() => {
+            if mode == OutputMode::Complete {
+                return Some(SluiceError::unsupported(
                     "flat_map_groups_with_state in complete mode",
                     "the function's rows are not a result table that can be re-emitted whole (Spark refuses it too)",
                     "use output_mode 'append' or 'update'",
+                ));
+            }
+            node.inputs().into_iter().any(contains_aggregate).then(|| {
+                SluiceError::unsupported(
+                    "flat_map_groups_with_state after an aggregation",
+                    "the aggregation's rows are not final when the function sees them (Spark refuses it too)",
+                    "apply flat_map_groups_with_state to the stream's rows and aggregate in the function",
                 )
-            }),
+            })
+        }
+        LogicalPlan::Extension(e)
+            if e.node.as_any().is::<StreamingDedupNode>() && node.inputs().into_iter().any(contains_aggregate) =>
+        {
+            Some(SluiceError::unsupported(
+                "deduplication after an aggregation",
+                "an aggregation's rows are already unique per group (Spark refuses dropDuplicates after aggregation)",
+                "deduplicate the stream before aggregating it",
+            ))
+        }
         LogicalPlan::Extension(e) => {
             e.node.as_any().downcast_ref::<StreamingJoinNode>().and_then(|join| check_stream_join(join, mode))
         }

@@ -162,3 +162,16 @@ async fn group_state_is_refused_in_complete_mode() {
     .to_string();
     assert!(err.contains("flat_map_groups_with_state in complete mode"), "{err}");
 }
+
+#[tokio::test]
+async fn group_state_after_an_aggregation_is_refused() {
+    let mut ctx = StreamContext::new();
+    ctx.register_memory_stream("events", events_schema(), Some(("ts", 10_000))).unwrap();
+    ctx.register_sink("out", OutputMode::Update, || Box::new(MemorySink::new()));
+    let definition =
+        ctx.execute("INSERT INTO out SELECT key, count(*) AS n FROM events GROUP BY key").await.unwrap().remove(0);
+    let definition =
+        definition.flat_map_groups_with_state(&["key"], counts_schema(), GroupStateTimeout::NoTimeout, running_count);
+    let err = ctx.start(&definition, "memory://").await.unwrap_err().to_string();
+    assert!(err.contains("flat_map_groups_with_state after an aggregation"), "{err}");
+}
