@@ -37,6 +37,7 @@ use crate::source::Source;
 use crate::sql::parse_script;
 use crate::sql::parser::{normalize, CreateStreamTable, SluiceStatement};
 use crate::sql::rewrite::rewrite_windows;
+use crate::sql::spelling::Spellings;
 use crate::{Result, SluiceError};
 
 /// A stream table: how to open it as a source and as a sink.
@@ -125,6 +126,7 @@ pub struct StreamContext {
     tables: BTreeMap<String, StreamTableDef>,
     state_partitions: usize,
     watermark_policy: MultipleWatermarkPolicy,
+    spellings: Spellings,
 }
 
 impl Default for StreamContext {
@@ -161,6 +163,7 @@ impl StreamContext {
             tables: BTreeMap::new(),
             state_partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
             watermark_policy: MultipleWatermarkPolicy::Min,
+            spellings: Spellings::default(),
         }
     }
 
@@ -231,6 +234,9 @@ impl StreamContext {
     }
 
     fn create_stream_table(&mut self, ddl: CreateStreamTable) -> Result<()> {
+        for column in &ddl.columns {
+            self.spellings.note(&column.name);
+        }
         if self.tables.contains_key(&ddl.name) && !ddl.or_replace {
             return Err(SluiceError::sql(format!("table '{}' already exists; use CREATE OR REPLACE TABLE", ddl.name)));
         }
@@ -387,6 +393,7 @@ impl StreamContext {
         }
         let state = streaming_state(&query_ctx, &registry);
         let plan = plan_query(&state, definition, mode).await?;
+        let plan = self.spellings.with_query(&definition.query).restore(plan)?;
         check_sink_columns(&definition.sink, declared.as_ref(), &plan)?;
         // Plan once now: errors surface before the first batch, and operators exist to restore.
         state.query_planner().create_physical_plan(&plan, &state).await?;
@@ -556,7 +563,9 @@ fn check_sink_columns(sink: &str, declared: Option<&SchemaRef>, plan: &LogicalPl
     let Some(declared) = declared else { return Ok(()) };
     let produced: Vec<&str> = plan.schema().fields().iter().map(|f| f.name().as_str()).collect();
     let expected: Vec<&str> = declared.fields().iter().map(|f| f.name().as_str()).collect();
-    if produced != expected {
+    let same =
+        produced.len() == expected.len() && produced.iter().zip(&expected).all(|(p, e)| p.eq_ignore_ascii_case(e));
+    if !same {
         return Err(SluiceError::sql(format!(
             "sink '{sink}' declares columns ({}) but the query produces ({}); alias the query's columns or drop the sink's column list",
             expected.join(", "),

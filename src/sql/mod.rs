@@ -5,5 +5,6 @@
 pub mod dialect;
 pub mod parser;
 pub mod rewrite;
+pub mod spelling;
 
 pub use parser::{parse_script, CreateStreamTable, SluiceStatement, WatermarkClause};

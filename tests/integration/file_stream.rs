@@ -110,3 +110,34 @@ async fn a_bounded_table_cannot_outer_join_a_stream_on_its_preserved_side() {
     let err = ctx.start(&definitions[0], "memory://").await.unwrap_err().to_string();
     assert!(err.contains("join between a stream and a bounded table"), "{err}");
 }
+
+#[tokio::test]
+async fn camel_case_columns_read_their_keys_and_keep_their_spelling() {
+    let dir = tempfile::tempdir().unwrap();
+    let (imp, clk, out) = (dir.path().join("imp"), dir.path().join("clk"), dir.path().join("out"));
+    write_file(&imp, "0.json", "{\"adId\": 1, \"impressionTime\": \"2024-01-01T00:00:10Z\"}\n", 0);
+    write_file(&clk, "0.json", "{\"clickAdId\": 1, \"clickTime\": \"2024-01-01T00:00:20Z\"}\n", 1);
+    let sql = format!(
+        "CREATE TABLE impressions (adId BIGINT, impressionTime TIMESTAMP,
+                                   WATERMARK FOR impressionTime AS impressionTime - INTERVAL '10' SECOND)
+           WITH (connector = 'file', path = '{}', format = 'json');
+         CREATE TABLE clicks (clickAdId BIGINT, clickTime TIMESTAMP,
+                              WATERMARK FOR clickTime AS clickTime - INTERVAL '10' SECOND)
+           WITH (connector = 'file', path = '{}', format = 'json');
+         CREATE TABLE out WITH (connector = 'file', path = '{}', format = 'json');
+         INSERT INTO out SELECT adid, clickTime, impressionTime AS shownAt FROM impressions
+           JOIN clicks ON clickAdId = adId AND clickTime BETWEEN impressionTime AND impressionTime + interval 1 hour;",
+        imp.display(),
+        clk.display(),
+        out.display()
+    );
+    run_script(&sql, &dir.path().join("cp")).await.unwrap();
+    let rows = sink_rows_by_batch(&out);
+    // Keys match declared columns whatever their case; output names are spelled as written.
+    assert_eq!(
+        rows[&0],
+        vec![
+            serde_json::json!({"adId": 1, "clickTime": "2024-01-01T00:00:20.000Z", "shownAt": "2024-01-01T00:00:10.000Z"})
+        ]
+    );
+}

@@ -1,6 +1,8 @@
 //! JSON lines: one JSON object per line, decoded with arrow_json.
 
-use arrow::datatypes::SchemaRef;
+use std::sync::Arc;
+
+use arrow::datatypes::{Schema, SchemaRef};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 
@@ -10,11 +12,6 @@ use crate::Result;
 /// Decodes the JSON lines text `buf` into `out`, `batch_size` lines at a time.
 pub(super) fn decode_json(buf: &[u8], batch_size: usize, out: &mut Collector<'_>) -> Result<()> {
     let schema = out.schema.clone();
-    let decode_schema = relax_nullability(&schema);
-    // Validate the schema once, so an unsupported type is a file-level error rather than every
-    // record being "malformed".
-    json_decoder(&decode_schema, 1)
-        .map_err(|e| out.file_error(format!("cannot decode JSON into the declared schema: {e}")))?;
     let lines: Vec<Unit<'_>> = buf
         .split(|b| *b == b'\n')
         .enumerate()
@@ -23,7 +20,30 @@ pub(super) fn decode_json(buf: &[u8], batch_size: usize, out: &mut Collector<'_>
             (!bytes.is_empty()).then_some(Unit { line: i as u64 + 1, bytes })
         })
         .collect();
+    let decode_schema = match_key_case(&relax_nullability(&schema), lines.first().map(|l| l.bytes));
+    // Validate the schema once, so an unsupported type is a file-level error rather than every
+    // record being "malformed".
+    json_decoder(&decode_schema, 1)
+        .map_err(|e| out.file_error(format!("cannot decode JSON into the declared schema: {e}")))?;
     decode_units(&lines, batch_size, out, |chunk| json_chunk(&decode_schema, &schema, chunk))
+}
+
+/// Column names resolve case-insensitively, as in Spark: SQL folds unquoted identifiers to lower
+/// case, so a declared `clickTime` is `clicktime` and must still read the key `clickTime`. The
+/// first record's keys decide the spelling for the file.
+fn match_key_case(schema: &SchemaRef, first: Option<&[u8]>) -> SchemaRef {
+    let Some(Ok(record)) = first.map(serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>) else {
+        return schema.clone();
+    };
+    let fields: Vec<_> = schema
+        .fields()
+        .iter()
+        .map(|f| match record.keys().find(|k| !record.contains_key(f.name()) && k.eq_ignore_ascii_case(f.name())) {
+            Some(key) => Arc::new(f.as_ref().clone().with_name(key)),
+            None => Arc::clone(f),
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
 fn json_decoder(
