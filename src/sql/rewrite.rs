@@ -51,6 +51,7 @@ fn rewrite_set_expr(body: &mut SetExpr) -> Result<()> {
                     rewrite_factor(&mut join.relation)?;
                 }
             }
+            rewrite_projected_windows(select)?;
             let GroupByExpr::Expressions(exprs, _) = &mut select.group_by else { return Ok(()) };
             let windows: Vec<usize> =
                 exprs.iter().enumerate().filter(|(_, e)| window_call(e).is_some()).map(|(i, _)| i).collect();
@@ -90,6 +91,36 @@ fn rewrite_set_expr(body: &mut SetExpr) -> Result<()> {
         }
         _ => Ok(()),
     }
+}
+
+/// A tumbling `window(ts, size)` in a select list that does not group by it becomes the row's
+/// window (`tumble_window`), named `window` unless aliased: a stream whose rows carry windows,
+/// e.g. to join two streams on equal windows.
+fn rewrite_projected_windows(select: &mut datafusion::sql::sqlparser::ast::Select) -> Result<()> {
+    let grouped: Vec<Expr> = match &select.group_by {
+        GroupByExpr::Expressions(exprs, _) => exprs.clone(),
+        GroupByExpr::All(_) => vec![],
+    };
+    for item in &mut select.projection {
+        let (expr, alias) = match item {
+            SelectItem::UnnamedExpr(e) => (e, None),
+            SelectItem::ExprWithAlias { expr, alias } => (expr, Some(alias.clone())),
+            _ => continue,
+        };
+        if window_call(expr).is_none() || grouped.contains(expr) {
+            continue;
+        }
+        let column = window_column_expr(expr)?;
+        if column.name != "window" || matches!(&column.expr, Expr::Function(f) if f.name.to_string() == "unnest") {
+            return Err(SluiceError::unsupported(
+                format!("{expr} outside GROUP BY"),
+                "only a tumbling window is one window per row; sliding and session windows exist only as grouping keys",
+                "use window(ts, size) in the select list, or group by the sliding or session window",
+            ));
+        }
+        *item = SelectItem::ExprWithAlias { expr: column.expr, alias: alias.unwrap_or_else(|| Ident::new("window")) };
+    }
+    Ok(())
 }
 
 fn rewrite_factor(factor: &mut TableFactor) -> Result<()> {

@@ -229,3 +229,24 @@ async fn three_streams_join_through_two_stateful_joins() {
     // a: impression, click, then conversion a batch later; b's conversion at 40 is out of range.
     assert_eq!(out, vec![NONE, strings(&["a,1,3,5", "b,2,4,7"])]);
 }
+
+#[tokio::test]
+async fn streams_join_on_equal_windows_and_evict_by_the_window_end() {
+    let select = "SELECT i.key, i.w.start AS w, i.value AS iv, c.value AS cv FROM
+        (SELECT key, value, window(ts, '10 seconds') AS w FROM impressions) AS i
+        JOIN (SELECT key, value, window(ts, '10 seconds') AS w FROM clicks) AS c ON i.key = c.key AND i.w = c.w";
+    let mut h = JoinHarness::new(OutputMode::Append, select, "memory://").await.unwrap();
+    assert_eq!(
+        h.run(Some((&[("a", 1, 1), ("b", 12, 2)], &[("a", 9, 10), ("b", 21, 11)]))).await,
+        strings(&["a,00:00:00,1,10"])
+    );
+    // W = 2 (the impressions lag): nothing is evicted yet.
+    assert_eq!(
+        h.run(Some((&[("c", 30, 3)], &[("b", 15, 12), ("c", 35, 13)]))).await,
+        strings(&["b,00:00:10,2,12", "c,00:00:30,3,13"])
+    );
+    assert_eq!(h.query.recent_progress().last().unwrap().state_rows, 7);
+    // W = 20: windows ending at or before 20 leave both sides; c@30, b@21 and c@35 stay.
+    assert_eq!(h.run(None).await, NONE);
+    assert_eq!(h.query.recent_progress().last().unwrap().state_rows, 3);
+}
