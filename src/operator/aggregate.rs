@@ -9,9 +9,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, StructArray};
+use arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, RecordBatch};
 use arrow::compute::filter_record_batch;
-use arrow::datatypes::{DataType, Int64Type, SchemaRef};
+use arrow::datatypes::{DataType, SchemaRef};
 use arrow::row::{RowConverter, SortField};
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
@@ -19,7 +19,7 @@ use datafusion::physical_expr::GroupsAccumulatorAdapter;
 
 use super::exec::BatchOperator;
 use super::session::{merge_sessions, SessionInputs};
-use super::watermark::ms_in_unit;
+use super::watermark::{ms_in_unit, time_values};
 use super::{BatchWatermarks, OperatorProgress};
 use crate::plan::OutputMode;
 use crate::state::StateStore;
@@ -142,15 +142,7 @@ impl AggregateState {
     /// that unit's type.
     fn event_time_ends(&self, key_columns: &[ArrayRef]) -> Result<Option<(Int64Array, DataType)>> {
         let Some(et) = self.event_time else { return Ok(None) };
-        let column = &key_columns[et.index];
-        let time = if et.is_window {
-            let s: &StructArray = column.as_struct();
-            s.column_by_name("end").cloned().expect("window structs have an end")
-        } else {
-            Arc::clone(column)
-        };
-        let values = arrow::compute::cast(&time, &DataType::Int64)?.as_primitive::<Int64Type>().clone();
-        Ok(Some((values, time.data_type().clone())))
+        Ok(Some(time_values(&key_columns[et.index], et.is_window)?))
     }
 
     /// Applies one batch of partial aggregation output (group columns then state columns) and

@@ -12,15 +12,15 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, UInt32Array, UInt64Array};
-use arrow::compute::{filter_record_batch, take_record_batch};
+use arrow::array::{Array, ArrayRef, AsArray, UInt32Array, UInt64Array};
+use arrow::compute::take_record_batch;
 use arrow::datatypes::{DataType, Int64Type, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::PhysicalExpr;
 
 use super::exec::BatchOperator;
-use super::watermark::ms_in_unit;
+use super::watermark::{drop_late_rows, ms_in_unit, TimeColumn};
 use super::{BatchWatermarks, OperatorProgress};
 use crate::state::StateStore;
 use crate::Result;
@@ -77,13 +77,8 @@ impl DedupState {
     /// Drops rows whose event time is at or below `W_{k-1}`; null event times stay, as in Spark.
     fn drop_late(&mut self, input: RecordBatch) -> Result<RecordBatch> {
         let Some(index) = self.spec.event_time else { return Ok(input) };
-        let column = input.column(index);
-        let late = ms_in_unit(self.watermarks.late_ms, column.data_type());
-        let values = arrow::compute::cast(column, &DataType::Int64)?;
-        let keep: BooleanArray =
-            values.as_primitive::<Int64Type>().iter().map(|t| Some(t.is_none_or(|t| t > late))).collect();
-        let kept = filter_record_batch(&input, &keep)?;
-        self.dropped += (input.num_rows() - kept.num_rows()) as u64;
+        let (kept, dropped) = drop_late_rows(input, TimeColumn { index, is_window: false }, self.watermarks.late_ms)?;
+        self.dropped += dropped;
         Ok(kept)
     }
 

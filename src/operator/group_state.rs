@@ -12,16 +12,16 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array};
-use arrow::compute::{cast, filter_record_batch, take_record_batch};
-use arrow::datatypes::{DataType, Int64Type, SchemaRef};
+use arrow::array::{ArrayRef, RecordBatch, UInt32Array};
+use arrow::compute::{cast, take_record_batch};
+use arrow::datatypes::SchemaRef;
 use arrow::row::{RowConverter, SortField};
 use datafusion::common::ScalarValue;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::exec::BatchOperator;
-use super::watermark::ms_in_unit;
+use super::watermark::{drop_late_rows, TimeColumn};
 use super::{BatchWatermarks, OperatorProgress};
 use crate::state::StateStore;
 use crate::{Result, SluiceError};
@@ -108,6 +108,17 @@ impl<S> GroupState<S> {
         self.processing_time_ms
     }
 
+    fn with_value<T>(self, value: Option<T>) -> GroupState<T> {
+        GroupState {
+            value,
+            timeout_at_ms: self.timeout_at_ms,
+            timed_out: self.timed_out,
+            timeout: self.timeout,
+            watermark_ms: self.watermark_ms,
+            processing_time_ms: self.processing_time_ms,
+        }
+    }
+
     fn require(&self, timeout: GroupStateTimeout) -> Result<()> {
         if self.timeout != timeout {
             return Err(SluiceError::sql(format!(
@@ -141,19 +152,6 @@ where
         raw.timeout_at_ms = typed.timeout_at_ms;
         Ok(out)
     })
-}
-
-impl<S> GroupState<S> {
-    fn with_value<T>(self, value: Option<T>) -> GroupState<T> {
-        GroupState {
-            value,
-            timeout_at_ms: self.timeout_at_ms,
-            timed_out: self.timed_out,
-            timeout: self.timeout,
-            watermark_ms: self.watermark_ms,
-            processing_time_ms: self.processing_time_ms,
-        }
-    }
 }
 
 /// How to build a [`GroupStateOperator`].
@@ -247,13 +245,8 @@ impl GroupStateOperator {
 
     fn drop_late(&mut self, input: RecordBatch) -> Result<RecordBatch> {
         let Some(index) = self.spec.event_time else { return Ok(input) };
-        let column = input.column(index);
-        let late = ms_in_unit(self.watermarks.late_ms, column.data_type());
-        let values = cast(column, &DataType::Int64)?;
-        let keep: BooleanArray =
-            values.as_primitive::<Int64Type>().iter().map(|t| Some(t.is_none_or(|t| t > late))).collect();
-        let kept = filter_record_batch(&input, &keep)?;
-        self.dropped += (input.num_rows() - kept.num_rows()) as u64;
+        let (kept, dropped) = drop_late_rows(input, TimeColumn { index, is_window: false }, self.watermarks.late_ms)?;
+        self.dropped += dropped;
         Ok(kept)
     }
 

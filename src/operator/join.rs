@@ -15,26 +15,17 @@ use std::sync::Arc;
 
 use arrow::array::{new_null_array, Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array};
 use arrow::compute::{cast, concat_batches, filter_record_batch, take_record_batch};
-use arrow::datatypes::{DataType, Int64Type, Schema, SchemaRef};
+use arrow::datatypes::{Schema, SchemaRef};
 use arrow::row::{RowConverter, SortField};
 use datafusion::logical_expr::JoinType;
 use datafusion::physical_expr::PhysicalExpr;
 
 use super::exec::BatchOperator;
-use super::watermark::ms_in_unit;
+use super::watermark::{drop_late_rows, ms_in_unit, time_values, TimeColumn};
 use super::{BatchWatermarks, OperatorProgress};
 use crate::plan::nodes::StateEviction;
 use crate::state::StateStore;
 use crate::{Result, SluiceError};
-
-/// A time column of one side: its index, and whether it is a window struct (compare `end`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TimeColumn {
-    /// Index in the side's schema.
-    pub index: usize,
-    /// A `window{start, end}` struct rather than a timestamp.
-    pub is_window: bool,
-}
 
 /// One input of a stream-stream join.
 #[derive(Debug)]
@@ -192,23 +183,10 @@ impl JoinState {
         })
     }
 
-    /// Values of a time column in its unit, and the unit's type.
-    fn times(batch: &RecordBatch, column: TimeColumn) -> Result<(Vec<Option<i64>>, DataType)> {
-        let mut array = Arc::clone(batch.column(column.index));
-        if column.is_window {
-            array = array.as_struct().column_by_name("end").cloned().expect("window structs have an end");
-        }
-        let values = cast(&array, &DataType::Int64)?;
-        Ok((values.as_primitive::<Int64Type>().iter().collect(), array.data_type().clone()))
-    }
-
     fn drop_late(&mut self, side: usize, input: RecordBatch) -> Result<RecordBatch> {
         let Some(late) = self.spec.sides[side].late else { return Ok(input) };
-        let (times, unit) = Self::times(&input, late)?;
-        let watermark = ms_in_unit(self.watermarks.late_ms, &unit);
-        let keep: BooleanArray = times.iter().map(|t| Some(t.is_none_or(|t| t > watermark))).collect();
-        let kept = filter_record_batch(&input, &keep)?;
-        self.dropped += (input.num_rows() - kept.num_rows()) as u64;
+        let (kept, dropped) = drop_late_rows(input, late, self.watermarks.late_ms)?;
+        self.dropped += dropped;
         Ok(kept)
     }
 
@@ -276,8 +254,7 @@ impl JoinState {
         let Some(eviction) = self.spec.sides[side].eviction else {
             return Ok(RecordBatch::new_empty(buffer.rows.schema()));
         };
-        let column = TimeColumn { index: eviction.column, is_window: eviction.is_window };
-        let (times, unit) = Self::times(&buffer.rows, column)?;
+        let (times, unit) = time_values(buffer.rows.column(eviction.column), eviction.is_window)?;
         let watermark = ms_in_unit(self.watermarks.current_ms.saturating_add(eviction.offset_ms), &unit);
         let keep: Vec<bool> = times.iter().map(|t| t.is_none_or(|t| t > watermark)).collect();
         if keep.iter().all(|k| *k) {

@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use arrow::array::{Array, AsArray};
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array};
 use arrow::datatypes::{DataType, Int64Type, TimeUnit};
 use arrow::record_batch::RecordBatch;
 
@@ -150,6 +152,44 @@ pub fn ms_in_unit(ms: i64, data_type: &DataType) -> i64 {
     } else {
         ms.saturating_mul(1_000_000 / nanos)
     }
+}
+
+/// An event-time column of an operator's input: its index, and whether it is a
+/// `window{start, end}` struct, whose `end` is its event time (as Spark compares windows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeColumn {
+    /// Column index.
+    pub index: usize,
+    /// A window struct rather than a timestamp.
+    pub is_window: bool,
+}
+
+/// The event times of `column` (a window's `end`) in the column's own unit, and that unit's type.
+///
+/// # Errors
+/// An arrow error when the values do not cast to integers (not a timestamp).
+pub fn time_values(column: &ArrayRef, is_window: bool) -> Result<(Int64Array, DataType)> {
+    let time = if is_window {
+        column.as_struct().column_by_name("end").cloned().expect("window structs have an end")
+    } else {
+        Arc::clone(column)
+    };
+    let values = arrow::compute::cast(&time, &DataType::Int64)?.as_primitive::<Int64Type>().clone();
+    Ok((values, time.data_type().clone()))
+}
+
+/// Drops the rows of `input` whose event time is at or below `late_ms` (`W_{k-1}`, SEMANTICS
+/// §2); rows without event time stay, as in Spark. Returns the kept rows and how many were dropped.
+///
+/// # Errors
+/// An arrow error when the column is not a timestamp or a window.
+pub fn drop_late_rows(input: RecordBatch, column: TimeColumn, late_ms: i64) -> Result<(RecordBatch, u64)> {
+    let (times, unit) = time_values(input.column(column.index), column.is_window)?;
+    let late = ms_in_unit(late_ms, &unit);
+    let keep: BooleanArray = times.iter().map(|t| Some(t.is_none_or(|t| t > late))).collect();
+    let kept = arrow::compute::filter_record_batch(&input, &keep)?;
+    let dropped = (input.num_rows() - kept.num_rows()) as u64;
+    Ok((kept, dropped))
 }
 
 /// Largest non-null value of a timestamp column, floored to ms.

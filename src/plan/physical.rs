@@ -25,8 +25,8 @@ use crate::operator::aggregate::{AggregateState, AggregateStateSpec};
 use crate::operator::dedup::{DedupSpec, DedupState};
 use crate::operator::exec::{BatchOperator, OperatorHandle, StatefulExec};
 use crate::operator::group_state::{GroupStateOperator, GroupStateSpec};
-use crate::operator::join::{JoinSideSpec, JoinSpec, JoinState, TimeColumn};
-use crate::operator::watermark::event_time_delay_ms;
+use crate::operator::join::{JoinSideSpec, JoinSpec, JoinState};
+use crate::operator::watermark::{event_time_delay_ms, TimeColumn};
 use crate::operator::StatefulOperator;
 use crate::state::StateStore;
 
