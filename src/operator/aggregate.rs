@@ -6,7 +6,7 @@
 //! `GroupsAccumulator::merge_batch`, and emits final values through `evaluate`, so every built-in
 //! aggregate (and every UDAF) runs incrementally without keeping raw rows (DESIGN §4).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, RecordBatch};
@@ -107,11 +107,16 @@ impl AggregateState {
         })
     }
 
+    /// One accumulator set per aggregate. A global aggregation (no `GROUP BY`) merges with the
+    /// plain `Accumulator`s, as DataFusion's own final aggregation without groups does: the
+    /// partial states it receives come from them, and their conventions differ from the grouped
+    /// ones (`avg`'s count of an all-NULL input is 0, not NULL, which a `GroupsAccumulator`
+    /// would turn into NaN).
     fn accumulators(&self) -> Result<Vec<Box<dyn GroupsAccumulator>>> {
         self.aggregates
             .iter()
             .map(|a| {
-                if a.groups_accumulator_supported() {
+                if a.groups_accumulator_supported() && self.group_count > 0 {
                     Ok(a.create_groups_accumulator()?)
                 } else {
                     let a = Arc::clone(a);
@@ -210,38 +215,41 @@ impl AggregateState {
         Ok(kept)
     }
 
+    /// The group key of each partial row, as row bytes. A global aggregation (no `GROUP BY`) has
+    /// one group, whose key is empty.
+    fn group_keys(&self, partial: &RecordBatch) -> Result<Vec<Box<[u8]>>> {
+        if self.group_count == 0 {
+            return Ok(vec![Box::from(&[][..]); partial.num_rows()]);
+        }
+        let rows = self.keys.convert_columns(&partial.columns()[..self.group_count])?;
+        Ok(rows.iter().map(|row| Box::from(row.data())).collect())
+    }
+
     /// Merges the batch's partial states into the stored states; returns the touched keys.
+    ///
+    /// Groups are numbered stored keys first, then new keys, and each `merge_batch` call names
+    /// only groups that call or an earlier one introduced. DataFusion's accumulators rely on this
+    /// (its `NullState` marks every group below `total_num_groups` as seen after a call without
+    /// nulls), so a new group whose values are all NULL stays NULL for `sum`, `min`, `max`.
     fn merge_into_store(&mut self, partial: &RecordBatch) -> Result<Vec<Box<[u8]>>> {
         if partial.num_rows() == 0 {
             return Ok(vec![]);
         }
-        let key_rows = self.keys.convert_columns(&partial.columns()[..self.group_count])?;
-        let mut index: HashMap<&[u8], usize> = HashMap::new();
-        let mut touched: Vec<&[u8]> = Vec::new();
-        let groups: Vec<usize> = key_rows
-            .iter()
-            .map(|row| {
-                let key = row.data();
-                *index.entry(key).or_insert_with(|| {
-                    touched.push(key);
-                    touched.len() - 1
-                })
-            })
-            .collect();
-        let mut old_groups = Vec::new();
-        let mut old_values = Vec::new();
-        let parser = self.values.parser();
-        for (g, key) in touched.iter().enumerate() {
-            if let Some(value) = self.store.get(key) {
-                old_groups.push(g);
-                old_values.push(parser.parse(value));
-            }
-        }
+        let keys = self.group_keys(partial)?;
+        let mut seen: HashSet<&[u8]> = HashSet::new();
+        let distinct: Vec<&[u8]> = keys.iter().map(|k| &**k).filter(|k| seen.insert(k)).collect();
+        let (stored, new): (Vec<&[u8]>, Vec<&[u8]>) = distinct.into_iter().partition(|k| self.store.get(k).is_some());
+        let touched: Vec<&[u8]> = stored.iter().chain(&new).copied().collect();
+        let index: HashMap<&[u8], usize> = touched.iter().enumerate().map(|(g, k)| (*k, g)).collect();
         let mut accumulators = self.accumulators()?;
-        if !old_groups.is_empty() {
+        if !stored.is_empty() {
+            let parser = self.values.parser();
+            let old_values = stored.iter().map(|k| parser.parse(self.store.get(k).expect("stored key")));
             let old_columns = self.values.convert_rows(old_values)?;
-            self.merge(&mut accumulators, &old_columns, &old_groups, touched.len())?;
+            let old_groups: Vec<usize> = (0..stored.len()).collect();
+            self.merge(&mut accumulators, &old_columns, &old_groups, stored.len())?;
         }
+        let groups: Vec<usize> = keys.iter().map(|k| index[&**k]).collect();
         self.merge(&mut accumulators, &partial.columns()[self.group_count..], &groups, touched.len())?;
         let mut states = Vec::with_capacity(self.state_widths.iter().sum());
         for acc in &mut accumulators {
@@ -300,7 +308,11 @@ impl AggregateState {
         keys.sort_unstable();
         let key_parser = self.keys.parser();
         let value_parser = self.values.parser();
-        let mut columns = self.keys.convert_rows(keys.iter().map(|k| key_parser.parse(k)))?;
+        let mut columns = if self.group_count == 0 {
+            vec![]
+        } else {
+            self.keys.convert_rows(keys.iter().map(|k| key_parser.parse(k)))?
+        };
         let values = keys.iter().map(|k| value_parser.parse(self.store.get(k).expect("emitted keys are in state")));
         let state_columns = self.values.convert_rows(values)?;
         let mut accumulators = self.accumulators()?;

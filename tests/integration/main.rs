@@ -3,6 +3,7 @@
 
 mod common;
 
+mod aggregates;
 mod bad_input;
 mod chained;
 mod cli;
