@@ -2,7 +2,8 @@
 //! `UnsupportedOperationChecker` is the reference list. Each refusal names the operator and the fix.
 
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
-use datafusion::logical_expr::{Aggregate, JoinType, LogicalPlan};
+use datafusion::common::ExprSchema;
+use datafusion::logical_expr::{Aggregate, Expr, JoinType, LogicalPlan, SortExpr};
 
 use super::nodes::{StreamingDedupNode, StreamingGroupStateNode, StreamingJoinNode};
 use super::session_window::is_session_window;
@@ -154,19 +155,48 @@ fn check_node(node: &LogicalPlan, mode: OutputMode, aggregates: &mut usize) -> O
                 )
             })
         }
-        LogicalPlan::Extension(e)
-            if e.node.as_any().is::<StreamingDedupNode>() && node.inputs().into_iter().any(contains_aggregate) =>
-        {
-            Some(SluiceError::unsupported(
-                "deduplication after an aggregation",
-                "an aggregation's rows are already unique per group (Spark refuses dropDuplicates after aggregation)",
-                "deduplicate the stream before aggregating it",
-            ))
+        LogicalPlan::Extension(e) if e.node.as_any().is::<StreamingDedupNode>() => {
+            if node.inputs().into_iter().any(contains_aggregate) {
+                return Some(SluiceError::unsupported(
+                    "deduplication after an aggregation",
+                    "an aggregation's rows are already unique per group (Spark refuses dropDuplicates after aggregation)",
+                    "deduplicate the stream before aggregating it",
+                ));
+            }
+            e.node.as_any().downcast_ref::<StreamingDedupNode>().and_then(check_dedup_order)
         }
         LogicalPlan::Extension(e) => {
             e.node.as_any().downcast_ref::<StreamingJoinNode>().and_then(|join| check_stream_join(join, mode))
         }
         _ => None,
+    }
+}
+
+/// The `ROW_NUMBER() ... = 1` pattern runs as Spark's `dropDuplicates`, which keeps the row of a
+/// key that comes first in event time (lowest event time within a batch, then first to arrive).
+/// Any other order (descending, or by a column that is not a timestamp) asks for a row that a
+/// later batch could displace, so the emitted row would have to be retracted: refused.
+fn check_dedup_order(dedup: &StreamingDedupNode) -> Option<SluiceError> {
+    // The watermarked column, or any timestamp column of an input without a watermark.
+    let ascending_event_time = |s: &SortExpr| {
+        s.asc
+            && matches!(&s.expr, Expr::Column(c)
+                if dedup.input.schema().field_from_column(c).is_ok_and(|f| event_time_delay_ms(f).is_some()
+                    || matches!(f.data_type(), arrow::datatypes::DataType::Timestamp(..))))
+    };
+    match dedup.order_by.as_slice() {
+        [] => None,
+        [first] if ascending_event_time(first) => None,
+        order => {
+            let order = order.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+            Some(SluiceError::unsupported(
+                format!("ROW_NUMBER() OVER (... ORDER BY {order}) = 1 on a stream"),
+                "a stream deduplicates as Spark's dropDuplicates, keeping a key's first row in event time; keeping the first row \
+                 of another order (DESC, or a column that is not the event time) would need to retract rows already emitted",
+                "order by the event-time column ascending (ORDER BY ts), or keep the latest value per key with an \
+                 aggregation in update mode (e.g. GROUP BY k with last_value(v ORDER BY ts))",
+            ))
+        }
     }
 }
 
@@ -178,6 +208,14 @@ fn check_stream_join(join: &StreamingJoinNode, mode: OutputMode) -> Option<Sluic
             format!("stream-stream join in {mode} mode"),
             "a joined pair is final when emitted; joins of two streams run in append mode only (as in Spark)",
             "use output_mode 'append'",
+        ));
+    }
+    if join.on.is_empty() {
+        return Some(SluiceError::unsupported(
+            format!("{} join between two streams without an equality condition", join.join_type),
+            "both sides are buffered in state and matched through a hash of the join keys; a cross join, or a condition of only \
+             ranges, <> or OR, has no key (Spark refuses it too: 'Stream-stream join without equality predicate is not supported')",
+            "add an equality between the two streams to the ON clause, e.g. ON a.k = b.k AND b.ts BETWEEN a.ts AND a.ts + INTERVAL '1' MINUTE",
         ));
     }
     let preserved: &[usize] = match join.join_type {

@@ -105,7 +105,7 @@ fn replace_row_number_window(
                 operator_id: *next_id,
                 input: window.input.as_ref().clone(),
                 keys: params.partition_by,
-                order_by: params.order_by.first().map(|s| s.expr.clone()),
+                order_by: params.order_by,
                 schema: Arc::clone(&window.schema),
                 within_watermark: false,
             };

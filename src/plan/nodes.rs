@@ -6,10 +6,15 @@ use std::hash::{Hash, Hasher};
 
 use datafusion::common::DFSchemaRef;
 use datafusion::error::Result as DFResult;
-use datafusion::logical_expr::{Expr, JoinType, LogicalPlan, UserDefinedLogicalNodeCore};
+use datafusion::logical_expr::{Expr, JoinType, LogicalPlan, SortExpr, UserDefinedLogicalNodeCore};
 
 use crate::operator::aggregate::EventTimeKey;
 use crate::operator::group_state::{GroupFunction, GroupStateTimeout};
+
+/// `items` in `EXPLAIN` form, comma-separated.
+fn list(items: &[impl fmt::Display]) -> String {
+    items.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+}
 
 /// A `GROUP BY` over a stream: the same grouping and aggregates as the `Aggregate` it replaces
 /// (and the same output schema), computed incrementally with state kept across batches.
@@ -104,8 +109,9 @@ pub struct StreamingDedupNode {
     pub input: LogicalPlan,
     /// The deduplication keys, over `input`.
     pub keys: Vec<Expr>,
-    /// The `ORDER BY` expression choosing the first row of a key within a batch, if any.
-    pub order_by: Option<Expr>,
+    /// The window's `ORDER BY`, whose first expression chooses the first row of a key within a
+    /// batch; [`super::checks`] accepts only the event-time column, ascending.
+    pub order_by: Vec<SortExpr>,
     /// Output schema: `input`'s columns, then the row number (always 1) when replacing a
     /// `Window`.
     pub schema: DFSchemaRef,
@@ -152,15 +158,23 @@ impl UserDefinedLogicalNodeCore for StreamingDedupNode {
     }
 
     fn expressions(&self) -> Vec<Expr> {
-        self.keys.iter().chain(&self.order_by).cloned().collect()
+        self.keys.iter().cloned().chain(self.order_by.iter().map(|s| s.expr.clone())).collect()
     }
 
     fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "StreamingDeduplicate[{}]: keys=[{:?}], order_by={:?}", self.operator_id, self.keys, self.order_by)
+        write!(
+            f,
+            "StreamingDeduplicate[{}]: keys=[{}], order_by=[{}], within_watermark={}",
+            self.operator_id,
+            list(&self.keys),
+            list(&self.order_by),
+            self.within_watermark
+        )
     }
 
     fn with_exprs_and_inputs(&self, mut exprs: Vec<Expr>, mut inputs: Vec<LogicalPlan>) -> DFResult<Self> {
-        let order_by = if self.order_by.is_some() { exprs.pop() } else { None };
+        let order_exprs = exprs.split_off(exprs.len() - self.order_by.len());
+        let order_by = self.order_by.iter().zip(order_exprs).map(|(s, e)| s.with_expr(e)).collect();
         Ok(Self {
             operator_id: self.operator_id,
             input: inputs.swap_remove(0),

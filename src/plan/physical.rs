@@ -191,7 +191,7 @@ impl StreamingExtensionPlanner {
         let logical_schema = logical_input.schema();
         let physical = |e: &Expr| planner.create_physical_expr(e, logical_schema, session, planning_ctx);
         let keys = node.keys.iter().map(physical).collect::<DFResult<Vec<_>>>()?;
-        let order_by = node.order_by.as_ref().map(physical).transpose()?;
+        let order_by = node.order_by.first().map(|s| physical(&s.expr)).transpose()?;
         let is_event_time = |f: &arrow::datatypes::Field| {
             matches!(f.data_type(), DataType::Timestamp(_, _)) && event_time_delay_ms(f).is_some()
         };

@@ -84,7 +84,7 @@ pub fn apply_stages(mut plan: LogicalPlan, stages: &[Stage], next_id: &mut usize
                     operator_id: *next_id,
                     input: plan,
                     keys: key_exprs,
-                    order_by: None,
+                    order_by: vec![],
                     schema,
                     within_watermark,
                 })

@@ -92,3 +92,26 @@ async fn select_distinct_is_an_aggregation_not_a_deduplication() {
     assert_eq!(h.batch(&[("a", 5, 1)]).await, vec!["a,00:00:05"]);
     assert_eq!(h.batch(&[("a", 5, 2)]).await, vec!["a,00:00:05"]);
 }
+
+#[tokio::test]
+async fn row_number_ordered_other_than_by_ascending_event_time_is_refused() {
+    for order in ["ts DESC", "value", "value DESC", "ts, value", "key"] {
+        let select = format!(
+            "SELECT key, ts, value FROM
+               (SELECT key, ts, value, ROW_NUMBER() OVER (PARTITION BY key ORDER BY {order}) AS rn FROM events) AS d
+             WHERE rn <= 1"
+        );
+        let err = Harness::new(OutputMode::Append, Some(10), &select).await.err().expect("refused").to_string();
+        assert!(err.contains("ROW_NUMBER() OVER (... ORDER BY") && err.contains("ORDER BY ts"), "{order}: {err}");
+    }
+    // Ascending event time (explicitly ASC, or `rn <= 1`) is Spark's dropDuplicates.
+    for order in ["ts ASC", "ts"] {
+        let select = format!(
+            "SELECT key, ts, value FROM
+               (SELECT key, ts, value, ROW_NUMBER() OVER (PARTITION BY key ORDER BY {order}) AS rn FROM events) AS d
+             WHERE rn <= 1"
+        );
+        let mut h = Harness::new(OutputMode::Append, Some(10), &select).await.unwrap();
+        assert_eq!(h.batch(&[("a", 20, 1), ("a", 12, 2)]).await, vec!["a,00:00:12,2"]);
+    }
+}

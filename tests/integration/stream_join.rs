@@ -250,3 +250,21 @@ async fn streams_join_on_equal_windows_and_evict_by_the_window_end() {
     assert_eq!(h.run(None).await, NONE);
     assert_eq!(h.query.recent_progress().last().unwrap().state_rows, 3);
 }
+
+#[tokio::test]
+async fn joins_of_two_streams_without_an_equality_are_refused_not_a_panic() {
+    for condition in [
+        "ON c.ts BETWEEN i.ts AND i.ts + INTERVAL '15' SECOND",
+        "ON i.key <> c.key AND c.ts BETWEEN i.ts AND i.ts + INTERVAL '15' SECOND",
+        "ON (i.key = c.key OR i.value = c.value) AND c.ts BETWEEN i.ts AND i.ts + INTERVAL '15' SECOND",
+    ] {
+        for join in ["JOIN", "LEFT JOIN"] {
+            let select = format!("SELECT i.key, c.ts AS cts FROM impressions i {join} clicks c {condition}");
+            let err = JoinHarness::new(OutputMode::Append, &select, "memory://").await.err().unwrap().to_string();
+            assert!(err.contains("without an equality condition") && err.contains("ON a.k = b.k"), "{select}: {err}");
+        }
+    }
+    let select = "SELECT i.key, c.ts AS cts FROM impressions i CROSS JOIN clicks c";
+    let err = JoinHarness::new(OutputMode::Append, select, "memory://").await.err().unwrap().to_string();
+    assert!(err.contains("without an equality condition"), "{err}");
+}
