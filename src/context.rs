@@ -17,7 +17,7 @@ use datafusion::sql::sqlparser::ast::{self as sqlast, Insert, Query, Statement, 
 
 use crate::checkpoint::CheckpointLocation;
 use crate::execution::query::{QueryParts, QuerySource};
-use crate::execution::recovery::load_or_create_metadata;
+use crate::execution::recovery::{check_stateful_operators, load_or_create_metadata};
 use crate::execution::StreamingQuery;
 use crate::format::decode::DecodeOptions;
 use crate::format::{BadData, Format};
@@ -27,7 +27,7 @@ use crate::plan::physical::{OperatorRegistry, StreamingQueryPlanner};
 use crate::plan::stage::Stage;
 use crate::plan::stream_table::StreamTable;
 use crate::plan::time_range::interval_literal_ms;
-use crate::plan::{checks, dedup, incremental, join, stage, window, OutputMode};
+use crate::plan::{checks, dedup, fingerprint, incremental, join, stage, window, OutputMode};
 use crate::sink::console::ConsoleSink;
 use crate::sink::file::FileSink;
 use crate::sink::Sink;
@@ -397,6 +397,7 @@ impl StreamContext {
         check_sink_columns(&definition.sink, declared.as_ref(), &plan)?;
         // Plan once now: errors surface before the first batch, and operators exist to restore.
         state.query_planner().create_physical_plan(&plan, &state).await?;
+        check_stateful_operators(&location, &fingerprint::stateful_operators(&plan)).await?;
         // Only the streams the query reads are opened as sources.
         let read = StreamTable::sources_of(&plan);
         let mut sources = Vec::new();

@@ -96,3 +96,51 @@ pub fn source_mismatch(location: &CheckpointLocation, name: &str) -> SluiceError
         format!("the checkpoint has no offsets for source '{name}': it was written by a different query; use a new checkpoint location"),
     )
 }
+
+/// The checkpoint file listing the stateful operators whose state it holds.
+const STATEFUL_OPERATORS: &str = "state/operators.json";
+
+/// Records `operators` (see [`crate::plan::fingerprint`]) in a new checkpoint, or checks that a
+/// checkpoint's state was written by operators with the same definitions.
+///
+/// # Errors
+/// [`SluiceError::Checkpoint`] naming the first operator that changed, with its old and new
+/// definition, when the query no longer matches its checkpoint (its state would be decoded with
+/// another layout or merged into results of another definition); also when the file is corrupted.
+pub async fn check_stateful_operators(location: &CheckpointLocation, operators: &[String]) -> Result<()> {
+    let Some(bytes) = location.get(STATEFUL_OPERATORS).await? else {
+        let json = serde_json::to_vec_pretty(operators).expect("strings serialize");
+        return location.put(STATEFUL_OPERATORS, json.into()).await;
+    };
+    let stored: Vec<String> = serde_json::from_slice(&bytes).map_err(|e| {
+        location.error(
+            STATEFUL_OPERATORS,
+            format!("corrupted list of stateful operators ({e}); restore it or use a new checkpoint location"),
+        )
+    })?;
+    let changed = |what: String| {
+        location.error(
+            STATEFUL_OPERATORS,
+            format!(
+                "the query's stateful operators changed since this checkpoint was written: {what}. Its state cannot be \
+                 read by the changed query; run the original query on it, or start the changed query with a new checkpoint location"
+            ),
+        )
+    };
+    for (i, (old, new)) in stored.iter().zip(operators).enumerate() {
+        if old != new {
+            return Err(changed(format!("operator {i} was `{old}` and is now `{new}`")));
+        }
+    }
+    if stored.len() != operators.len() {
+        let list = |ops: &[String]| if ops.is_empty() { "none".to_string() } else { ops.join("`, `") };
+        return Err(changed(format!(
+            "the checkpoint has {} stateful operator(s) (`{}`), the query has {} (`{}`)",
+            stored.len(),
+            list(&stored),
+            operators.len(),
+            list(operators)
+        )));
+    }
+    Ok(())
+}

@@ -7,10 +7,12 @@
 //!   `UnsupportedOperationChecker`);
 //! - [`dedup`], [`join`] and [`incremental`]: the logical rewrites into streaming nodes
 //!   ([`nodes`]); [`time_range`] reads a join's time-range condition;
-//! - [`physical`]: the DataFusion extension planner that turns them into stateful operators.
+//! - [`physical`]: the DataFusion extension planner that turns them into stateful operators;
+//! - [`fingerprint`]: what the state of each stateful operator depends on, checked on restart.
 
 pub mod checks;
 pub mod dedup;
+pub mod fingerprint;
 pub mod incremental;
 pub mod join;
 pub mod nodes;

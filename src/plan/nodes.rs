@@ -79,8 +79,10 @@ impl UserDefinedLogicalNodeCore for StreamingAggregateNode {
     fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
         write!(
             f,
-            "StreamingAggregate[{}]: groupBy=[{:?}], aggr=[{:?}]",
-            self.operator_id, self.group_expr, self.aggr_expr
+            "StreamingAggregate[{}]: groupBy=[{}], aggr=[{}]",
+            self.operator_id,
+            list(&self.group_expr),
+            list(&self.aggr_expr)
         )
     }
 
@@ -279,8 +281,12 @@ impl UserDefinedLogicalNodeCore for StreamingJoinNode {
     fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
         write!(
             f,
-            "StreamingJoin[{}]: type={}, on={:?}, filter={:?}, eviction={:?}",
-            self.operator_id, self.join_type, self.on, self.filter, self.eviction
+            "StreamingJoin[{}]: type={}, on=[{}], filter={}, eviction={:?}",
+            self.operator_id,
+            self.join_type,
+            self.on.iter().map(|(l, r)| format!("{l} = {r}")).collect::<Vec<_>>().join(", "),
+            self.filter.as_ref().map_or_else(|| "none".to_string(), ToString::to_string),
+            self.eviction
         )
     }
 
@@ -360,7 +366,13 @@ impl UserDefinedLogicalNodeCore for StreamingGroupStateNode {
     }
 
     fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "StreamingGroupsWithState[{}]: keys=[{:?}], timeout={:?}", self.operator_id, self.keys, self.timeout)
+        write!(
+            f,
+            "StreamingGroupsWithState[{}]: keys=[{}], timeout={:?}",
+            self.operator_id,
+            list(&self.keys),
+            self.timeout
+        )
     }
 
     fn with_exprs_and_inputs(&self, exprs: Vec<Expr>, mut inputs: Vec<LogicalPlan>) -> DFResult<Self> {

@@ -1,4 +1,7 @@
-//! State files: Arrow IPC with two binary columns, `key` and `value` (null `value` = deleted).
+//! State files: Arrow IPC with two binary columns, `key` and `value` (null `value` = deleted),
+//! followed by a trailer holding a CRC-32 of the IPC bytes, so that a torn or bit-flipped file is
+//! refused as corrupted before any of its rows reaches an operator (arrow's row format does not
+//! validate what it decodes).
 
 use std::sync::Arc;
 
@@ -30,15 +33,38 @@ pub fn encode<'a>(entries: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>) -
     let mut writer = FileWriter::try_new(Vec::new(), &file_schema())?;
     writer.write(&batch)?;
     writer.finish()?;
-    Ok(Bytes::from(writer.into_inner()?))
+    let mut bytes = writer.into_inner()?;
+    let checksum = crc32fast::hash(&bytes);
+    bytes.extend_from_slice(TRAILER_MAGIC);
+    bytes.extend_from_slice(&checksum.to_le_bytes());
+    Ok(Bytes::from(bytes))
+}
+
+/// Marks the 4-byte little-endian CRC-32 that ends a state file.
+const TRAILER_MAGIC: &[u8; 6] = b"SLCRC1";
+
+/// The IPC bytes of a state file whose checksum matches.
+fn verified(bytes: Bytes) -> Result<Bytes> {
+    let corrupted = |why: &str| crate::SluiceError::from(arrow::error::ArrowError::ParseError(why.to_string()));
+    let trailer = TRAILER_MAGIC.len() + 4;
+    if bytes.len() < trailer || &bytes[bytes.len() - trailer..bytes.len() - 4] != TRAILER_MAGIC {
+        return Err(corrupted("the file is truncated or was not written by sluice (no checksum trailer)"));
+    }
+    let body = bytes.slice(..bytes.len() - trailer);
+    let stored = u32::from_le_bytes(bytes[bytes.len() - 4..].try_into().expect("4 bytes"));
+    if crc32fast::hash(&body) != stored {
+        return Err(corrupted("checksum mismatch: the file was damaged after it was written"));
+    }
+    Ok(body)
 }
 
 /// Decodes a file written by [`encode`], calling `apply(key, value)` per entry in order.
 ///
 /// # Errors
-/// An arrow error when the bytes are not such a file (the caller names the file).
+/// An arrow error when the bytes are not such a file or its checksum does not match (the caller
+/// names the file).
 pub fn decode(bytes: Bytes, mut apply: impl FnMut(&[u8], Option<&[u8]>)) -> Result<()> {
-    let reader = FileReader::try_new(std::io::Cursor::new(bytes), None)?;
+    let reader = FileReader::try_new(std::io::Cursor::new(verified(bytes)?), None)?;
     if reader.schema() != file_schema() {
         return Err(arrow::error::ArrowError::SchemaError(format!(
             "unexpected state file schema {:?}",
@@ -71,7 +97,19 @@ mod tests {
     }
 
     #[test]
-    fn garbage_is_an_error() {
+    fn garbage_truncation_and_bit_flips_are_errors() {
         assert!(decode(Bytes::from_static(b"not arrow"), |_, _| {}).is_err());
+        let entries: Vec<(&[u8], Option<&[u8]>)> = vec![(b"key", Some(b"value")), (b"gone", None)];
+        let bytes = encode(entries.iter().copied()).unwrap();
+        for cut in [1, 5, 11, bytes.len() / 2] {
+            assert!(decode(bytes.slice(..bytes.len() - cut), |_, _| {}).is_err(), "truncated by {cut}");
+        }
+        for at in 0..bytes.len() {
+            let mut flipped = bytes.to_vec();
+            flipped[at] ^= 0x10;
+            let mut applied = 0;
+            assert!(decode(Bytes::from(flipped), |_, _| applied += 1).is_err(), "bit flip at {at}");
+            assert_eq!(applied, 0, "nothing from a damaged file is applied");
+        }
     }
 }

@@ -148,3 +148,123 @@ async fn a_corrupted_checkpoint_is_named() {
     let err = Harness::at_checkpoint(OutputMode::Append, Some(10), TUMBLE, checkpoint).await.err().unwrap().to_string();
     assert!(err.contains("offsets/0") && err.contains("corrupted"), "{err}");
 }
+
+#[tokio::test]
+async fn a_restart_with_changed_stateful_operators_is_refused_naming_the_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint = dir.path().to_str().unwrap();
+    let mut h = Harness::at_checkpoint(OutputMode::Update, Some(10), TUMBLE, checkpoint).await.unwrap();
+    h.batch(TUMBLE_INPUT[0]).await;
+    drop(h);
+    let changed = [
+        // Another window size would merge 10-second windows into 1-minute results.
+        TUMBLE.replace("'10 seconds'", "'1 minute'"),
+        // Another aggregate changes the layout of the stored accumulator states.
+        TUMBLE.replace("sum(value) AS total", "sum(value) AS total, max(value) AS top"),
+        // Another grouping: the stored keys have another layout.
+        "SELECT window.start AS wstart, count(*) AS cnt FROM events GROUP BY window(ts, '10 seconds')".to_string(),
+    ];
+    for select in &changed {
+        let err = Harness::at_checkpoint(OutputMode::Update, Some(10), select, checkpoint).await.err().unwrap();
+        let err = err.to_string();
+        assert!(err.contains("stateful operators changed") && err.contains("new checkpoint location"), "{err}");
+    }
+    let err = Harness::at_checkpoint(OutputMode::Update, Some(10), &changed[0], checkpoint).await.err().unwrap();
+    assert!(err.to_string().contains("1 minute") && err.to_string().contains("10 seconds"), "{err}");
+    // The same query, or one that changes only its stateless part, resumes.
+    let mut h = Harness::at_checkpoint(OutputMode::Update, Some(10), TUMBLE, checkpoint).await.unwrap();
+    h.stream.push(events(TUMBLE_INPUT[0])).unwrap();
+    assert_eq!(h.batch(TUMBLE_INPUT[1]).await, vec!["00:00:00,00:00:10,a,3,7", "00:00:20,00:00:30,a,1,5"]);
+}
+
+mod checkpoint_damage {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Runs the tumbling query on a fresh checkpoint in `dir` through the first `batches` slices.
+    async fn write_checkpoint(dir: &std::path::Path, batches: usize) {
+        let mut h = Harness::at_checkpoint(OutputMode::Append, Some(10), TUMBLE, dir.to_str().unwrap()).await.unwrap();
+        for input in &TUMBLE_INPUT[..batches] {
+            h.batch(input).await;
+        }
+    }
+
+    fn files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                out.extend(files(&path));
+            } else {
+                out.push(path);
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// How a file is damaged.
+    #[derive(Debug, Clone)]
+    enum Damage {
+        Truncate(usize),
+        FlipBit(usize, u8),
+        Replace(Vec<u8>),
+        Delete,
+    }
+
+    fn damage() -> impl Strategy<Value = Damage> {
+        prop_oneof![
+            any::<usize>().prop_map(Damage::Truncate),
+            (any::<usize>(), 0u8..8).prop_map(|(at, bit)| Damage::FlipBit(at, bit)),
+            prop::collection::vec(any::<u8>(), 0..64).prop_map(Damage::Replace),
+            Just(Damage::Delete),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Any damage to any checkpoint file (log entries, metadata, source logs, state files)
+        /// gives a restart that either runs or stops with an error, never a panic or a hang.
+        #[test]
+        fn a_damaged_checkpoint_file_is_an_error_or_a_result_never_a_panic(
+            which in any::<prop::sample::Index>(),
+            damage in damage(),
+        ) {
+            let runtime = tokio::runtime::Runtime::new().unwrap();
+            runtime.block_on(async {
+                let dir = tempfile::tempdir().unwrap();
+                write_checkpoint(dir.path(), 3).await;
+                let all = files(dir.path());
+                let file = which.get(&all);
+                let bytes = std::fs::read(file).unwrap();
+                match &damage {
+                    Damage::Truncate(n) => std::fs::write(file, &bytes[..n % (bytes.len() + 1)]).unwrap(),
+                    Damage::FlipBit(at, bit) if !bytes.is_empty() => {
+                        let mut flipped = bytes.clone();
+                        flipped[at % bytes.len()] ^= 1 << bit;
+                        std::fs::write(file, flipped).unwrap();
+                    }
+                    Damage::FlipBit(..) => {}
+                    Damage::Replace(junk) => std::fs::write(file, junk).unwrap(),
+                    Damage::Delete => std::fs::remove_file(file).unwrap(),
+                }
+                let run = async {
+                    let mut h = Harness::at_checkpoint(OutputMode::Append, Some(10), TUMBLE, dir.path().to_str().unwrap()).await?;
+                    for input in &TUMBLE_INPUT[..3] {
+                        h.stream.push(events(input)).unwrap();
+                    }
+                    for input in &TUMBLE_INPUT[3..] {
+                        h.stream.push(events(input)).unwrap();
+                        h.query.run_next_batch().await?;
+                    }
+                    Ok::<_, sluice::SluiceError>(())
+                };
+                let outcome = tokio::time::timeout(std::time::Duration::from_secs(30), run).await;
+                prop_assert!(outcome.is_ok(), "{}: {damage:?} hangs", file.display());
+                Ok(())
+            })?;
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! What a query's state depends on, so that a restart on a checkpoint written by another query
+//! is refused instead of reading foreign state.
+//!
+//! Each stateful operator is described by one line: its definition as `EXPLAIN` shows it, the
+//! types of the rows its state encodes (the input of an aggregation or a join, the keys of a
+//! deduplication) and, for an aggregation, the event-time windows computed below it. A query whose lines differ from the checkpoint's would decode stored rows with
+//! another layout, or merge results of another definition (a window of another size), so the
+//! restart is refused (see [`crate::execution::recovery::check_stateful_operators`]). Spark
+//! refuses such changes in its state schema check; changes to the stateless part of the query
+//! (a filter, a projection above the stateful operators) are allowed, as in Spark.
+
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::common::DFSchema;
+use datafusion::logical_expr::{ExprSchemable, LogicalPlan};
+
+use super::nodes::{StreamingAggregateNode, StreamingDedupNode, StreamingGroupStateNode, StreamingJoinNode};
+use super::session_window::SESSION_ROW_WINDOW;
+use super::window::{SLIDING_WINDOWS, TUMBLE_WINDOW};
+
+/// One line per stateful operator of `plan`, bottom-up (the order of their operator ids).
+pub fn stateful_operators(plan: &LogicalPlan) -> Vec<String> {
+    let mut lines = Vec::new();
+    let _ = plan.apply(|node| {
+        if let LogicalPlan::Extension(e) = node {
+            let any = e.node.as_any();
+            let depends_on = if let Some(agg) = any.downcast_ref::<StreamingAggregateNode>() {
+                Some(format!("input {}{}", types(agg.input.schema()), windows_below(&agg.input)))
+            } else if let Some(dedup) = any.downcast_ref::<StreamingDedupNode>() {
+                let schema = dedup.input.schema();
+                let keys =
+                    dedup.keys.iter().map(|k| k.get_type(schema).map_or_else(|e| e.to_string(), |t| t.to_string()));
+                Some(format!("key types ({})", keys.collect::<Vec<_>>().join(", ")))
+            } else if let Some(join) = any.downcast_ref::<StreamingJoinNode>() {
+                Some(format!("left {}, right {}", types(join.left.schema()), types(join.right.schema())))
+            } else if let Some(group_state) = any.downcast_ref::<StreamingGroupStateNode>() {
+                Some(format!("input {}", types(group_state.input.schema())))
+            } else {
+                None
+            };
+            if let Some(depends_on) = depends_on {
+                lines.push(format!("{}; {depends_on}", node.display()));
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    // `apply` visits parents first; operator ids are numbered bottom-up.
+    lines.reverse();
+    lines
+}
+
+/// `(name type, ...)` of a schema's fields.
+fn types(schema: &DFSchema) -> String {
+    let fields: Vec<String> = schema.fields().iter().map(|f| format!("{} {}", f.name(), f.data_type())).collect();
+    format!("({})", fields.join(", "))
+}
+
+/// `; <column> := <expression>` for every event-time window a projection below the aggregation
+/// computes (`window(...)` and `session_window(...)` are rewritten into such projections, so the
+/// aggregation itself only sees a column named `window`).
+fn windows_below(input: &LogicalPlan) -> String {
+    let mut found = String::new();
+    let _ = input.apply(|node| {
+        if let LogicalPlan::Projection(p) = node {
+            for (expr, field) in p.expr.iter().zip(p.schema.fields()) {
+                let text = expr.clone().unalias().to_string();
+                if [TUMBLE_WINDOW, SLIDING_WINDOWS, SESSION_ROW_WINDOW].iter().any(|f| text.contains(f)) {
+                    found.push_str(&format!("; {} := {text}", field.name()));
+                }
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
+}
