@@ -43,6 +43,7 @@ pub struct AggregateState {
     name: String,
     mode: OutputMode,
     event_time: Option<EventTimeKey>,
+    watermark_upstream: bool,
     aggregates: Vec<Arc<AggregateFunctionExpr>>,
     /// Number of state columns of each aggregate, in order.
     state_widths: Vec<usize>,
@@ -66,6 +67,8 @@ pub struct AggregateStateSpec {
     pub mode: OutputMode,
     /// The event-time grouping column, if any.
     pub event_time: Option<EventTimeKey>,
+    /// A stream below declares a watermark (decides no-data batches, SEMANTICS §4).
+    pub watermark_upstream: bool,
     /// The aggregate functions, as the partial `AggregateExec` runs them.
     pub aggregates: Vec<Arc<AggregateFunctionExpr>>,
     /// Schema of the partial aggregation's output: group columns, then every state column.
@@ -94,6 +97,7 @@ impl AggregateState {
             name: spec.name,
             mode: spec.mode,
             event_time: spec.event_time,
+            watermark_upstream: spec.watermark_upstream,
             aggregates: spec.aggregates,
             state_widths,
             output_schema: spec.output_schema,
@@ -341,10 +345,11 @@ impl BatchOperator for AggregateState {
         self.dropped = 0;
     }
 
-    /// Spark runs a no-data batch for an event-time aggregation in append and update mode
-    /// whenever the watermark advances, whatever the state holds.
+    /// Spark runs a no-data batch for an aggregation (windowed, session or plain `GROUP BY`) in
+    /// append and update mode whenever a watermark is declared upstream and it advances, whatever
+    /// the keys and the state hold (`StateStoreSaveExec.shouldRunAnotherBatch`, SEMANTICS §4).
     fn needs_no_data_batch(&self, next_ms: i64) -> bool {
-        self.mode != OutputMode::Complete && self.event_time.is_some() && next_ms > self.watermarks.current_ms
+        self.mode != OutputMode::Complete && self.watermark_upstream && next_ms > self.watermarks.current_ms
     }
 
     fn progress(&self) -> OperatorProgress {

@@ -36,6 +36,8 @@ pub struct DedupSpec {
     pub order_by: Option<Arc<dyn PhysicalExpr>>,
     /// Input column index of the watermarked event-time column, if the input has one.
     pub event_time: Option<usize>,
+    /// A stream below declares a watermark (decides no-data batches, SEMANTICS §4).
+    pub watermark_upstream: bool,
     /// Index among `keys` of a key that is the event-time column, if one is.
     pub event_time_key: Option<usize>,
     /// Output schema: the input's columns, then the row number (1) when planned from the
@@ -186,10 +188,10 @@ impl BatchOperator for DedupState {
         self.dropped = 0;
     }
 
-    /// Spark runs a no-data batch for a deduplication over watermarked input whenever the
-    /// watermark advances.
+    /// Spark runs a no-data batch for a deduplication with a watermark upstream whenever the
+    /// watermark advances (`StreamingDeduplicateExec.shouldRunAnotherBatch`).
     fn needs_no_data_batch(&self, next_ms: i64) -> bool {
-        self.spec.event_time.is_some() && next_ms > self.watermarks.current_ms
+        self.spec.watermark_upstream && next_ms > self.watermarks.current_ms
     }
 
     fn progress(&self) -> OperatorProgress {

@@ -18,6 +18,7 @@ use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, Phy
 
 use super::join::watermark_offset_ms;
 use super::nodes::{StreamingAggregateNode, StreamingDedupNode, StreamingGroupStateNode, StreamingJoinNode};
+use super::stream_table::StreamTable;
 use super::time_range::watermarked_column;
 use super::OutputMode;
 use crate::checkpoint::CheckpointLocation;
@@ -167,6 +168,7 @@ impl ExtensionPlanner for StreamingExtensionPlanner {
                 name: format!("aggregate[{}]", node.operator_id),
                 mode: self.registry.mode,
                 event_time: node.event_time,
+                watermark_upstream: StreamTable::has_watermark_upstream(logical_inputs[0]),
                 aggregates,
                 partial_schema: partial.schema(),
                 group_count: node.group_expr.len(),
@@ -209,6 +211,7 @@ impl StreamingExtensionPlanner {
                 keys,
                 order_by,
                 event_time,
+                watermark_upstream: StreamTable::has_watermark_upstream(logical_input),
                 event_time_key,
                 output_schema: Arc::clone(&output_schema),
                 within_watermark_delay_ms: node

@@ -14,6 +14,8 @@ use datafusion::error::Result as DFResult;
 use datafusion::logical_expr::{Expr, LogicalPlan, TableScan};
 use datafusion::physical_plan::ExecutionPlan;
 
+use crate::operator::watermark::event_time_delay_ms;
+
 /// A stream source registered as a DataFusion table. The micro-batch loop sets the rows of each
 /// batch with [`StreamTable::set_batch`]; a plan created afterwards scans exactly those rows.
 #[derive(Debug)]
@@ -57,6 +59,12 @@ impl StreamTable {
         })
         .expect("plan walk does not fail");
         found
+    }
+
+    /// True when a stream `plan` reads declares a watermark, whether or not its event-time
+    /// column reaches the top of `plan` (Spark: an `EventTimeWatermark` node upstream).
+    pub fn has_watermark_upstream(plan: &LogicalPlan) -> bool {
+        Self::sources_of(plan).iter().any(|t| t.schema.fields().iter().any(|f| event_time_delay_ms(f).is_some()))
     }
 }
 

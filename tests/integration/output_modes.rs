@@ -131,3 +131,22 @@ async fn plain_group_by_in_update_and_complete_mode_without_watermark() {
     h.batch(&[("a", 1, 1), ("b", 2, 2)]).await;
     assert_eq!(h.batch(&[("a", 3, 4)]).await, vec!["a,2,2,2.5", "b,1,1,2.0"]);
 }
+
+#[tokio::test]
+async fn a_plain_group_by_under_a_watermark_gets_spark_no_data_batches() {
+    // SEMANTICS §4: an aggregation in update mode asks for a no-data batch whenever a watermark
+    // is declared upstream and it advanced, though its keys hold no event time.
+    let select = "SELECT key, count(*) AS n FROM events GROUP BY key";
+    let mut h = Harness::new(OutputMode::Update, Some(0), select).await.unwrap();
+    assert_eq!(h.batch(&[("a", 20, 1)]).await, vec!["a,1"]);
+    assert_eq!(h.no_data_batch().await, Some(vec![]), "the watermark moved to 20 s");
+    assert_eq!(h.query.recent_progress().last().unwrap().watermark_ms, 1_704_067_220_000);
+    assert_eq!(h.no_data_batch().await, None, "it did not move again");
+    // Complete mode never asks for one; nor does a query without a watermark.
+    let mut h = Harness::new(OutputMode::Complete, Some(0), select).await.unwrap();
+    h.batch(&[("a", 20, 1)]).await;
+    assert_eq!(h.no_data_batch().await, None);
+    let mut h = Harness::new(OutputMode::Update, None, select).await.unwrap();
+    h.batch(&[("a", 20, 1)]).await;
+    assert_eq!(h.no_data_batch().await, None);
+}
