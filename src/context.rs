@@ -533,10 +533,13 @@ fn mark_event_time(table: &str, schema: SchemaRef, watermark: Option<&WatermarkS
 fn streaming_state(ctx: &SessionContext, registry: &Arc<OperatorRegistry>) -> SessionState {
     let rules =
         Optimizer::new().rules.into_iter().filter(|r| r.name() != "single_distinct_aggregation_to_group_by").collect();
-    SessionStateBuilder::new_from_existing(ctx.state())
+    let mut state = SessionStateBuilder::new_from_existing(ctx.state())
         .with_optimizer_rules(rules)
         .with_query_planner(Arc::new(StreamingQueryPlanner::new(Arc::clone(registry))))
-        .build()
+        .build();
+    // No start time: `now()` stays in the plan, and each batch folds it at its own timestamp.
+    state.execution_props_mut().query_execution_start_time = None;
+    state
 }
 
 /// SQL to an incremental logical plan: window rewrite, DataFusion planning and optimization,

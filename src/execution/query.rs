@@ -19,6 +19,7 @@ use crate::checkpoint::log::SourceRange;
 use crate::checkpoint::{BatchLog, CheckpointLocation, CommitEntry, OffsetEntry};
 use crate::operator::watermark::WatermarkTracker;
 use crate::operator::{BatchWatermarks, StatefulOperator};
+use crate::plan::batch_time::fold_batch_time;
 use crate::plan::stream_table::StreamTable;
 use crate::sink::Sink;
 use crate::source::Source;
@@ -289,7 +290,8 @@ impl StreamingQuery {
             s.table.set_batch(data.batches);
             self.source_starts.insert(name, range.end.clone());
         }
-        let physical = self.state.query_planner().create_physical_plan(&self.plan, &self.state).await?;
+        let plan = fold_batch_time(&self.plan, entry.timestamp_ms, self.state.config_options())?;
+        let physical = self.state.query_planner().create_physical_plan(&plan, &self.state).await?;
         let output = datafusion::physical_plan::collect(physical, Arc::new(TaskContext::from(&self.state))).await?;
         for s in &self.sources {
             s.table.set_batch(Vec::new());

@@ -8,8 +8,10 @@
 //! - [`dedup`], [`join`] and [`incremental`]: the logical rewrites into streaming nodes
 //!   ([`nodes`]); [`time_range`] reads a join's time-range condition;
 //! - [`physical`]: the DataFusion extension planner that turns them into stateful operators;
-//! - [`fingerprint`]: what the state of each stateful operator depends on, checked on restart.
+//! - [`fingerprint`]: what the state of each stateful operator depends on, checked on restart;
+//! - [`batch_time`]: `now()` and `current_date()` evaluated once per micro-batch, as in Spark.
 
+pub mod batch_time;
 pub mod checks;
 pub mod dedup;
 pub mod fingerprint;

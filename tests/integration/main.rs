@@ -5,6 +5,7 @@ mod common;
 
 mod aggregates;
 mod bad_input;
+mod batch_time;
 mod chained;
 mod cli;
 mod dedup;
