@@ -9,7 +9,7 @@ use arrow::record_batch::RecordBatch;
 use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::execution::context::SessionState;
 use datafusion::execution::session_state::SessionStateBuilder;
-use datafusion::logical_expr::{Expr, ExprSchemable, LogicalPlan, Operator};
+use datafusion::logical_expr::{Expr, LogicalPlan, Operator};
 use datafusion::optimizer::Optimizer;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DFStatement;
@@ -282,25 +282,17 @@ impl StreamContext {
         Ok(())
     }
 
-    /// Column types through DataFusion's own SQL type mapping (`CAST(NULL AS <type>)`).
+    /// Column types through DataFusion's own SQL type mapping, plus `MAP<K, V>`
+    /// ([`crate::format::column_type`]).
     fn declared_schema(&self, ddl: &CreateStreamTable) -> Result<SchemaRef> {
         let state = self.ctx.state();
-        let empty = DFSchema::empty();
         let fields = ddl
             .columns
             .iter()
             .map(|c| {
-                let cast = sqlast::Expr::Cast {
-                    kind: sqlast::CastKind::Cast,
-                    expr: Box::new(sqlast::Expr::value(sqlast::Value::Null)),
-                    data_type: c.data_type.clone(),
-                    array: false,
-                    format: None,
-                };
-                let expr = state
-                    .create_logical_expr_from_sql_expr(sqlast::ExprWithAlias { expr: cast, alias: None }, &empty)?;
+                let data_type = crate::format::column_type::arrow_type(&state, &c.data_type)?;
                 let nullable = !c.options.iter().any(|o| o.option == sqlast::ColumnOption::NotNull);
-                Ok(Field::new(normalize(&c.name), expr.get_type(&empty)?, nullable))
+                Ok(Field::new(normalize(&c.name), data_type, nullable))
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Arc::new(Schema::new(fields)))

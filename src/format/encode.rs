@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, RecordBatchOptions, StructArray};
+use arrow::array::{ArrayRef, RecordBatchOptions};
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, FieldRef, Fields, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 
 use super::Format;
@@ -121,29 +121,35 @@ pub(crate) fn without_timezones(batch: &RecordBatch) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new_with_options(schema, columns, &options)?)
 }
 
-/// [`without_timezones`] for one column.
+/// [`without_timezones`] for one column, at any depth of structs, lists and maps.
 pub(crate) fn strip_timezone(array: &ArrayRef) -> Result<ArrayRef> {
-    match array.data_type() {
-        DataType::Timestamp(unit, Some(_)) => Ok(cast(array, &DataType::Timestamp(*unit, None))?),
-        DataType::Struct(fields) => {
-            let s = array.as_any().downcast_ref::<StructArray>().expect("struct array");
-            let columns = s.columns().iter().map(strip_timezone).collect::<Result<Vec<_>>>()?;
-            let fields: Fields = fields
-                .iter()
-                .zip(&columns)
-                .map(|(f, c)| f.as_ref().clone().with_data_type(c.data_type().clone()))
-                .collect();
-            Ok(Arc::new(StructArray::try_new_with_length(fields, columns, s.nulls().cloned(), s.len())?))
-        }
-        _ => Ok(array.clone()),
+    let target = without_timezone(array.data_type());
+    if &target == array.data_type() {
+        return Ok(array.clone());
+    }
+    // arrow casts structs, lists and maps child by child; a timestamp keeps its instant.
+    Ok(cast(array, &target)?)
+}
+
+/// `data_type` with every timestamp timezone-less.
+fn without_timezone(data_type: &DataType) -> DataType {
+    let field = |f: &FieldRef| Arc::new(f.as_ref().clone().with_data_type(without_timezone(f.data_type())));
+    match data_type {
+        DataType::Timestamp(unit, Some(_)) => DataType::Timestamp(*unit, None),
+        DataType::Struct(fields) => DataType::Struct(fields.iter().map(field).collect::<Fields>()),
+        DataType::List(f) => DataType::List(field(f)),
+        DataType::LargeList(f) => DataType::LargeList(field(f)),
+        DataType::Map(f, sorted) => DataType::Map(field(f), *sorted),
+        other => other.clone(),
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use arrow::array::Array;
     use arrow::array::{
-        Date32Array, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray, TimestampMillisecondArray,
-        TimestampNanosecondArray,
+        Date32Array, Float64Array, Int64Array, StringArray, StructArray, TimestampMicrosecondArray,
+        TimestampMillisecondArray, TimestampNanosecondArray,
     };
     use arrow::datatypes::TimeUnit;
 
@@ -271,6 +277,57 @@ mod tests {
         assert_eq!(all.num_rows(), 4);
         assert_eq!(all.schema().fields(), b.schema().fields());
         assert_eq!(all.slice(0, 2).columns(), b.columns());
+    }
+
+    /// `tags ARRAY<TIMESTAMP WITH TIME ZONE>, m MAP<STRING, BIGINT>` with one row each.
+    fn lists_and_maps() -> RecordBatch {
+        let at = TimestampMillisecondArray::from(vec![T0_MS, T0_MS + 1]).with_timezone("+02:00");
+        let tags = arrow::array::ListArray::new(
+            Arc::new(Field::new_list_field(at.data_type().clone(), true)),
+            arrow::buffer::OffsetBuffer::from_lengths([2, 0]),
+            Arc::new(at),
+            None,
+        );
+        let mut m =
+            arrow::array::MapBuilder::new(None, arrow::array::StringBuilder::new(), arrow::array::Int64Builder::new());
+        m.keys().append_value("k");
+        m.values().append_value(5);
+        m.append(true).unwrap();
+        m.append(false).unwrap();
+        RecordBatch::try_from_iter(vec![("tags", Arc::new(tags) as ArrayRef), ("m", Arc::new(m.finish()) as ArrayRef)])
+            .unwrap()
+    }
+
+    #[test]
+    fn json_writes_lists_and_maps_nested() {
+        let b = lists_and_maps();
+        let out = encode(&b.schema(), std::slice::from_ref(&b), Format::Json).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"tags\":[\"2024-01-01T00:00:00.000Z\",\"2024-01-01T00:00:00.001Z\"],\"m\":{\"k\":5}}\n{\"tags\":[]}\n"
+        );
+    }
+
+    #[test]
+    fn parquet_round_trips_lists_and_maps_and_csv_refuses_them() {
+        let b = lists_and_maps();
+        let bytes = encode(&b.schema(), std::slice::from_ref(&b), Format::Parquet).unwrap();
+        let read: Vec<RecordBatch> =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
+                .unwrap()
+                .build()
+                .unwrap()
+                .collect::<std::result::Result<_, _>>()
+                .unwrap();
+        assert_eq!(read[0].columns(), b.columns());
+        for column in ["tags", "m"] {
+            let one = b.project(&[b.schema().index_of(column).unwrap()]).unwrap();
+            let err = encode(&one.schema(), &[one], Format::Csv).unwrap_err();
+            assert!(
+                matches!(&err, SluiceError::Sink { message, .. } if message.contains(&format!("'{column}'"))),
+                "{err}"
+            );
+        }
     }
 
     #[test]

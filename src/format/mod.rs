@@ -5,6 +5,7 @@
 
 use crate::{Result, SluiceError};
 
+pub mod column_type;
 pub mod decode;
 pub mod encode;
 

@@ -2,7 +2,9 @@
 
 use datafusion::sql::sqlparser::dialect::{Dialect, GenericDialect};
 
-/// The lexical dialect of sluice scripts: the generic dialect, with aggregate `FILTER (WHERE ...)`.
+/// The lexical dialect of sluice scripts: the generic dialect, with aggregate `FILTER (WHERE ...)`
+/// and Spark's nested column types `STRUCT<name type, ...>` and `MAP<key type, value type>`
+/// (`ARRAY<type>` the generic dialect already has).
 ///
 /// The stream-table grammar (`CREATE TABLE ... WATERMARK FOR ... WITH (...)`) is parsed by
 /// [`super::parser`] on the same sqlparser `Parser`, not through `Dialect::parse_statement`:
@@ -32,6 +34,16 @@ impl Dialect for SluiceDialect {
     }
 
     fn supports_filter_during_aggregation(&self) -> bool {
+        true
+    }
+
+    fn supports_struct_literal(&self) -> bool {
+        // As the generic dialect: `STRUCT<...>` types (and `STRUCT(...)` values).
+        true
+    }
+
+    fn supports_map_literal_with_angle_brackets(&self) -> bool {
+        // Spark's `MAP<K, V>` type.
         true
     }
 }

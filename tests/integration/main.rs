@@ -12,6 +12,7 @@ mod dedup;
 mod examples;
 mod file_stream;
 mod group_state;
+mod nested_data;
 mod output_modes;
 mod recovery;
 mod session_windows;

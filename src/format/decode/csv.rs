@@ -9,7 +9,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 
-use super::{decode_units, finish_batch, Collector, Unit};
+use super::{decode_units, finish_batch, sql_type_name, Collector, Unit};
 use crate::Result;
 
 /// How the columns of a CSV file map to the declared schema.
@@ -27,6 +27,15 @@ struct CsvLayout {
 impl CsvLayout {
     fn new(buf: &[u8], header: bool, out: &Collector<'_>) -> Result<CsvLayout> {
         let schema = &out.schema;
+        if let Some(field) = schema.fields().iter().find(|f| f.data_type().is_nested()) {
+            // As Spark: "CSV data source does not support struct<...> data type".
+            return Err(out.file_error(format!(
+                "column '{}' is declared {}, which a CSV field cannot hold; declare it STRING, or \
+                 read the file with format 'json' or 'parquet'",
+                field.name(),
+                field.data_type()
+            )));
+        }
         let (first, _) = arrow::csv::reader::Format::default()
             .with_header(header)
             .infer_schema(buf, Some(0))
@@ -34,22 +43,23 @@ impl CsvLayout {
         let names: Vec<String> = first.fields().iter().map(|f| f.name().clone()).collect();
 
         // file column index -> declared field index
-        let mut feeds: Vec<Option<usize>> = Vec::new();
+        let mut feeds: Vec<Option<usize>> = vec![None; names.len()];
         if header {
+            // Exact spellings first, so that in `KEY,key` the declared `key` reads the column
+            // spelled exactly; then the others ignoring ASCII case, as JSON keys are matched.
             let mut taken = vec![false; schema.fields().len()];
-            for name in &names {
-                let found =
-                    schema.fields().iter().enumerate().position(|(i, f)| !taken[i] && f.name() == name).or_else(|| {
-                        schema
-                            .fields()
-                            .iter()
-                            .enumerate()
-                            .position(|(i, f)| !taken[i] && f.name().eq_ignore_ascii_case(name))
-                    });
-                if let Some(i) = found {
-                    taken[i] = true;
+            for exact in [true, false] {
+                for (name, feed) in names.iter().zip(feeds.iter_mut()) {
+                    if feed.is_some() {
+                        continue;
+                    }
+                    let matches =
+                        |f: &Field| if exact { f.name() == name } else { f.name().eq_ignore_ascii_case(name) };
+                    *feed = schema.fields().iter().enumerate().position(|(i, f)| !taken[i] && matches(f));
+                    if let Some(i) = *feed {
+                        taken[i] = true;
+                    }
                 }
-                feeds.push(found);
             }
         } else {
             // By position; wider first lines keep their extra columns (ignored), narrower ones
@@ -150,7 +160,11 @@ impl CsvLayout {
             if self.read(record, false, &[j], 1).is_err() {
                 let field = schema.field(i);
                 let text = self.utf8_value(record, j).unwrap_or_default();
-                return format!("field '{}': cannot parse \"{text}\" as {}", field.name(), field.data_type());
+                return format!(
+                    "field '{}': cannot parse \"{text}\" as {}",
+                    field.name(),
+                    sql_type_name(field.data_type())
+                );
             }
         }
         error.to_string()
@@ -217,7 +231,7 @@ pub(super) fn decode_csv(buf: &[u8], header: bool, batch_size: usize, out: &mut 
 /// parsed by arrow_csv — and follows csv_core's default dialect that arrow_csv uses: `"` opens a
 /// quoted field only at the start of a field, `""` inside quotes is a quote, any of `\r`, `\n`,
 /// `\r\n` ends a record outside quotes, and empty lines are skipped.
-fn split_csv_records(buf: &[u8]) -> Vec<Unit<'_>> {
+pub(super) fn split_csv_records(buf: &[u8]) -> Vec<Unit<'_>> {
     #[derive(PartialEq)]
     enum State {
         StartRecord,
@@ -261,9 +275,13 @@ fn split_csv_records(buf: &[u8]) -> Vec<Unit<'_>> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use arrow::datatypes::{DataType, Field, Schema};
+
     use super::split_csv_records;
     use crate::format::decode::tests::{decode, gzip, malformed, opts, rows, write, T0};
-    use crate::format::decode::DecodeOptions;
+    use crate::format::decode::{decode_file, DecodeOptions};
     use crate::format::{BadData, Format};
     use crate::SluiceError;
 
@@ -297,7 +315,7 @@ mod tests {
         );
         let (_, line, message) = malformed(decode(&path, Format::Csv, DecodeOptions::default()).unwrap_err());
         assert_eq!(line, 5);
-        assert_eq!(message, "field 'value': cannot parse \"abc\" as Int64");
+        assert_eq!(message, "field 'value': cannot parse \"abc\" as BIGINT");
     }
 
     #[test]
@@ -341,6 +359,55 @@ mod tests {
             SluiceError::Source { source_name, message } => {
                 assert!(source_name.contains("a.csv"));
                 assert!(message.contains("'ts'") && message.contains("key, value"), "{message}");
+            }
+            other => panic!("expected Source, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn csv_header_prefers_the_exact_spelling_then_matches_any_case() {
+        let dir = tempfile::tempdir().unwrap();
+        // `KEY` comes first but `key` is the declared spelling; `Ts` and `VALUE` match by case.
+        let path = write(&dir, "a.csv", b"KEY,key,Ts,VALUE\nother,a,2013-01-01T10:15:00Z,1\n");
+        let d = decode(&path, Format::Csv, DecodeOptions::default()).unwrap();
+        assert_eq!(rows(&d), vec![(T0, Some("a".into()), Some(1))]);
+    }
+
+    #[test]
+    fn csv_fraction_overflow_and_bare_numbers_are_malformed() {
+        let dir = tempfile::tempdir().unwrap();
+        for (record, message) in [
+            ("2013-01-01T10:15:00Z,k,3.7", "field 'value': cannot parse \"3.7\" as BIGINT"),
+            ("2013-01-01T10:15:00Z,k,1e3", "field 'value': cannot parse \"1e3\" as BIGINT"),
+            (
+                "2013-01-01T10:15:00Z,k,9223372036854775808",
+                "field 'value': cannot parse \"9223372036854775808\" as BIGINT",
+            ),
+            // Spark parses CSV timestamps from text only: a bare number is malformed.
+            ("1357035300,k,1", "field 'ts': cannot parse \"1357035300\" as TIMESTAMP"),
+            ("1357035300.5,k,1", "field 'ts': cannot parse \"1357035300.5\" as TIMESTAMP"),
+        ] {
+            let path = write(&dir, "a.csv", format!("ts,key,value\n2013-01-01T10:15:00Z,k,1\n{record}\n").as_bytes());
+            let (_, line, got) = malformed(decode(&path, Format::Csv, DecodeOptions::default()).unwrap_err());
+            assert_eq!((line, got.as_str()), (3, message));
+            let d = decode(&path, Format::Csv, opts(BadData::Drop, 8192)).unwrap();
+            assert_eq!((d.dropped, rows(&d)), (1, vec![(T0, Some("k".into()), Some(1))]), "{record}");
+        }
+
+        let tiny = Arc::new(Schema::new(vec![Field::new("t", DataType::Int8, true)]));
+        let path = write(&dir, "b.csv", b"t\n127\n300\n");
+        let err = decode_file(&path, Format::Csv, &tiny, &DecodeOptions::default()).unwrap_err();
+        assert_eq!(malformed(err).2, "field 't': cannot parse \"300\" as TINYINT");
+    }
+
+    #[test]
+    fn csv_refuses_nested_columns_for_the_whole_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let schema = Arc::new(Schema::new(vec![Field::new("tags", DataType::new_list(DataType::Int64, true), true)]));
+        let path = write(&dir, "a.csv", b"tags\n1\n");
+        match decode_file(&path, Format::Csv, &schema, &DecodeOptions::default()).unwrap_err() {
+            SluiceError::Source { message, .. } => {
+                assert!(message.contains("'tags'") && message.contains("json"), "{message}")
             }
             other => panic!("expected Source, got {other:?}"),
         }

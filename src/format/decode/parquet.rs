@@ -1,8 +1,14 @@
 //! Parquet: declared columns are selected by name and cast to the declared types; values that
 //! cannot be cast, and nulls in NOT NULL fields, are reported with their row number or dropped.
+//! Struct fields are matched by name too (exact, else ignoring ASCII case), at any depth.
 
-use arrow::array::{new_null_array, Array, BooleanArray, RecordBatchOptions};
+use std::sync::Arc;
+
+use arrow::array::StructArray;
+use arrow::array::{new_null_array, Array, ArrayRef, AsArray, BooleanArray, ListArray, MapArray, RecordBatchOptions};
 use arrow::compute::{can_cast_types, cast_with_options, filter_record_batch, CastOptions};
+use arrow::datatypes::{DataType, Fields};
+use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -35,7 +41,7 @@ pub(super) fn decode_parquet<T: ChunkReader + 'static>(
         match found {
             Some(j) => {
                 let from = file_schema.field(j).data_type();
-                if !can_cast_types(from, field.data_type()) {
+                if !can_adapt(from, field.data_type()) {
                     return Err(out.file_error(format!(
                         "column '{name}' is {from} in the Parquet file, which cannot be cast to \
                          the declared type {}",
@@ -66,6 +72,7 @@ pub(super) fn decode_parquet<T: ChunkReader + 'static>(
     // Casting is "safe" (failures become nulls) so that bad values can be told apart from nulls
     // and reported or dropped row by row.
     let cast_options = CastOptions { safe: true, ..Default::default() };
+    let strict = CastOptions { safe: false, ..Default::default() };
     let relaxed = relax_nullability(&schema);
     let mut row_base = 0u64;
     for batch in reader {
@@ -81,7 +88,11 @@ pub(super) fn decode_parquet<T: ChunkReader + 'static>(
             };
             // Projected columns come in file order.
             let from = batch.column(roots.binary_search(j).expect("projected column"));
-            let to = cast_with_options(from, field.data_type(), &cast_options)?;
+            // A value inside a nested column that cannot be cast fails the file (its row is not
+            // told apart from a null by the null counts).
+            let options = if field.data_type().is_nested() { &strict } else { &cast_options };
+            let to = adapt(from, field.data_type(), options)
+                .map_err(|e| out.file_error(format!("column '{}': {e}", field.name())))?;
             let unparsable = to.null_count() > from.null_count();
             if unparsable || (!field.is_nullable() && to.null_count() > 0) {
                 let formatter = ArrayFormatter::try_new(from.as_ref(), &FormatOptions::default())?;
@@ -122,6 +133,59 @@ pub(super) fn decode_parquet<T: ChunkReader + 'static>(
         out.push(RecordBatch::try_new_with_options(schema.clone(), decoded.columns().to_vec(), &options)?);
     }
     Ok(())
+}
+
+/// The field of `fields` named `name`: exactly, else ignoring ASCII case.
+fn find_field(fields: &Fields, name: &str) -> Option<usize> {
+    fields
+        .iter()
+        .position(|f| f.name() == name)
+        .or_else(|| fields.iter().position(|f| f.name().eq_ignore_ascii_case(name)))
+}
+
+/// Whether a file column of type `from` can be read as the declared type `to`: structs field by
+/// field by name (a declared field the file lacks must be nullable: it is null), lists and maps
+/// element by element, anything else as arrow casts it.
+fn can_adapt(from: &DataType, to: &DataType) -> bool {
+    match (from, to) {
+        (DataType::Struct(f), DataType::Struct(t)) => t.iter().all(|tf| match find_field(f, tf.name()) {
+            Some(i) => can_adapt(f[i].data_type(), tf.data_type()),
+            None => tf.is_nullable(),
+        }),
+        (DataType::List(f), DataType::List(t)) => can_adapt(f.data_type(), t.data_type()),
+        (DataType::Map(f, _), DataType::Map(t, _)) => can_adapt(f.data_type(), t.data_type()),
+        _ => can_cast_types(from, to),
+    }
+}
+
+/// `array` read as `to` (see [`can_adapt`]).
+fn adapt(array: &ArrayRef, to: &DataType, options: &CastOptions) -> std::result::Result<ArrayRef, ArrowError> {
+    Ok(match (array.data_type(), to) {
+        (DataType::Struct(_), DataType::Struct(t)) => {
+            let s = array.as_struct();
+            let columns = t
+                .iter()
+                .map(|tf| match find_field(s.fields(), tf.name()) {
+                    Some(i) => adapt(s.column(i), tf.data_type(), options),
+                    None => Ok(new_null_array(tf.data_type(), s.len())),
+                })
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            Arc::new(StructArray::try_new_with_length(t.clone(), columns, s.nulls().cloned(), s.len())?)
+        }
+        (DataType::List(_), DataType::List(t)) => {
+            let l = array.as_list::<i32>();
+            let values = adapt(l.values(), t.data_type(), options)?;
+            Arc::new(ListArray::try_new(t.clone(), l.offsets().clone(), values, l.nulls().cloned())?)
+        }
+        (DataType::Map(_, _), DataType::Map(t, sorted)) => {
+            let m = array.as_map();
+            let entries: ArrayRef = Arc::new(m.entries().clone());
+            let entries = adapt(&entries, t.data_type(), options)?;
+            let entries = entries.as_struct().clone();
+            Arc::new(MapArray::try_new(t.clone(), m.offsets().clone(), entries, m.nulls().cloned(), *sorted)?)
+        }
+        _ => cast_with_options(array, to, options)?,
+    })
 }
 
 #[cfg(test)]
