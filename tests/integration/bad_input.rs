@@ -67,9 +67,12 @@ async fn refusal(mode: OutputMode, delay: Option<i64>, select: &str) -> String {
 async fn append_mode_refuses_an_aggregation_without_watermark() {
     let err = refusal(OutputMode::Append, None, "SELECT key, count(*) FROM events GROUP BY key").await;
     assert!(err.contains("append mode without a watermark") && err.contains("WATERMARK FOR"), "{err}");
-    // Watermarked input, but the grouping has no event-time column: same refusal.
-    let err = refusal(OutputMode::Append, Some(10), "SELECT key, count(*) FROM events GROUP BY key").await;
-    assert!(err.contains("append mode without a watermark"), "{err}");
+    // Watermarked input, but the grouping has no event-time column: the refusal says so.
+    for select in ["SELECT key, count(*) FROM events GROUP BY key", "SELECT DISTINCT key FROM events"] {
+        let err = refusal(OutputMode::Append, Some(10), select).await;
+        assert!(!err.contains("without a watermark"), "{err}");
+        assert!(err.contains("event-time column (events.ts)") && err.contains("window(ts, ...)"), "{err}");
+    }
 }
 
 #[tokio::test]
