@@ -13,6 +13,8 @@ mod group_state;
 mod output_modes;
 mod recovery;
 mod session_windows;
+mod spark_sql;
+mod sql_fuzz;
 mod stream_join;
 mod watermarks;
 mod worked_example;
