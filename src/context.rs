@@ -34,9 +34,9 @@ use crate::sink::Sink;
 use crate::source::file::{FileSource, FileSourceOptions};
 use crate::source::memory::{MemorySource, MemoryStream};
 use crate::source::Source;
+use crate::sql::functions;
 use crate::sql::parse_script;
 use crate::sql::parser::{normalize, CreateStreamTable, SluiceStatement};
-use crate::sql::functions;
 use crate::sql::rewrite::rewrite_windows;
 use crate::sql::settings::Setting;
 use crate::sql::spelling::Spellings;
@@ -152,7 +152,6 @@ impl std::fmt::Debug for StreamContext {
 fn session_config() -> SessionConfig {
     SessionConfig::new().with_target_partitions(1).with_information_schema(true)
 }
-
 
 impl StreamContext {
     /// An empty context. State partitions default to the number of cores (DESIGN §4).
@@ -586,7 +585,9 @@ fn check_event_time_column(table: &str, schema: &Schema, column: &str) -> Result
                 "it has no TIMESTAMP column; declare the event-time column, e.g. ({column} TIMESTAMP, ...), and the watermark on it"
             ),
         };
-        return Err(SluiceError::sql(format!("table '{table}': the watermark column '{column}' is not a column; {fix}")));
+        return Err(SluiceError::sql(format!(
+            "table '{table}': the watermark column '{column}' is not a column; {fix}"
+        )));
     };
     if !matches!(field.data_type(), DataType::Timestamp(_, _)) {
         let other = match timestamps.first() {

@@ -3,11 +3,11 @@
 
 use std::collections::BTreeMap;
 
+use datafusion::error::DataFusionError;
 use datafusion::sql::parser::{DFParser, DFParserBuilder, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::{ColumnDef, ColumnOption, ColumnOptionDef, Expr, Ident};
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
-use datafusion::error::DataFusionError;
 use datafusion::sql::sqlparser::tokenizer::{Location, Token};
 
 use super::dialect::SluiceDialect;

@@ -63,9 +63,9 @@ impl Setting {
                 MultipleWatermarkPolicy::parse(value).map(Setting::WatermarkPolicy).map_err(|_| bad("'min' or 'max'"))
             }
             SESSION_TIME_ZONE => {
-                value.parse::<arrow::array::timezone::Tz>().map_err(|_| {
-                    bad("a time zone such as 'UTC', 'Europe/Paris' or '+02:00'")
-                })?;
+                value
+                    .parse::<arrow::array::timezone::Tz>()
+                    .map_err(|_| bad("a time zone such as 'UTC', 'Europe/Paris' or '+02:00'"))?;
                 Ok(Setting::TimeZone(value.to_string()))
             }
             SHUFFLE_PARTITIONS => value

@@ -211,7 +211,12 @@ fn a_syntax_error_names_file_line_and_column_once() {
 #[test]
 fn progress_lines_name_their_query_when_a_script_has_several() {
     let dir = tempfile::tempdir().unwrap();
-    crate::common::write_file(&dir.path().join("in"), "0.json", "{\"k\": \"a\", \"ts\": \"2024-01-01T00:00:01Z\"}\n", 0);
+    crate::common::write_file(
+        &dir.path().join("in"),
+        "0.json",
+        "{\"k\": \"a\", \"ts\": \"2024-01-01T00:00:01Z\"}\n",
+        0,
+    );
     let sql = "CREATE TABLE e (k STRING, ts TIMESTAMP) WITH (connector = 'file', path = '{dir}/in');
                CREATE TABLE q1 WITH (connector = 'file', path = '{dir}/q1', output_mode = 'update');
                CREATE TABLE q2 WITH (connector = 'file', path = '{dir}/q2', output_mode = 'update');
@@ -226,8 +231,14 @@ fn progress_lines_name_their_query_when_a_script_has_several() {
 #[test]
 fn a_column_a_sink_cannot_encode_is_refused_before_any_query_runs() {
     let dir = tempfile::tempdir().unwrap();
-    crate::common::write_file(&dir.path().join("in"), "0.json", "{\"k\": \"a\", \"ts\": \"2024-01-01T00:00:01Z\"}\n", 0);
-    let sql = "CREATE TABLE e (k STRING, ts TIMESTAMP, WATERMARK FOR ts AS ts) WITH (connector = 'file', path = '{dir}/in');
+    crate::common::write_file(
+        &dir.path().join("in"),
+        "0.json",
+        "{\"k\": \"a\", \"ts\": \"2024-01-01T00:00:01Z\"}\n",
+        0,
+    );
+    let sql =
+        "CREATE TABLE e (k STRING, ts TIMESTAMP, WATERMARK FOR ts AS ts) WITH (connector = 'file', path = '{dir}/in');
                CREATE TABLE fine WITH (connector = 'file', path = '{dir}/fine', format = 'json');
                CREATE TABLE flat WITH (connector = 'file', path = '{dir}/flat', format = 'csv');
                INSERT INTO fine SELECT k, ts FROM e;

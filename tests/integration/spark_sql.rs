@@ -73,7 +73,9 @@ async fn set_accepts_spark_keys_and_refuses_unknown_ones_by_name() {
     let mut ctx = StreamContext::new();
     let err = ctx.execute("SET spark.sql.shuffle.partitionz = 4").await.unwrap_err().to_string();
     assert!(err.contains("'spark.sql.shuffle.partitionz'"), "{err}");
-    for key in ["spark.sql.shuffle.partitions", "spark.sql.session.timeZone", "spark.sql.streaming.multipleWatermarkPolicy"] {
+    for key in
+        ["spark.sql.shuffle.partitions", "spark.sql.session.timeZone", "spark.sql.streaming.multipleWatermarkPolicy"]
+    {
         assert!(err.contains(key), "lists {key}: {err}");
     }
     let err = ctx.execute("SET spark.sql.streaming.multipleWatermarkPolicy = 'median'").await.unwrap_err().to_string();
@@ -95,10 +97,10 @@ async fn shuffle_partitions_sets_the_state_partitions_of_a_new_checkpoint() {
     let mut ctx = StreamContext::new();
     ctx.register_memory_stream("events", events_schema(), Some(("ts", 10_000))).unwrap();
     ctx.register_sink("out", OutputMode::Update, || Box::new(MemorySink::new()));
-    let definitions =
-        ctx.execute("SET spark.sql.shuffle.partitions = 3; INSERT INTO out SELECT key, count(*) FROM events GROUP BY key")
-            .await
-            .unwrap();
+    let definitions = ctx
+        .execute("SET spark.sql.shuffle.partitions = 3; INSERT INTO out SELECT key, count(*) FROM events GROUP BY key")
+        .await
+        .unwrap();
     ctx.start(&definitions[0], dir.path().to_str().unwrap()).await.unwrap();
     let metadata: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("metadata")).unwrap()).unwrap();

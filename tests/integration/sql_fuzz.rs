@@ -89,9 +89,16 @@ const SINKS: &[&str] = &[
     "connector = 'kafka'",
 ];
 
-const MODES: &[&str] = &["", ", output_mode = 'append'", ", output_mode = 'update'", ", output_mode = 'complete'", ", output_mode = 'sometimes'"];
+const MODES: &[&str] = &[
+    "",
+    ", output_mode = 'append'",
+    ", output_mode = 'update'",
+    ", output_mode = 'complete'",
+    ", output_mode = 'sometimes'",
+];
 
-const JOINS: &[&str] = &["JOIN", "LEFT JOIN", "RIGHT JOIN", "FULL JOIN", "LEFT SEMI JOIN", "LEFT ANTI JOIN", "CROSS JOIN"];
+const JOINS: &[&str] =
+    &["JOIN", "LEFT JOIN", "RIGHT JOIN", "FULL JOIN", "LEFT SEMI JOIN", "LEFT ANTI JOIN", "CROSS JOIN"];
 
 const JOIN_CONDITIONS: &[&str] =
     &["", " AND b.ts BETWEEN a.ts AND a.ts + {a}", " AND b.ts >= a.ts", " AND a.ts = b.ts", " AND b.ts > a.ts - {a}"];
@@ -159,8 +166,24 @@ fn script() -> impl Strategy<Value = String> {
         })
 }
 
-const INSERTED: &[&str] =
-    &["(", ")", ",", ";", "'", "\"", "SELECT", "WINDOW", "INTERVAL", "GROUP BY", "--", "/*", "WATERMARK", "NULL", "-", "*"];
+const INSERTED: &[&str] = &[
+    "(",
+    ")",
+    ",",
+    ";",
+    "'",
+    "\"",
+    "SELECT",
+    "WINDOW",
+    "INTERVAL",
+    "GROUP BY",
+    "--",
+    "/*",
+    "WATERMARK",
+    "NULL",
+    "-",
+    "*",
+];
 
 #[derive(Debug, Clone)]
 enum Mutation {
@@ -273,12 +296,10 @@ fn attempt(script: &str) -> Result<Result<(), String>, String> {
         Ok(Err(e)) if e.to_lowercase().contains("panic") => Err(format!("a panic became an error: {e}")),
         Ok(Err(e)) => Ok(Err(e)),
         Err(mpsc::RecvTimeoutError::Timeout) => Err(format!("no answer in {HANG:?}")),
-        Err(mpsc::RecvTimeoutError::Disconnected) => {
-            Err(match worker.join() {
-                Err(panic) => format!("panicked: {}", panic_message(&panic)),
-                Ok(()) => "the worker ended without an answer".to_string(),
-            })
-        }
+        Err(mpsc::RecvTimeoutError::Disconnected) => Err(match worker.join() {
+            Err(panic) => format!("panicked: {}", panic_message(&panic)),
+            Ok(()) => "the worker ended without an answer".to_string(),
+        }),
     }
 }
 
