@@ -9,7 +9,7 @@ use arrow::record_batch::RecordBatch;
 use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::execution::context::SessionState;
 use datafusion::execution::session_state::SessionStateBuilder;
-use datafusion::logical_expr::{Expr, LogicalPlan, Operator};
+use datafusion::logical_expr::{Expr, LogicalPlan, Operator, SetVariable};
 use datafusion::optimizer::Optimizer;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DFStatement;
@@ -27,16 +27,18 @@ use crate::plan::physical::{OperatorRegistry, StreamingQueryPlanner};
 use crate::plan::stage::Stage;
 use crate::plan::stream_table::StreamTable;
 use crate::plan::time_range::interval_literal_ms;
-use crate::plan::{checks, dedup, fingerprint, incremental, join, stage, window, OutputMode};
+use crate::plan::{checks, dedup, fingerprint, incremental, join, stage, OutputMode};
 use crate::sink::console::ConsoleSink;
 use crate::sink::file::FileSink;
 use crate::sink::Sink;
 use crate::source::file::{FileSource, FileSourceOptions};
 use crate::source::memory::{MemorySource, MemoryStream};
 use crate::source::Source;
+use crate::sql::functions;
 use crate::sql::parse_script;
 use crate::sql::parser::{normalize, CreateStreamTable, SluiceStatement};
 use crate::sql::rewrite::rewrite_windows;
+use crate::sql::settings::Setting;
 use crate::sql::spelling::Spellings;
 use crate::{Result, SluiceError};
 
@@ -126,6 +128,10 @@ pub struct StreamContext {
     tables: BTreeMap<String, StreamTableDef>,
     state_partitions: usize,
     watermark_policy: MultipleWatermarkPolicy,
+    /// `spark.sql.session.timeZone`, for the console sink (functions read DataFusion's copy).
+    time_zone: Option<String>,
+    /// `sluice.sql.spark_functions` was set.
+    spark_functions: bool,
     spellings: Spellings,
 }
 
@@ -147,22 +153,16 @@ fn session_config() -> SessionConfig {
     SessionConfig::new().with_target_partitions(1).with_information_schema(true)
 }
 
-fn new_session_context() -> SessionContext {
-    let ctx = SessionContext::new_with_config(session_config());
-    for udf in window::window_udfs() {
-        ctx.register_udf(udf);
-    }
-    ctx
-}
-
 impl StreamContext {
     /// An empty context. State partitions default to the number of cores (DESIGN §4).
     pub fn new() -> Self {
         Self {
-            ctx: new_session_context(),
+            ctx: functions::new_session(session_config()),
             tables: BTreeMap::new(),
             state_partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
             watermark_policy: MultipleWatermarkPolicy::Min,
+            time_zone: None,
+            spark_functions: false,
             spellings: Spellings::default(),
         }
     }
@@ -175,6 +175,44 @@ impl StreamContext {
     /// Sets how the watermarks of several inputs combine (default `Min`).
     pub fn set_watermark_policy(&mut self, policy: MultipleWatermarkPolicy) {
         self.watermark_policy = policy;
+    }
+
+    /// Sets an option by its Spark key (`spark.sql.streaming.multipleWatermarkPolicy`,
+    /// `spark.sql.session.timeZone`, `spark.sql.shuffle.partitions`), sluice key
+    /// (`sluice.sql.spark_functions`) or DataFusion key (`datafusion.*`), as `SET key = 'value'`
+    /// does in a script. See [`crate::sql::settings`]. Applies to queries started afterwards.
+    ///
+    /// # Errors
+    /// [`SluiceError::Sql`] for an unknown key (naming the accepted ones) or a bad value.
+    pub async fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        // Through DataFusion's own SET, which also updates the functions that read the config.
+        let ctx = self.ctx.clone();
+        let set_datafusion = |variable: &str, value: &str| {
+            let set = SetVariable { variable: variable.to_string(), value: value.to_string() };
+            let plan = LogicalPlan::Statement(datafusion::logical_expr::Statement::SetVariable(set));
+            let ctx = ctx.clone();
+            async move { ctx.execute_logical_plan(plan).await.map(|_| ()) }
+        };
+        match Setting::parse(key, value)? {
+            Setting::WatermarkPolicy(policy) => self.watermark_policy = policy,
+            Setting::StatePartitions(n) => self.state_partitions = n,
+            Setting::TimeZone(tz) => {
+                set_datafusion("datafusion.execution.time_zone", &tz).await?;
+                self.time_zone = Some(tz);
+            }
+            Setting::SparkFunctions(true) if !self.spark_functions => {
+                functions::prefer_spark_functions(&self.ctx)?;
+                self.spark_functions = true;
+            }
+            Setting::SparkFunctions(on) if on != self.spark_functions => {
+                return Err(SluiceError::sql(format!(
+                    "SET {key} = 'false': Spark's functions replaced DataFusion's in this session; start a new one"
+                )))
+            }
+            Setting::SparkFunctions(_) => {}
+            Setting::DataFusion { key, value } => set_datafusion(&key, &value).await?,
+        }
+        Ok(())
     }
 
     /// Registers a stream fed from Rust, with an optional watermark `(column, delay ms)`.
@@ -216,6 +254,10 @@ impl StreamContext {
             match statement {
                 SluiceStatement::CreateStreamTable(ddl) => self.create_stream_table(*ddl)?,
                 SluiceStatement::DataFusion(statement) => {
+                    if let Some((key, value)) = as_set(&statement) {
+                        self.set(&key, &value).await?;
+                        continue;
+                    }
                     if let Some(q) = self.as_streaming_insert(&statement)? {
                         queries.push(q);
                         continue;
@@ -306,16 +348,13 @@ impl StreamContext {
         clause: &crate::sql::WatermarkClause,
     ) -> Result<WatermarkSpec> {
         let column = normalize(&clause.column);
+        check_event_time_column(table, schema, &column)?;
         let bad = |why: &str| {
             SluiceError::sql(format!(
                 "table '{table}': WATERMARK FOR {column} AS {}: {why}; write WATERMARK FOR {column} AS {column} - INTERVAL '10' SECOND",
                 clause.expr
             ))
         };
-        let field = schema.field_with_name(&column).map_err(|_| bad("no such column"))?;
-        if !matches!(field.data_type(), DataType::Timestamp(_, _)) {
-            return Err(bad("the event-time column must be a TIMESTAMP"));
-        }
         let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
         let expr = self.ctx.state().create_logical_expr_from_sql_expr(
             sqlast::ExprWithAlias { expr: clause.expr.clone(), alias: None },
@@ -362,8 +401,8 @@ impl StreamContext {
         let metadata = load_or_create_metadata(&location, self.state_partitions).await?;
         let registry = Arc::new(OperatorRegistry::new(location.clone(), metadata.state_partitions, mode));
 
-        // Each query scans private stream tables; bounded tables are shared.
-        let query_ctx = new_session_context();
+        // Each query scans private stream tables; bounded tables, settings and functions are shared.
+        let query_ctx = SessionContext::new_with_state(functions::session_without_tables(&self.ctx));
         let catalog = self.ctx.catalog("datafusion").and_then(|c| c.schema("public")).expect("default schema");
         for name in catalog.table_names() {
             let provider = catalog.table(&name).await?.expect("listed table exists");
@@ -387,6 +426,7 @@ impl StreamContext {
         let plan = plan_query(&state, definition, mode).await?;
         let plan = self.spellings.with_query(&definition.query).restore(plan)?;
         check_sink_columns(&definition.sink, declared.as_ref(), &plan)?;
+        sink.check_schema(&Arc::new(plan.schema().as_arrow().clone()))?;
         // Plan once now: errors surface before the first batch, and operators exist to restore.
         state.query_planner().create_physical_plan(&plan, &state).await?;
         check_stateful_operators(&location, &fingerprint::stateful_operators(&plan)).await?;
@@ -480,7 +520,7 @@ impl StreamContext {
                             .transpose()?
                             .unwrap_or(20);
                         let truncate = option("truncate").map(parse_bool).transpose()?.unwrap_or(true);
-                        Box::new(ConsoleSink::stdout(num_rows, truncate))
+                        Box::new(ConsoleSink::stdout(num_rows, truncate).with_time_zone(self.time_zone.as_deref())?)
                     }
                     _ => {
                         let path = option("path")
@@ -495,6 +535,22 @@ impl StreamContext {
     }
 }
 
+/// `SET key = value` as its key and value (quotes removed); `None` for other statements.
+fn as_set(statement: &DFStatement) -> Option<(String, String)> {
+    let DFStatement::Statement(s) = statement else { return None };
+    let Statement::Set(sqlast::Set::SingleAssignment { variable, values, .. }) = s.as_ref() else { return None };
+    let value = match values.as_slice() {
+        [sqlast::Expr::Value(v)] => match &v.value {
+            sqlast::Value::SingleQuotedString(s) | sqlast::Value::DoubleQuotedString(s) => s.clone(),
+            other => other.to_string(),
+        },
+        [sqlast::Expr::Identifier(i)] => i.value.clone(),
+        other => other.iter().map(ToString::to_string).collect::<Vec<_>>().join(" "),
+    };
+    let key = variable.0.iter().map(|p| p.as_ident().map_or_else(|| p.to_string(), |i| i.value.clone()));
+    Some((key.collect::<Vec<_>>().join("."), value))
+}
+
 fn parse_bool(text: &str) -> Result<bool> {
     match text.to_ascii_lowercase().as_str() {
         "true" => Ok(true),
@@ -503,15 +559,49 @@ fn parse_bool(text: &str) -> Result<bool> {
     }
 }
 
+/// A watermark's column must exist and be a TIMESTAMP; the error says which columns could carry
+/// it, or how to make this one a TIMESTAMP.
+fn check_event_time_column(table: &str, schema: &Schema, column: &str) -> Result<()> {
+    let timestamps: Vec<&str> = schema
+        .fields()
+        .iter()
+        .filter(|f| matches!(f.data_type(), DataType::Timestamp(_, _)))
+        .map(|f| f.name().as_str())
+        .collect();
+    let Ok(field) = schema.field_with_name(column) else {
+        let fix = match timestamps.first() {
+            Some(first) => format!(
+                "its TIMESTAMP columns are {}; e.g. WATERMARK FOR {first} AS {first} - INTERVAL '10' SECOND",
+                timestamps.join(", ")
+            ),
+            None => format!(
+                "it has no TIMESTAMP column; declare the event-time column, e.g. ({column} TIMESTAMP, ...), and the watermark on it"
+            ),
+        };
+        return Err(SluiceError::sql(format!(
+            "table '{table}': the watermark column '{column}' is not a column; {fix}"
+        )));
+    };
+    if !matches!(field.data_type(), DataType::Timestamp(_, _)) {
+        let other = match timestamps.first() {
+            Some(_) => format!(", or put the watermark on a TIMESTAMP column ({})", timestamps.join(", ")),
+            None => String::new(),
+        };
+        return Err(SluiceError::sql(format!(
+            "table '{table}': the watermark column '{column}' is {}, not a TIMESTAMP; declare it as {column} TIMESTAMP \
+             (the file source reads timestamp text such as 2024-01-01T00:00:00Z into it; in a query, \
+             CAST({column} AS TIMESTAMP) converts text){other}",
+            field.data_type()
+        )));
+    }
+    Ok(())
+}
+
 /// Marks the event-time column of `schema` with its watermark delay (field metadata).
 fn mark_event_time(table: &str, schema: SchemaRef, watermark: Option<&WatermarkSpec>) -> Result<SchemaRef> {
     let Some(w) = watermark else { return Ok(schema) };
-    let (index, field) = schema
-        .column_with_name(&w.column)
-        .ok_or_else(|| SluiceError::sql(format!("table '{table}': watermark column '{}' is not a column", w.column)))?;
-    if !matches!(field.data_type(), DataType::Timestamp(_, _)) {
-        return Err(SluiceError::sql(format!("table '{table}': watermark column '{}' must be a TIMESTAMP", w.column)));
-    }
+    check_event_time_column(table, &schema, &w.column)?;
+    let index = schema.index_of(&w.column)?;
     let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
     let mut metadata = fields[index].metadata().clone();
     metadata.insert(WATERMARK_DELAY_METADATA.to_string(), w.delay_ms.to_string());
@@ -542,6 +632,7 @@ async fn plan_query(state: &SessionState, definition: &QueryDefinition, mode: Ou
     rewrite_windows(&mut query)?;
     let statement = DFStatement::Statement(Box::new(Statement::Query(Box::new(query))));
     let plan = state.statement_to_plan(statement).await?;
+    checks::check_subqueries(&plan)?;
     let optimized = state.optimize(&plan)?;
     if StreamTable::sources_of(&optimized).is_empty() {
         return Err(SluiceError::sql("the query reads no stream table; run it as a batch query instead"));

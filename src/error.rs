@@ -16,6 +16,17 @@ pub enum SluiceError {
     /// The SQL text could not be parsed or planned (invalid syntax, unknown table or option).
     #[error("SQL error: {0}")]
     Sql(String),
+    /// The SQL text does not parse; the position is where the parser stopped. `sluice run`
+    /// prefixes it with the file name as `FILE:LINE:COLUMN: ...`.
+    #[error("SQL syntax error: {message}")]
+    SqlSyntax {
+        /// 1-based line in the script.
+        line: u64,
+        /// 1-based column in the line.
+        column: u64,
+        /// What the parser expected and found, without the position.
+        message: String,
+    },
     /// A query the chosen output mode or the streaming engine cannot run, refused before it starts
     /// (Spark's `UnsupportedOperationChecker` is the reference list).
     #[error("unsupported streaming query: {operator}: {reason}. {fix}")]

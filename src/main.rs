@@ -1,10 +1,10 @@
 //! The `sluice` command line: `sluice run FILE.sql`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use sluice::{StreamContext, Trigger};
+use sluice::{SluiceError, StopHandle, StreamContext, Trigger};
 
 #[derive(Parser)]
 #[command(name = "sluice", version, about = "Streaming SQL in the style of Spark Structured Streaming")]
@@ -23,8 +23,8 @@ enum Command {
         /// script, each gets the subdirectory named after its sink table.
         #[arg(long)]
         checkpoint: Option<String>,
-        /// `available-now`, or a processing-time interval such as '10 seconds'. Default: the next
-        /// batch as soon as the last one ends and new data is there.
+        /// `available-now`, `once`, or a processing-time interval such as '10 seconds'. Default:
+        /// the next batch as soon as the last one ends and new data is there.
         #[arg(long)]
         trigger: Option<String>,
     },
@@ -38,47 +38,75 @@ async fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { file, checkpoint, trigger } => run(file, checkpoint, trigger).await,
+        Command::Run { file, checkpoint, trigger } => run(&file, checkpoint, trigger).await.map_err(|e| (file, e)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
+        Err((file, e)) => {
+            eprintln!("error: {}", describe(&file, &e));
             ExitCode::FAILURE
         }
     }
 }
 
-async fn run(file: PathBuf, checkpoint: Option<String>, trigger: Option<String>) -> sluice::Result<()> {
+/// The error as the user reads it: a syntax error as `FILE:LINE:COLUMN: ...`, as compilers write
+/// it, so editors can jump to it.
+fn describe(file: &Path, error: &SluiceError) -> String {
+    match error {
+        SluiceError::SqlSyntax { line, column, .. } => format!("{}:{line}:{column}: {error}", file.display()),
+        other => other.to_string(),
+    }
+}
+
+async fn run(file: &Path, checkpoint: Option<String>, trigger: Option<String>) -> sluice::Result<()> {
     let trigger = trigger.as_deref().map(Trigger::parse).transpose()?.unwrap_or_default();
-    let sql = std::fs::read_to_string(&file).map_err(|e| sluice::SluiceError::io(&file, e))?;
+    let sql = std::fs::read_to_string(file).map_err(|e| SluiceError::io(file, e))?;
     let mut ctx = StreamContext::new();
     let definitions = ctx.execute(&sql).await?;
     if definitions.is_empty() {
-        return Err(sluice::SluiceError::sql(format!(
+        return Err(SluiceError::sql(format!(
             "{} defines no continuous query; add INSERT INTO <sink table> SELECT ...",
             file.display()
         )));
     }
     let temporary = match &checkpoint {
         Some(_) => None,
-        None => Some(tempfile::tempdir().map_err(|e| sluice::SluiceError::io(std::env::temp_dir(), e))?),
+        None => Some(tempfile::tempdir().map_err(|e| SluiceError::io(std::env::temp_dir(), e))?),
     };
     let root = checkpoint.unwrap_or_else(|| temporary.as_ref().expect("created above").path().display().to_string());
+    // Every query is planned and its sink checked before the first one runs a batch.
     let mut queries = Vec::new();
+    let several = definitions.len() > 1;
     for definition in &definitions {
-        let location = if definitions.len() == 1 { root.clone() } else { format!("{root}/{}", definition.sink) };
+        let location = if several { format!("{root}/{}", definition.sink) } else { root.clone() };
         let mut query = ctx.start(definition, &location).await?;
-        query.on_progress(|p| eprintln!("{}", p.line()));
+        let prefix = if several { format!("[{}] ", query.name()) } else { String::new() };
+        query.on_progress(move |p| eprintln!("{prefix}{}", p.line()));
         queries.push(query);
     }
-    let stops: Vec<_> = queries.iter().map(|q| q.stop_handle()).collect();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("stopping after the current batch");
-            stops.iter().for_each(|s| s.stop());
-        }
-    });
+    stop_on_signals(queries.iter().map(|q| q.stop_handle()).collect());
     futures::future::try_join_all(queries.iter_mut().map(|q| q.run(trigger))).await?;
     Ok(())
+}
+
+/// Ctrl-C (SIGINT) and SIGTERM (sent by `kill`, systemd, Kubernetes, ...) both stop every query
+/// after its current batch, so the last batch is committed and the process exits 0.
+fn stop_on_signals(stops: Vec<StopHandle>) {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut signal) => signal.recv().await,
+                Err(_) => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let terminate = std::future::pending::<Option<()>>();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate => {}
+        }
+        eprintln!("stopping after the current batch");
+        stops.iter().for_each(|s| s.stop());
+    });
 }

@@ -204,6 +204,13 @@ impl StreamingQuery {
                 }
                 while !self.stop.is_stopped() && self.run_next_batch().await? {}
             }
+            Trigger::Once => {
+                for s in &mut self.sources {
+                    s.source.read_all_available();
+                    s.source.freeze_available().await?;
+                }
+                self.run_next_batch().await?;
+            }
             Trigger::ProcessingTime(interval) => {
                 while !self.stop.is_stopped() {
                     let started = Instant::now();

@@ -1,6 +1,7 @@
 //! Refuses, before a query starts, what the output mode cannot run — Spark's
 //! `UnsupportedOperationChecker` is the reference list. Each refusal names the operator and the fix.
 
+use datafusion::catalog::TableProvider;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::ExprSchema;
 use datafusion::logical_expr::{Aggregate, Expr, JoinType, LogicalPlan, SortExpr};
@@ -20,6 +21,81 @@ fn is_streaming(plan: &LogicalPlan) -> bool {
 /// window over one).
 pub fn has_event_time_key(agg: &Aggregate) -> bool {
     agg.schema.fields().iter().take(agg.group_expr.len()).any(|f| event_time_delay_ms(f).is_some())
+}
+
+/// `table.column` for every watermarked column of the streams `plan` reads.
+fn event_time_columns(plan: &LogicalPlan) -> Vec<String> {
+    StreamTable::sources_of(plan)
+        .iter()
+        .flat_map(|t| {
+            t.schema()
+                .fields()
+                .iter()
+                .filter(|f| event_time_delay_ms(f).is_some())
+                .map(|f| format!("{}.{}", t.name(), f.name()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Refuses subquery expressions (`IN (SELECT ...)`, `EXISTS (...)`, scalar subqueries) that read a
+/// stream, as Spark does. Runs on the plan before optimization, which would decorrelate them into
+/// joins whose refusals would not name the subquery.
+///
+/// # Errors
+/// [`SluiceError::Unsupported`] naming the subquery form and the join to write instead.
+pub fn check_subqueries(plan: &LogicalPlan) -> Result<()> {
+    let mut error = None;
+    plan.apply_with_subqueries(|node| {
+        for expr in node.expressions() {
+            expr.apply(|e| {
+                error = error.take().or_else(|| subquery_refusal(e));
+                Ok(if error.is_some() { TreeNodeRecursion::Stop } else { TreeNodeRecursion::Continue })
+            })?;
+        }
+        Ok(if error.is_some() { TreeNodeRecursion::Stop } else { TreeNodeRecursion::Continue })
+    })?;
+    error.map_or(Ok(()), Err)
+}
+
+fn subquery_refusal(expr: &Expr) -> Option<SluiceError> {
+    let (form, subquery, fix) = match expr {
+        Expr::InSubquery(s) if s.negated => (
+            "NOT IN (SELECT ...)",
+            &s.subquery,
+            "an anti-join of two streams has no streaming form; keep the excluded keys in a bounded table (CREATE EXTERNAL TABLE) and use NOT IN over it",
+        ),
+        Expr::InSubquery(s) => (
+            "IN (SELECT ...)",
+            &s.subquery,
+            "rewrite as a join: FROM a LEFT SEMI JOIN b ON a.k = b.k AND b.ts BETWEEN a.ts AND a.ts + INTERVAL '1' HOUR, with a WATERMARK on both streams",
+        ),
+        Expr::Exists(e) if e.negated => (
+            "NOT EXISTS (SELECT ...)",
+            &e.subquery,
+            "an anti-join of two streams has no streaming form; keep the excluded rows in a bounded table (CREATE EXTERNAL TABLE) and use NOT EXISTS over it",
+        ),
+        Expr::Exists(e) => (
+            "EXISTS (SELECT ...)",
+            &e.subquery,
+            "rewrite as a join: FROM a LEFT SEMI JOIN b ON <the subquery's correlation condition> AND b.ts BETWEEN a.ts AND a.ts + INTERVAL '1' HOUR, with a WATERMARK on both streams",
+        ),
+        Expr::ScalarSubquery(s) => (
+            "scalar subquery (SELECT ...)",
+            s,
+            "rewrite as a join with the stream's aggregation, e.g. JOIN (SELECT window, k, avg(v) AS a FROM b GROUP BY window(ts, '1 hour'), k) AS s ON ..., or compute it in a query of its own",
+        ),
+        _ => return None,
+    };
+    let streams: Vec<String> =
+        StreamTable::sources_of(&subquery.subquery).iter().map(|t| format!("'{}'", t.name())).collect();
+    (!streams.is_empty()).then(|| {
+        SluiceError::unsupported(
+            format!("{form} over the stream {}", streams.join(", ")),
+            "subqueries over streams are not supported (as in Spark): the subquery would read the stream as a bounded table",
+            fix,
+        )
+    })
 }
 
 fn contains_aggregate(plan: &LogicalPlan) -> bool {
@@ -99,6 +175,20 @@ fn check_node(node: &LogicalPlan, mode: OutputMode, aggregates: &mut usize) -> O
                 ));
             }
             if mode == OutputMode::Append && !has_event_time_key(agg) {
+                let event_time = event_time_columns(node);
+                if !event_time.is_empty() {
+                    let first = event_time[0].rsplit('.').next().unwrap_or_default().to_string();
+                    return Some(SluiceError::unsupported(
+                        "aggregation (GROUP BY or SELECT DISTINCT) in append mode without the event-time column among its keys",
+                        format!(
+                            "append mode emits a group once the watermark passes its event time, so the event-time column ({}) or a window on it must be among the grouping keys; the source's watermark says nothing about a group without it",
+                            event_time.join(", ")
+                        ),
+                        format!(
+                            "add {first} or window({first}, ...) to the GROUP BY (for SELECT DISTINCT, select {first} too), or use output_mode 'update' or 'complete'"
+                        ),
+                    ));
+                }
                 return Some(SluiceError::unsupported(
                     "aggregation in append mode without a watermark",
                     "append mode emits a group only once it is final, which needs a watermark on the event-time column it groups by",

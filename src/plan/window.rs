@@ -46,6 +46,38 @@ pub fn parse_duration_ns(text: &str) -> DFResult<i64> {
     Ok(ns)
 }
 
+/// A constant window size, slide or start offset in nanoseconds: a duration string
+/// (`'10 seconds'`) or a day-time interval (`INTERVAL '10' SECOND`, `INTERVAL 1 HOUR`), as Spark
+/// accepts both.
+///
+/// # Errors
+/// A plan error for anything else, a month or year interval, or a duration that is not positive.
+pub fn scalar_duration_ns(value: &ScalarValue) -> DFResult<i64> {
+    let ns = match value {
+        ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)) => {
+            return parse_duration_ns(s)
+        }
+        ScalarValue::IntervalMonthDayNano(Some(i)) if i.months == 0 => {
+            i64::from(i.days).checked_mul(86_400_000_000_000).and_then(|d| d.checked_add(i.nanoseconds))
+        }
+        ScalarValue::IntervalDayTime(Some(i)) => {
+            (i64::from(i.days) * 86_400_000 + i64::from(i.milliseconds)).checked_mul(1_000_000)
+        }
+        ScalarValue::IntervalMonthDayNano(Some(_)) | ScalarValue::IntervalYearMonth(Some(_)) => {
+            return plan_err!("interval {value} uses months or years; windows need a fixed duration");
+        }
+        other => {
+            return plan_err!(
+                "window sizes must be constant durations such as '10 seconds' or INTERVAL '10' SECOND, got {other}"
+            )
+        }
+    };
+    match ns {
+        Some(ns) if ns > 0 => Ok(ns),
+        _ => plan_err!("interval {value} must be positive"),
+    }
+}
+
 /// The `window{start, end}` struct type for an event-time column of type `ts` whose field
 /// metadata is `meta`. Both children keep `meta` (the watermark delay), so the type itself says
 /// the window is an event-time key wherever the plan moves it.
@@ -86,10 +118,8 @@ impl Geometry {
         let text = |i: usize| -> DFResult<Option<i64>> {
             match args.get(i) {
                 None => Ok(None),
-                Some(ColumnarValue::Scalar(
-                    ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)),
-                )) => Ok(Some(parse_duration_ns(s)? / unit)),
-                Some(_) => exec_err!("window sizes must be constant strings such as '10 seconds'"),
+                Some(ColumnarValue::Scalar(value)) => Ok(Some(scalar_duration_ns(value)? / unit)),
+                Some(_) => exec_err!("window sizes must be constants such as '10 seconds' or INTERVAL '10' SECOND"),
             }
         };
         let size = text(1)?.expect("signature guarantees a size");
@@ -97,6 +127,9 @@ impl Geometry {
         let offset = text(offset_at)?.unwrap_or(0);
         if slide > size {
             return exec_err!("window slide must not exceed the window size");
+        }
+        if slide == 0 {
+            return exec_err!("window size and slide must be at least one unit of the event-time column ({ts})");
         }
         Ok(Geometry { size, slide, offset })
     }
@@ -293,6 +326,20 @@ mod tests {
         assert_eq!(parse_duration_ns("1 hour").unwrap(), 3_600_000_000_000);
         assert!(parse_duration_ns("1 month").is_err());
         assert!(parse_duration_ns("banana").is_err());
+    }
+
+    #[test]
+    fn intervals_are_durations() {
+        use arrow::datatypes::IntervalMonthDayNano;
+        let seconds = ScalarValue::IntervalMonthDayNano(Some(IntervalMonthDayNano::new(0, 0, 10_000_000_000)));
+        assert_eq!(scalar_duration_ns(&seconds).unwrap(), 10_000_000_000);
+        let day = ScalarValue::IntervalMonthDayNano(Some(IntervalMonthDayNano::new(0, 1, 0)));
+        assert_eq!(scalar_duration_ns(&day).unwrap(), 86_400_000_000_000);
+        let month = ScalarValue::IntervalMonthDayNano(Some(IntervalMonthDayNano::new(1, 0, 0)));
+        assert!(scalar_duration_ns(&month).unwrap_err().to_string().contains("months"));
+        let zero = ScalarValue::IntervalMonthDayNano(Some(IntervalMonthDayNano::new(0, 0, 0)));
+        assert!(scalar_duration_ns(&zero).is_err());
+        assert!(scalar_duration_ns(&ScalarValue::Int64(Some(10))).is_err());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use std::io::Write;
 
 use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::compute::cast;
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
@@ -30,6 +31,7 @@ pub struct ConsoleSink {
     out: Box<dyn Write + Send>,
     num_rows: usize,
     truncate: bool,
+    time_zone: Option<String>,
 }
 
 impl ConsoleSink {
@@ -41,7 +43,21 @@ impl ConsoleSink {
 
     /// As [`ConsoleSink::stdout`], printing to `writer`.
     pub fn new(writer: Box<dyn Write + Send>, num_rows: usize, truncate: bool) -> ConsoleSink {
-        ConsoleSink { out: writer, num_rows, truncate }
+        ConsoleSink { out: writer, num_rows, truncate, time_zone: None }
+    }
+
+    /// Shows timestamps in `time_zone` (Spark's `spark.sql.session.timeZone`: an IANA name such
+    /// as `Europe/Paris` or an offset such as `+02:00`) instead of UTC; `None` keeps UTC.
+    ///
+    /// # Errors
+    /// [`SluiceError::Sql`] for a time zone arrow does not know.
+    pub fn with_time_zone(mut self, time_zone: Option<&str>) -> Result<ConsoleSink> {
+        if let Some(tz) = time_zone {
+            tz.parse::<arrow::array::timezone::Tz>()
+                .map_err(|e| SluiceError::sql(format!("unknown time zone '{tz}': {e}")))?;
+        }
+        self.time_zone = time_zone.map(str::to_string);
+        Ok(self)
     }
 }
 
@@ -52,7 +68,7 @@ impl Sink for ConsoleSink {
     /// Spark does).
     fn add_batch(&mut self, batch_id: u64, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<()> {
         const RULE: &str = "-------------------------------------------";
-        let table = show_string(schema, batches, self.num_rows, self.truncate)?;
+        let table = show_string(schema, batches, self.num_rows, self.truncate, self.time_zone.as_deref())?;
         // Spark: println(RULE); println(s"Batch: $id"); println(RULE); println(showString(..))
         let text = format!("{RULE}\nBatch: {batch_id}\n{RULE}\n{table}\n");
         self.out
@@ -60,10 +76,18 @@ impl Sink for ConsoleSink {
             .and_then(|()| self.out.flush())
             .map_err(|e| SluiceError::Sink { sink: "console".to_string(), message: e.to_string() })
     }
+
+    /// Shows a null row of each column (see [`super::check_columns`]).
+    fn check_schema(&self, schema: &SchemaRef) -> Result<()> {
+        super::check_columns("console", "text", schema, |schema, batch| {
+            show_string(schema, std::slice::from_ref(batch), 1, self.truncate, self.time_zone.as_deref()).map(|_| ())
+        })
+    }
 }
 
 /// The text of Spark's `Dataset.showString(num_rows, truncate = if truncate { 20 } else { 0 })`
-/// for the rows of `batches`, ending in a newline.
+/// for the rows of `batches`, ending in a newline, timestamps shown in `time_zone` (UTC when
+/// `None`).
 ///
 /// Layout: columns at least 3 wide; cells right-aligned when truncating, left-aligned when not
 /// (as Spark); cells longer than 20 characters cut to their first 17 plus `...` when truncating
@@ -77,7 +101,13 @@ impl Sink for ConsoleSink {
 ///
 /// # Errors
 /// [`SluiceError::Arrow`] if a column cannot be displayed.
-pub fn show_string(schema: &SchemaRef, batches: &[RecordBatch], num_rows: usize, truncate: bool) -> Result<String> {
+pub fn show_string(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    num_rows: usize,
+    truncate: bool,
+    time_zone: Option<&str>,
+) -> Result<String> {
     let total: usize = batches.iter().map(|b| b.num_rows()).sum();
 
     let mut rows: Vec<Vec<String>> = Vec::with_capacity(total.min(num_rows));
@@ -88,7 +118,7 @@ pub fn show_string(schema: &SchemaRef, batches: &[RecordBatch], num_rows: usize,
         }
         let batch = batch.slice(0, batch.num_rows().min(left));
         left -= batch.num_rows();
-        let columns = batch.columns().iter().map(cells).collect::<Result<Vec<_>>>()?;
+        let columns = batch.columns().iter().map(|c| cells(c, time_zone)).collect::<Result<Vec<_>>>()?;
         for r in 0..batch.num_rows() {
             rows.push(columns.iter().map(|c| cut(escape(&c[r]), truncate)).collect());
         }
@@ -138,13 +168,15 @@ fn cut(cell: String, truncate: bool) -> String {
     s
 }
 
-/// The display text of every row of `array`, as Spark's `show` writes values.
-fn cells(array: &ArrayRef) -> Result<Vec<String>> {
+/// The display text of every row of `array`, as Spark's `show` writes values, timestamps in
+/// `time_zone` (UTC when `None`).
+fn cells(array: &ArrayRef, time_zone: Option<&str>) -> Result<Vec<String>> {
     let array = strip_timezone(array)?;
     let n = array.len();
     let mut out: Vec<String> = match array.data_type() {
         DataType::Struct(_) => {
-            let children = array.as_struct().columns().iter().map(cells).collect::<Result<Vec<_>>>()?;
+            let children =
+                array.as_struct().columns().iter().map(|c| cells(c, time_zone)).collect::<Result<Vec<_>>>()?;
             (0..n)
                 .map(|r| {
                     let values: Vec<&str> = children.iter().map(|c| c[r].as_str()).collect();
@@ -152,8 +184,8 @@ fn cells(array: &ArrayRef) -> Result<Vec<String>> {
                 })
                 .collect()
         }
-        DataType::List(_) => list_cells(array.as_list::<i32>(), n)?,
-        DataType::LargeList(_) => list_cells(array.as_list::<i64>(), n)?,
+        DataType::List(_) => list_cells(array.as_list::<i32>(), n, time_zone)?,
+        DataType::LargeList(_) => list_cells(array.as_list::<i64>(), n, time_zone)?,
         DataType::Float64 => {
             array.as_primitive::<arrow::datatypes::Float64Type>().values().iter().map(|v| java_double(*v)).collect()
         }
@@ -162,10 +194,18 @@ fn cells(array: &ArrayRef) -> Result<Vec<String>> {
         }
         DataType::Binary => hex_cells(array.as_binary::<i32>().iter()),
         DataType::LargeBinary => hex_cells(array.as_binary::<i64>().iter()),
-        DataType::Timestamp(_, _) => {
+        DataType::Timestamp(unit, _) => {
+            // The instants (UTC) relabelled with the session time zone, which the formatter
+            // then shows local time in. (A cast from no time zone would reinterpret the values.)
+            let array = match time_zone {
+                Some(tz) => cast(&cast(&array, &DataType::Int64)?, &DataType::Timestamp(*unit, Some(tz.into())))?,
+                None => array.clone(),
+            };
             // `%.f` prints 3, 6 or 9 digits, or nothing when the fraction is zero; Spark prints
             // the fraction without trailing zeros.
-            let options = FormatOptions::default().with_null(NULL).with_timestamp_format(Some("%Y-%m-%d %H:%M:%S%.f"));
+            let format = Some("%Y-%m-%d %H:%M:%S%.f");
+            let options =
+                FormatOptions::default().with_null(NULL).with_timestamp_format(format).with_timestamp_tz_format(format);
             let formatter = ArrayFormatter::try_new(array.as_ref(), &options)?;
             (0..n).map(|r| trim_fraction(formatter.value(r).to_string())).collect()
         }
@@ -186,10 +226,11 @@ fn cells(array: &ArrayRef) -> Result<Vec<String>> {
 fn list_cells<O: arrow::array::OffsetSizeTrait>(
     list: &arrow::array::GenericListArray<O>,
     n: usize,
+    time_zone: Option<&str>,
 ) -> Result<Vec<String>> {
     (0..n)
         .map(|r| {
-            let values = cells(&list.value(r))?;
+            let values = cells(&list.value(r), time_zone)?;
             Ok(format!("[{}]", values.join(", ")))
         })
         .collect()
@@ -304,6 +345,16 @@ mod tests {
     }
 
     #[test]
+    fn timestamps_show_in_the_session_time_zone() {
+        let b = wstart_batch(1);
+        let show = |tz| show_string(&b.schema(), std::slice::from_ref(&b), 20, false, tz).unwrap();
+        assert!(show(None).contains("|2024-01-01 00:00:00|"), "{}", show(None));
+        assert!(show(Some("Europe/Paris")).contains("|2024-01-01 01:00:00|"), "{}", show(Some("Europe/Paris")));
+        assert!(show(Some("-05:00")).contains("|2023-12-31 19:00:00|"), "{}", show(Some("-05:00")));
+        assert!(ConsoleSink::stdout(20, true).with_time_zone(Some("Mars/Olympus")).is_err());
+    }
+
+    #[test]
     fn prints_batches_like_spark_console_sink() {
         let out = Shared::default();
         let mut sink = ConsoleSink::new(Box::new(out.clone()), 20, true);
@@ -335,18 +386,18 @@ mod tests {
     #[test]
     fn empty_single_column_table() {
         let schema = Arc::new(Schema::new(vec![Field::new("cnt", DataType::Int64, false)]));
-        assert_eq!(show_string(&schema, &[], 20, true).unwrap(), "+---+\n|cnt|\n+---+\n+---+\n");
+        assert_eq!(show_string(&schema, &[], 20, true, None).unwrap(), "+---+\n|cnt|\n+---+\n+---+\n");
     }
 
     #[test]
     fn more_rows_than_num_rows_across_batches() {
         let b = wstart_batch(2);
-        let text = show_string(&b.schema(), &[b.clone(), b.clone()], 3, true).unwrap();
+        let text = show_string(&b.schema(), &[b.clone(), b.clone()], 3, true, None).unwrap();
         assert_eq!(text.matches("|2024-01-01 00:00:00|").count(), 3);
         assert!(text.ends_with("+\nonly showing top 3 rows\n"), "{text}");
-        let one = show_string(&b.schema(), std::slice::from_ref(&b), 1, true).unwrap();
+        let one = show_string(&b.schema(), std::slice::from_ref(&b), 1, true, None).unwrap();
         assert!(one.ends_with("only showing top 1 row\n"), "{one}");
-        let all = show_string(&b.schema(), &[b.clone(), b], 4, true).unwrap();
+        let all = show_string(&b.schema(), &[b.clone(), b], 4, true, None).unwrap();
         assert!(!all.contains("only showing"));
     }
 
@@ -364,7 +415,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            show_string(&schema, std::slice::from_ref(&b), 20, true).unwrap(),
+            show_string(&schema, std::slice::from_ref(&b), 20, true, None).unwrap(),
             "+--------------------+----+\n\
              |                   s|   n|\n\
              +--------------------+----+\n\
@@ -374,7 +425,7 @@ mod tests {
              +--------------------+----+\n"
         );
         assert_eq!(
-            show_string(&schema, &[b], 20, false).unwrap(),
+            show_string(&schema, &[b], 20, false, None).unwrap(),
             "+--------------------------+----+\n\
              |s                         |n   |\n\
              +--------------------------+----+\n\
@@ -420,7 +471,7 @@ mod tests {
             ],
         )
         .unwrap();
-        let text = show_string(&schema, &[b], 20, false).unwrap();
+        let text = show_string(&schema, &[b], 20, false, None).unwrap();
         let cells = |line: &str| -> Vec<String> {
             line.trim_matches('|').split('|').map(|c| c.trim_end().to_string()).collect()
         };

@@ -118,6 +118,13 @@ impl Sink for FileSink {
         let manifest = serde_json::json!({ "batch_id": batch_id, "files": files });
         write_atomically(&self.dir.join(MANIFEST_DIR), &batch_id.to_string(), manifest.to_string().as_bytes())
     }
+
+    /// Encodes a null row of each column in the sink's format (see [`super::check_columns`]).
+    fn check_schema(&self, schema: &SchemaRef) -> Result<()> {
+        super::check_columns(&self.name, self.format.extension(), schema, |schema, batch| {
+            encode(schema, std::slice::from_ref(batch), self.format).map(|_| ())
+        })
+    }
 }
 
 /// `part-<batch id, 8 digits>-`: the start of every data file name of `batch_id`. The trailing

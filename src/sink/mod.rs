@@ -4,10 +4,13 @@
 //! crash between writing the output and writing `commits/N`, and the sink must then replace what
 //! batch `N` wrote, never duplicate it (DESIGN §1 step 4).
 
-use arrow::datatypes::SchemaRef;
+use std::sync::Arc;
+
+use arrow::array::new_null_array;
+use arrow::datatypes::{Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 
-use crate::Result;
+use crate::{Result, SluiceError};
 
 pub mod console;
 pub mod file;
@@ -24,4 +27,44 @@ pub trait Sink: Send {
     /// [`crate::SluiceError::Sink`] or [`crate::SluiceError::Io`] when the output cannot be written;
     /// the query stops and the batch is replayed on restart.
     fn add_batch(&mut self, batch_id: u64, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<()>;
+
+    /// Checks, before the query starts, that the sink can write rows of `schema` (e.g. CSV holds
+    /// no struct, list or map column). The default accepts everything.
+    ///
+    /// # Errors
+    /// [`SluiceError::Sink`] naming the first column it cannot write, its type, and what to do.
+    fn check_schema(&self, _schema: &SchemaRef) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Checks each column of `schema` by passing `write` a batch of that column alone with one null
+/// row — the writer itself says what it cannot encode; the first failure is reported as a
+/// [`SluiceError::Sink`] of `sink` naming the column, its type and `format`.
+pub(crate) fn check_columns(
+    sink: &str,
+    format: &str,
+    schema: &SchemaRef,
+    write: impl Fn(&SchemaRef, &RecordBatch) -> Result<()>,
+) -> Result<()> {
+    for field in schema.fields() {
+        let field = field.as_ref().clone().with_nullable(true);
+        let probe = Arc::new(Schema::new(vec![field.clone()]));
+        let batch = RecordBatch::try_new(probe.clone(), vec![new_null_array(field.data_type(), 1)])?;
+        write(&probe, &batch).map_err(|e| {
+            let why = match e {
+                SluiceError::Sink { message, .. } => message,
+                other => other.to_string(),
+            };
+            SluiceError::Sink {
+                sink: sink.to_string(),
+                message: format!(
+                    "cannot write column '{}' of type {} as {format}: {why}",
+                    field.name(),
+                    field.data_type()
+                ),
+            }
+        })?;
+    }
+    Ok(())
 }

@@ -156,6 +156,10 @@ impl Source for FileSource {
         Ok(())
     }
 
+    fn read_all_available(&mut self) {
+        self.options.max_files_per_trigger = None;
+    }
+
     async fn freeze_available(&mut self) -> Result<()> {
         self.frozen = Some(self.new_files()?.into_iter().map(|f| f.path).collect());
         Ok(())

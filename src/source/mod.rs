@@ -49,6 +49,10 @@ pub trait Source: Send + Sync + std::fmt::Debug {
     /// [`crate::SluiceError::Source`] when the source cannot be listed.
     async fn freeze_available(&mut self) -> Result<()>;
 
+    /// Lifts the source's rate limit (e.g. `max_files_per_trigger`) for the batches that follow:
+    /// the next batch takes everything available (Spark's `ReadAllAvailable` for `Trigger.Once`).
+    fn read_all_available(&mut self) {}
+
     /// Chooses the end offset of batch `batch_id` starting at `start`, at most the source's rate
     /// limit further; returns `start` when there is nothing new. Whatever the source must remember
     /// to replay the range is written to `location` before this returns.

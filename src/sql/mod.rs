@@ -3,8 +3,10 @@
 //! rewrite that gives `window(ts, ...)` in `GROUP BY` its Spark meaning.
 
 pub mod dialect;
+pub mod functions;
 pub mod parser;
 pub mod rewrite;
+pub mod settings;
 pub mod spelling;
 
 pub use parser::{parse_script, CreateStreamTable, SluiceStatement, WatermarkClause};

@@ -3,11 +3,12 @@
 
 use std::collections::BTreeMap;
 
+use datafusion::error::DataFusionError;
 use datafusion::sql::parser::{DFParser, DFParserBuilder, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::{ColumnDef, ColumnOption, ColumnOptionDef, Expr, Ident};
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
-use datafusion::sql::sqlparser::tokenizer::Token;
+use datafusion::sql::sqlparser::tokenizer::{Location, Token};
 
 use super::dialect::SluiceDialect;
 use crate::{Result, SluiceError};
@@ -51,35 +52,60 @@ pub enum SluiceStatement {
 /// Parses a script of `;`-separated statements.
 ///
 /// # Errors
-/// [`SluiceError::Sql`] naming the line and column of the first syntax error.
+/// [`SluiceError::SqlSyntax`] with the line and column of the first syntax error.
 pub fn parse_script(sql: &str) -> Result<Vec<SluiceStatement>> {
     let dialect = SluiceDialect::default();
-    let mut parser =
-        DFParserBuilder::new(sql).with_dialect(&dialect).build().map_err(|e| SluiceError::sql(e.to_string()))?;
+    let mut parser = DFParserBuilder::new(sql)
+        .with_dialect(&dialect)
+        .build()
+        .map_err(|e| syntax_error(&e.find_root().to_string(), Location::of(1, 1)))?;
     let mut statements = Vec::new();
     loop {
         while parser.parser.consume_token(&Token::SemiColon) {}
-        if parser.parser.peek_token().token == Token::EOF {
+        let next = parser.parser.peek_token();
+        if next.token == Token::EOF {
             return Ok(statements);
         }
         let statement = if is_stream_table(&parser) {
             SluiceStatement::CreateStreamTable(Box::new(
-                parse_create_stream_table(&mut parser.parser).map_err(|e| SluiceError::sql(e.to_string()))?,
+                parse_create_stream_table(&mut parser.parser).map_err(|e| parser_error(&e, &parser.parser))?,
             ))
         } else {
-            SluiceStatement::DataFusion(Box::new(
-                parser.parse_statement().map_err(|e| SluiceError::sql(e.to_string()))?,
-            ))
+            SluiceStatement::DataFusion(Box::new(parser.parse_statement().map_err(|e| match e.find_root() {
+                DataFusionError::SQL(e, _) => parser_error(e, &parser.parser),
+                other => syntax_error(&other.message(), parser.parser.peek_token().span.start),
+            })?))
         };
         statements.push(statement);
         let next = parser.parser.peek_token();
         if !matches!(next.token, Token::SemiColon | Token::EOF) {
-            return Err(SluiceError::sql(format!(
-                "expected ';' or end of script after a statement, found {next} at {}",
-                next.span.start
-            )));
+            return Err(syntax_error(
+                &format!("expected ';' or the end of the script after a statement, found {next}"),
+                next.span.start,
+            ));
         }
     }
+}
+
+/// A sqlparser error as [`SluiceError::SqlSyntax`]; the position is the one in its text, else
+/// where the parser stopped.
+fn parser_error(error: &ParserError, parser: &Parser) -> SluiceError {
+    let text = match error {
+        ParserError::TokenizerError(s) | ParserError::ParserError(s) => s.as_str(),
+        ParserError::RecursionLimitExceeded => "the statement nests too deeply (recursion limit exceeded)",
+    };
+    syntax_error(text, parser.peek_token().span.start)
+}
+
+/// Splits sqlparser's ` at Line: L, Column: C` suffix (its `Location` display) off `text`;
+/// `fallback` when there is none.
+fn syntax_error(text: &str, fallback: Location) -> SluiceError {
+    let located = text.rsplit_once(" at Line: ").and_then(|(message, position)| {
+        let (line, column) = position.split_once(", Column: ")?;
+        Some((message, line.trim().parse().ok()?, column.trim().parse().ok()?))
+    });
+    let (message, line, column) = located.unwrap_or((text, fallback.line, fallback.column));
+    SluiceError::SqlSyntax { line, column, message: message.trim().to_string() }
 }
 
 /// `CREATE [OR REPLACE] TABLE` (not `EXTERNAL`, `TEMPORARY`, ... which DataFusion handles).
@@ -169,7 +195,7 @@ fn peek_word(parser: &Parser, word: &str) -> bool {
 }
 
 fn parser_err<T>(parser: &Parser, message: &str) -> Result<T, ParserError> {
-    Err(ParserError::ParserError(format!("{message} at {}", parser.peek_token().span.start)))
+    Err(ParserError::ParserError(format!("{message}{}", parser.peek_token().span.start)))
 }
 
 /// SQL identifier normalization as DataFusion does it: unquoted names are lower-cased.
@@ -206,12 +232,26 @@ mod tests {
         assert!(matches!(statements[2], SluiceStatement::DataFusion(_)));
     }
 
+    fn position(sql: &str) -> (u64, u64, String) {
+        match parse_script(sql).unwrap_err() {
+            SluiceError::SqlSyntax { line, column, message } => (line, column, message),
+            other => panic!("not a syntax error: {other}"),
+        }
+    }
+
     #[test]
     fn syntax_errors_name_the_position() {
-        let err = parse_script("CREATE TABLE t (a INT WITH (connector = 'file')").unwrap_err();
-        assert!(err.to_string().contains("Line: 1"), "{err}");
-        let err = parse_script("SELECT 1 SELECT 2").unwrap_err();
-        assert!(err.to_string().contains("Line: 1"), "{err}");
+        let (line, column, message) = position("CREATE TABLE t (a INT WITH (connector = 'file')");
+        assert_eq!((line, column), (1, 23), "{message}");
+        assert!(!message.contains("Line:"), "{message}");
+        let (line, column, _) = position("SELECT 1\nSELECT 2");
+        assert_eq!((line, column), (2, 1));
+        let (line, column, message) = position("SELECT 1;\n\nSELECT a FROM t WHERE ;");
+        assert_eq!((line, column), (3, 23), "{message}");
+        let (line, _, message) = position("CREATE TABLE t (a INT) WITH (connector 'file')");
+        assert_eq!(line, 1, "{message}");
+        let err = parse_script("SELECT 1 +").unwrap_err().to_string();
+        assert_eq!(err.matches("SQL").count(), 1, "{err}");
     }
 
     #[test]

@@ -67,9 +67,12 @@ async fn refusal(mode: OutputMode, delay: Option<i64>, select: &str) -> String {
 async fn append_mode_refuses_an_aggregation_without_watermark() {
     let err = refusal(OutputMode::Append, None, "SELECT key, count(*) FROM events GROUP BY key").await;
     assert!(err.contains("append mode without a watermark") && err.contains("WATERMARK FOR"), "{err}");
-    // Watermarked input, but the grouping has no event-time column: same refusal.
-    let err = refusal(OutputMode::Append, Some(10), "SELECT key, count(*) FROM events GROUP BY key").await;
-    assert!(err.contains("append mode without a watermark"), "{err}");
+    // Watermarked input, but the grouping has no event-time column: the refusal says so.
+    for select in ["SELECT key, count(*) FROM events GROUP BY key", "SELECT DISTINCT key FROM events"] {
+        let err = refusal(OutputMode::Append, Some(10), select).await;
+        assert!(!err.contains("without a watermark"), "{err}");
+        assert!(err.contains("event-time column (events.ts)") && err.contains("window(ts, ...)"), "{err}");
+    }
 }
 
 #[tokio::test]
@@ -120,4 +123,30 @@ async fn deduplication_after_an_aggregation_is_refused() {
                     (SELECT key AS k, count(*) AS n FROM events GROUP BY key) AS counts) AS d WHERE rn = 1";
     let err = refusal(OutputMode::Update, Some(10), select).await;
     assert!(err.contains("deduplication after an aggregation") && err.contains("before aggregating"), "{err}");
+}
+
+#[tokio::test]
+async fn a_watermark_error_names_the_columns_that_could_carry_it() {
+    let mut ctx = sluice::StreamContext::new();
+    let ddl = |wm: &str| {
+        format!("CREATE TABLE e (k STRING, event_time TIMESTAMP, n BIGINT, WATERMARK FOR {wm} AS {wm} - INTERVAL '1' SECOND) WITH (connector = 'file', path = 'x')")
+    };
+    let err = ctx.execute(&ddl("ts")).await.unwrap_err().to_string();
+    assert!(err.contains("'ts' is not a column") && err.contains("WATERMARK FOR event_time"), "{err}");
+    let err = ctx.execute(&ddl("n")).await.unwrap_err().to_string();
+    assert!(err.contains("n TIMESTAMP") && err.contains("CAST(n AS TIMESTAMP)") && err.contains("event_time"), "{err}");
+}
+
+#[tokio::test]
+async fn a_subquery_over_a_stream_is_refused_in_its_own_words() {
+    for select in [
+        "SELECT key FROM events WHERE key IN (SELECT key FROM events)",
+        "SELECT key FROM events e WHERE EXISTS (SELECT 1 FROM events o WHERE o.key = e.key)",
+        "SELECT key, (SELECT max(value) FROM events) AS m FROM events",
+    ] {
+        let err = refusal(OutputMode::Append, Some(10), select).await;
+        assert!(err.contains("subqueries over streams are not supported"), "{select}: {err}");
+        assert!(err.contains("join"), "{select}: {err}");
+        assert!(!err.contains("padded with nulls"), "{select}: {err}");
+    }
 }

@@ -120,3 +120,153 @@ fn sigkill_at_random_moments_then_restart_gives_the_uninterrupted_output() {
     assert!(kills > 0, "at least one run was killed");
     assert_eq!(files(&killed_out), files(&reference_out), "after {kills} kills");
 }
+
+/// The numbered entries of a checkpoint log directory (`offsets`, `commits`).
+fn log_ids(dir: &Path) -> Vec<u64> {
+    let mut ids: Vec<u64> = std::fs::read_dir(dir)
+        .map(|entries| entries.filter_map(|e| e.unwrap().file_name().to_str()?.parse().ok()).collect())
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn sigterm_stops_after_the_current_batch_like_ctrl_c() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("flights");
+    copy_in_order(Path::new("data/flights"), &input);
+    let script = |name: &str| {
+        let sql = dir.path().join(format!("{name}.sql"));
+        std::fs::write(&sql, flights_script(&input, &dir.path().join(format!("{name}-out")))).unwrap();
+        sql
+    };
+    let reference = script("reference");
+    let status = sluice()
+        .args(["run", reference.to_str().unwrap(), "--trigger", "available-now"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    // The default trigger: batches back to back, one file each; SIGTERM once a few committed.
+    let checkpoint = dir.path().join("checkpoint");
+    let child = sluice()
+        .args(["run", script("terminated").to_str().unwrap(), "--checkpoint"])
+        .arg(&checkpoint)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while log_ids(&checkpoint.join("commits")).len() < 3 {
+        assert!(started.elapsed() < Duration::from_secs(60), "no batches committed");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("stopping after the current batch"), "{stderr}");
+
+    // No half batch: the last batch planned was committed, and its output is all there.
+    let offsets = log_ids(&checkpoint.join("offsets"));
+    let commits = log_ids(&checkpoint.join("commits"));
+    assert_eq!(offsets.last(), commits.last(), "offsets {offsets:?} commits {commits:?}");
+    let last = *commits.last().unwrap();
+    assert!(last < 30, "stopped before the end of the input (batch {last})");
+    let expected = crate::common::sink_rows_by_batch(&dir.path().join("reference-out"));
+    let got = crate::common::sink_rows_by_batch(&dir.path().join("terminated-out"));
+    let expected: BTreeMap<_, _> = expected.into_iter().filter(|(b, _)| *b <= last).collect();
+    assert_eq!(got, expected);
+}
+
+/// Writes `sql` as `q.sql` in `dir` (with `{dir}` replaced by the directory) and runs it with
+/// `args`; returns the exit code and stderr.
+fn run_sql(dir: &Path, name: &str, sql: &str, args: &[&str]) -> (Option<i32>, String) {
+    let path = dir.join(name);
+    std::fs::write(&path, sql.replace("{dir}", &dir.display().to_string())).unwrap();
+    let args = args.iter().map(|a| a.replace("{dir}", &dir.display().to_string()));
+    let out = sluice().arg("run").arg(&path).args(args).stdout(Stdio::null()).output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).to_string())
+}
+
+#[test]
+fn a_syntax_error_names_file_line_and_column_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let sql = "CREATE TABLE e (k STRING, ts TIMESTAMP) WITH (connector = 'file', path = '{dir}');\n\
+               CREATE TABLE o WITH (connector = 'console');\n\
+               INSERT INTO o\n\
+               SELECT k, count(*) FROM e GROUP BY k;\n";
+    let broken = sql.replace("GROUP BY k;", "GROUP BY k +;");
+    let (code, stderr) = run_sql(dir.path(), "flight_delays.sql", &broken, &[]);
+    assert_eq!(code, Some(1));
+    let expected = format!("error: {}:4:39: SQL syntax error: ", dir.path().join("flight_delays.sql").display());
+    assert!(stderr.starts_with(&expected), "{stderr}");
+    assert_eq!(stderr.matches("SQL").count(), 1, "{stderr}");
+    assert!(!stderr.contains("Line:"), "{stderr}");
+}
+
+#[test]
+fn progress_lines_name_their_query_when_a_script_has_several() {
+    let dir = tempfile::tempdir().unwrap();
+    crate::common::write_file(
+        &dir.path().join("in"),
+        "0.json",
+        "{\"k\": \"a\", \"ts\": \"2024-01-01T00:00:01Z\"}\n",
+        0,
+    );
+    let sql = "CREATE TABLE e (k STRING, ts TIMESTAMP) WITH (connector = 'file', path = '{dir}/in');
+               CREATE TABLE q1 WITH (connector = 'file', path = '{dir}/q1', output_mode = 'update');
+               CREATE TABLE q2 WITH (connector = 'file', path = '{dir}/q2', output_mode = 'update');
+               INSERT INTO q1 SELECT k, count(*) AS n FROM e GROUP BY k;
+               INSERT INTO q2 SELECT k FROM e;";
+    let (code, stderr) = run_sql(dir.path(), "two.sql", sql, &["--trigger", "available-now"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.lines().any(|l| l.starts_with("[q1] batch 0 | input 1 rows")), "{stderr}");
+    assert!(stderr.lines().any(|l| l.starts_with("[q2] batch 0 | input 1 rows")), "{stderr}");
+}
+
+#[test]
+fn a_column_a_sink_cannot_encode_is_refused_before_any_query_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    crate::common::write_file(
+        &dir.path().join("in"),
+        "0.json",
+        "{\"k\": \"a\", \"ts\": \"2024-01-01T00:00:01Z\"}\n",
+        0,
+    );
+    let sql =
+        "CREATE TABLE e (k STRING, ts TIMESTAMP, WATERMARK FOR ts AS ts) WITH (connector = 'file', path = '{dir}/in');
+               CREATE TABLE fine WITH (connector = 'file', path = '{dir}/fine', format = 'json');
+               CREATE TABLE flat WITH (connector = 'file', path = '{dir}/flat', format = 'csv');
+               INSERT INTO fine SELECT k, ts FROM e;
+               INSERT INTO flat SELECT window, k, count(*) AS n FROM e GROUP BY window(ts, '10 seconds'), k;";
+    let (code, stderr) = run_sql(dir.path(), "q.sql", sql, &["--trigger", "available-now"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("sink 'flat'") && stderr.contains("column 'window'"), "{stderr}");
+    assert!(stderr.contains("window.start"), "says what to do: {stderr}");
+    let written: Vec<_> = std::fs::read_dir(dir.path().join("fine"))
+        .map(|d| d.filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with("part-")).collect())
+        .unwrap_or_default();
+    assert!(written.is_empty(), "the first query ran: {written:?}");
+}
+
+#[test]
+fn trigger_once_runs_one_batch_with_everything_available() {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..3 {
+        let row = format!("{{\"k\": \"a\", \"ts\": \"2024-01-01T00:00:0{i}Z\"}}\n");
+        crate::common::write_file(&dir.path().join("in"), &format!("{i}.json"), &row, i);
+    }
+    let sql = "CREATE TABLE e (k STRING, ts TIMESTAMP, WATERMARK FOR ts AS ts)
+                 WITH (connector = 'file', path = '{dir}/in', max_files_per_trigger = '1');
+               CREATE TABLE o WITH (connector = 'file', path = '{dir}/out');
+               INSERT INTO o SELECT k, ts FROM e;";
+    let (code, stderr) = run_sql(dir.path(), "q.sql", sql, &["--trigger", "once", "--checkpoint", "{dir}/cp"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let batches: Vec<&str> = stderr.lines().filter(|l| l.starts_with("batch ")).collect();
+    assert_eq!(batches.len(), 1, "{stderr}");
+    assert!(batches[0].starts_with("batch 0 | input 3 rows"), "{stderr}");
+}

@@ -16,6 +16,8 @@ mod nested_data;
 mod output_modes;
 mod recovery;
 mod session_windows;
+mod spark_sql;
+mod sql_fuzz;
 mod stream_join;
 mod watermarks;
 mod worked_example;

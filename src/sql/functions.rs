@@ -1,0 +1,84 @@
+//! The SQL functions of a sluice session: DataFusion's, sluice's window functions, and Spark's
+//! from the `datafusion-spark` crate.
+//!
+//! By default Spark's functions are added only under names DataFusion lacks (`if`, `size`,
+//! `date_add`, `collect_list`, `from_utc_timestamp`, ...), so DataFusion's behaviour of every
+//! name it has is kept. With `SET sluice.sql.spark_functions = 'true'` every datafusion-spark
+//! function replaces DataFusion's of the same name (`concat` returns NULL when an argument is
+//! NULL, as in Spark) and Spark's expression planner is added (`EXTRACT`, `SUBSTRING`).
+
+use std::sync::Arc;
+
+use datafusion::catalog::MemoryCatalogProviderList;
+use datafusion::execution::context::SessionState;
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::logical_expr::registry::FunctionRegistry;
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+use crate::plan::window;
+use crate::Result;
+
+/// A session with sluice's window functions and datafusion-spark's functions that DataFusion
+/// has no function of the same name for.
+pub fn new_session(config: SessionConfig) -> SessionContext {
+    let ctx = SessionContext::new_with_config(config);
+    for udf in window::window_udfs() {
+        ctx.register_udf(udf);
+    }
+    let state = ctx.state();
+    let taken = |name: &str, aliases: &[String]| {
+        std::iter::once(name).chain(aliases.iter().map(String::as_str)).any(|n| {
+            state.scalar_functions().contains_key(n)
+                || state.aggregate_functions().contains_key(n)
+                || state.window_functions().contains_key(n)
+        })
+    };
+    for udf in datafusion_spark::all_default_scalar_functions() {
+        if !taken(udf.name(), udf.aliases()) {
+            ctx.register_udf(udf.as_ref().clone());
+        }
+    }
+    for udaf in datafusion_spark::all_default_aggregate_functions() {
+        if !taken(udaf.name(), udaf.aliases()) {
+            ctx.register_udaf(udaf.as_ref().clone());
+        }
+    }
+    ctx
+}
+
+/// Makes every datafusion-spark function replace DataFusion's of the same name in `ctx`, and
+/// plans `EXTRACT` and `SUBSTRING` as Spark does (`SET sluice.sql.spark_functions = 'true'`).
+///
+/// # Errors
+/// A DataFusion error if a function cannot be registered.
+pub fn prefer_spark_functions(ctx: &SessionContext) -> Result<()> {
+    let mut registry = ctx.clone();
+    datafusion_spark::register_all(&mut registry)?;
+    registry.register_expr_planner(Arc::new(datafusion_spark::planner::SparkFunctionPlanner))?;
+    Ok(())
+}
+
+/// A session state with `ctx`'s configuration, functions and planners but an empty catalog, for
+/// a query to register its own stream tables in.
+pub fn session_without_tables(ctx: &SessionContext) -> SessionState {
+    SessionStateBuilder::new_from_existing(ctx.state())
+        .with_catalog_list(Arc::new(MemoryCatalogProviderList::new()))
+        .with_config(ctx.copied_config())
+        .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spark_only_names_are_added() {
+        let state = new_session(SessionConfig::new()).state();
+        for name in ["if", "size", "date_add", "from_utc_timestamp", "json_tuple", "tumble_window"] {
+            assert!(state.scalar_functions().contains_key(name), "{name}");
+        }
+        for name in ["collect_list", "collect_set", "try_sum"] {
+            assert!(state.aggregate_functions().contains_key(name), "{name}");
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! `SET key = 'value'` in a script and [`crate::StreamContext::set`]: sluice's options, under
+//! Spark's own keys where Spark has the option (so a Spark job's settings carry over), under
+//! `sluice.*` for sluice's own, and DataFusion's `datafusion.*` keys passed through to its config.
+
+use crate::operator::watermark::MultipleWatermarkPolicy;
+use crate::{Result, SluiceError};
+
+/// `spark.sql.streaming.multipleWatermarkPolicy`: `min` (default) or `max`.
+pub const WATERMARK_POLICY: &str = "spark.sql.streaming.multipleWatermarkPolicy";
+/// `spark.sql.session.timeZone`: the session time zone (`UTC`, `Europe/Paris`, `+02:00`).
+pub const SESSION_TIME_ZONE: &str = "spark.sql.session.timeZone";
+/// `spark.sql.shuffle.partitions`: the number of state partitions of a new query.
+pub const SHUFFLE_PARTITIONS: &str = "spark.sql.shuffle.partitions";
+/// `sluice.sql.spark_functions`: `true` makes Spark's versions of functions DataFusion also has
+/// (`concat`, `round`, ...) replace DataFusion's.
+pub const SPARK_FUNCTIONS: &str = "sluice.sql.spark_functions";
+
+/// The keys sluice accepts besides `datafusion.*`.
+pub const KEYS: [&str; 4] = [WATERMARK_POLICY, SESSION_TIME_ZONE, SHUFFLE_PARTITIONS, SPARK_FUNCTIONS];
+
+/// One parsed setting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Setting {
+    /// How the watermarks of several inputs combine.
+    WatermarkPolicy(MultipleWatermarkPolicy),
+    /// The session time zone, as given (validated by arrow's time zone parser).
+    TimeZone(String),
+    /// State partitions of queries started from now on (a query's checkpoint keeps the number it
+    /// was first started with, as Spark's does).
+    StatePartitions(usize),
+    /// Whether datafusion-spark's functions replace DataFusion's of the same name.
+    SparkFunctions(bool),
+    /// A DataFusion configuration key, e.g. `datafusion.execution.batch_size`, checked by
+    /// DataFusion when applied.
+    DataFusion {
+        /// The full key.
+        key: String,
+        /// The value as written.
+        value: String,
+    },
+}
+
+impl Setting {
+    /// Parses `key` (case-insensitive, as Spark's SQL conf keys) and `value`.
+    ///
+    /// # Errors
+    /// [`SluiceError::Sql`] naming the key for an unknown key (listing the accepted ones) or a
+    /// value the key does not take.
+    pub fn parse(key: &str, value: &str) -> Result<Setting> {
+        let bad = |expected: &str| SluiceError::sql(format!("SET {key}: expected {expected}, got '{value}'"));
+        let value = value.trim();
+        if key.to_ascii_lowercase().starts_with("datafusion.") {
+            return Ok(Setting::DataFusion { key: key.to_string(), value: value.to_string() });
+        }
+        let Some(known) = KEYS.iter().find(|k| k.eq_ignore_ascii_case(key)) else {
+            return Err(SluiceError::sql(format!(
+                "unknown setting '{key}'; accepted: {}, and DataFusion's datafusion.* keys",
+                KEYS.join(", ")
+            )));
+        };
+        match *known {
+            WATERMARK_POLICY => {
+                MultipleWatermarkPolicy::parse(value).map(Setting::WatermarkPolicy).map_err(|_| bad("'min' or 'max'"))
+            }
+            SESSION_TIME_ZONE => {
+                value
+                    .parse::<arrow::array::timezone::Tz>()
+                    .map_err(|_| bad("a time zone such as 'UTC', 'Europe/Paris' or '+02:00'"))?;
+                Ok(Setting::TimeZone(value.to_string()))
+            }
+            SHUFFLE_PARTITIONS => value
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .map(Setting::StatePartitions)
+                .ok_or_else(|| bad("a positive number of partitions")),
+            _ => match value.to_ascii_lowercase().as_str() {
+                "true" => Ok(Setting::SparkFunctions(true)),
+                "false" => Ok(Setting::SparkFunctions(false)),
+                _ => Err(bad("'true' or 'false'")),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spark_keys_parse_case_insensitively() {
+        assert_eq!(
+            Setting::parse("spark.sql.streaming.multiplewatermarkpolicy", "MAX").unwrap(),
+            Setting::WatermarkPolicy(MultipleWatermarkPolicy::Max)
+        );
+        assert_eq!(Setting::parse("spark.sql.shuffle.partitions", "4").unwrap(), Setting::StatePartitions(4));
+        assert_eq!(
+            Setting::parse("spark.sql.session.timeZone", "Europe/Paris").unwrap(),
+            Setting::TimeZone("Europe/Paris".into())
+        );
+        assert_eq!(Setting::parse("sluice.sql.spark_functions", "true").unwrap(), Setting::SparkFunctions(true));
+    }
+
+    #[test]
+    fn bad_keys_and_values_are_refused_by_name() {
+        let err = Setting::parse("spark.sql.shuffle.partitionz", "4").unwrap_err().to_string();
+        assert!(err.contains("'spark.sql.shuffle.partitionz'") && err.contains(SHUFFLE_PARTITIONS), "{err}");
+        let err = Setting::parse("spark.sql.shuffle.partitions", "0").unwrap_err().to_string();
+        assert!(err.contains("positive"), "{err}");
+        let err = Setting::parse("spark.sql.session.timeZone", "Mars/Olympus").unwrap_err().to_string();
+        assert!(err.contains("Mars/Olympus"), "{err}");
+    }
+}
