@@ -39,7 +39,10 @@ pub fn parse_duration_ns(text: &str) -> DFResult<i64> {
     if interval.months != 0 {
         return plan_err!("interval '{text}' uses months or years; windows need a fixed duration");
     }
-    let ns = interval.days as i64 * 86_400_000_000_000 + interval.nanoseconds;
+    let ns = i64::from(interval.days)
+        .checked_mul(86_400_000_000_000)
+        .and_then(|d| d.checked_add(interval.nanoseconds))
+        .ok_or_else(|| datafusion::error::DataFusionError::Plan(format!("interval '{text}' is too long")))?;
     if ns <= 0 {
         return plan_err!("interval '{text}' must be positive");
     }
@@ -131,6 +134,12 @@ impl Geometry {
         if slide == 0 {
             return exec_err!("window size and slide must be at least one unit of the event-time column ({ts})");
         }
+        if size / slide > MAX_WINDOWS_PER_ROW {
+            return exec_err!(
+                "a window of {size} sliding by {slide} (units of {ts}) puts each row in {} windows, more than {MAX_WINDOWS_PER_ROW}; use a larger slide",
+                size / slide
+            );
+        }
         Ok(Geometry { size, slide, offset })
     }
 
@@ -139,6 +148,10 @@ impl Geometry {
         t - (t - self.offset).rem_euclid(self.slide)
     }
 }
+
+/// The most windows one row may belong to (`size / slide`): beyond it a sliding window expands
+/// each row into more rows than a micro-batch can hold, so the query is refused.
+const MAX_WINDOWS_PER_ROW: i64 = 100_000;
 
 pub(crate) fn timestamp_values(array: &ArrayRef) -> DFResult<PrimitiveArray<Int64Type>> {
     Ok(arrow::compute::cast(array, &DataType::Int64)?.as_primitive::<Int64Type>().clone())
@@ -225,7 +238,7 @@ impl ScalarUDFImpl for SlidingWindows {
         let g = Geometry::from_args(&args.args, &ts_type, true)?;
         let ts = args.args[0].clone().into_array(args.number_rows)?;
         let values = timestamp_values(&ts)?;
-        let mut starts = Vec::with_capacity(values.len() * (g.size / g.slide) as usize);
+        let mut starts = Vec::with_capacity(values.len());
         let mut offsets = Vec::with_capacity(values.len() + 1);
         offsets.push(0i32);
         for t in values.iter() {
@@ -237,7 +250,13 @@ impl ScalarUDFImpl for SlidingWindows {
                 }
                 starts.extend((0..).map(|i| first + i * g.slide).take_while(|s| *s <= last));
             }
-            offsets.push(starts.len() as i32);
+            let end = i32::try_from(starts.len()).map_err(|_| {
+                datafusion::error::DataFusionError::Execution(format!(
+                    "a micro-batch puts rows in more than {} sliding windows; use a larger slide or fewer rows per batch",
+                    i32::MAX
+                ))
+            })?;
+            offsets.push(end);
         }
         let starts = Int64Array::from(starts);
         let ends: Int64Array = starts.unary(|s| s + g.size);
