@@ -487,6 +487,7 @@ impl StreamContext {
         let decode = DecodeOptions {
             bad_data: option("bad_data").map(BadData::parse).transpose()?.unwrap_or(BadData::Fail),
             csv_header: option("header").map(parse_bool).transpose()?.unwrap_or(true),
+            time_zone: self.time_zone.as_deref().map(Arc::from),
             ..DecodeOptions::default()
         };
         let options = FileSourceOptions {
@@ -526,7 +527,7 @@ impl StreamContext {
                         let path = option("path")
                             .ok_or_else(|| SluiceError::sql(format!("file table '{name}' needs a path option")))?;
                         let format = option("format").map(Format::parse).transpose()?.unwrap_or(Format::Json);
-                        Box::new(FileSink::new(name, path.into(), format)?)
+                        Box::new(FileSink::new(name, path.into(), format)?.with_time_zone(self.time_zone.as_deref())?)
                     }
                 };
                 Ok((sink, mode, schema.clone()))

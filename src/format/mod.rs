@@ -3,6 +3,10 @@
 //! Sources and sinks name a format with the same option values Spark's `format(...)` accepts, so a
 //! query moved from Spark keeps its options.
 
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, FieldRef, Fields};
+
 use crate::{Result, SluiceError};
 
 pub mod column_type;
@@ -113,5 +117,20 @@ mod tests {
         let err = BadData::parse("permissive").unwrap_err();
         assert!(matches!(err, SluiceError::Sql(_)));
         assert!(err.to_string().contains("'fail' or 'drop'"));
+    }
+}
+
+/// `data_type` with every timestamp (at any depth of structs, lists and maps) labelled with
+/// `time_zone` (`None`: timezone-less). Arrow keeps timestamps as UTC instants, so only how text
+/// without an offset is read, and how values are printed, changes.
+pub(crate) fn with_time_zone(data_type: &DataType, time_zone: Option<&Arc<str>>) -> DataType {
+    let field = |f: &FieldRef| Arc::new(f.as_ref().clone().with_data_type(with_time_zone(f.data_type(), time_zone)));
+    match data_type {
+        DataType::Timestamp(unit, _) => DataType::Timestamp(*unit, time_zone.cloned()),
+        DataType::Struct(fields) => DataType::Struct(fields.iter().map(field).collect::<Fields>()),
+        DataType::List(f) => DataType::List(field(f)),
+        DataType::LargeList(f) => DataType::LargeList(field(f)),
+        DataType::Map(f, sorted) => DataType::Map(field(f), *sorted),
+        other => other.clone(),
     }
 }

@@ -11,6 +11,7 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use arrow::array::timezone::Tz;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 
@@ -30,6 +31,7 @@ pub struct FileSink {
     name: String,
     dir: PathBuf,
     format: Format,
+    time_zone: Option<Tz>,
 }
 
 impl FileSink {
@@ -40,7 +42,18 @@ impl FileSink {
     pub fn new(name: &str, dir: PathBuf, format: Format) -> Result<FileSink> {
         let manifests = dir.join(MANIFEST_DIR);
         fs::create_dir_all(&manifests).map_err(|e| SluiceError::io(&manifests, e))?;
-        Ok(FileSink { name: name.to_string(), dir, format })
+        Ok(FileSink { name: name.to_string(), dir, format, time_zone: None })
+    }
+
+    /// Writes timestamps in `time_zone` (Spark's `spark.sql.session.timeZone`: an IANA name such
+    /// as `Europe/Paris`, or an offset such as `+02:00`) instead of UTC, as Spark's JSON and CSV
+    /// writers do.
+    ///
+    /// # Errors
+    /// [`SluiceError::Arrow`] when `time_zone` is not a known time zone.
+    pub fn with_time_zone(mut self, time_zone: Option<&str>) -> Result<FileSink> {
+        self.time_zone = time_zone.map(str::parse::<Tz>).transpose()?;
+        Ok(self)
     }
 
     /// The output directory.
@@ -106,9 +119,8 @@ impl Sink for FileSink {
 
         let mut files = Vec::new();
         if batches.iter().any(|b| b.num_rows() > 0) {
-            let bytes = encode(schema, batches, self.format).map_err(|e| SluiceError::Sink {
-                sink: self.name.clone(),
-                message: format!("cannot encode batch {batch_id}: {e}"),
+            let bytes = encode(schema, batches, self.format, self.time_zone.as_ref()).map_err(|e| {
+                SluiceError::Sink { sink: self.name.clone(), message: format!("cannot encode batch {batch_id}: {e}") }
             })?;
             let name = self.part_file_name(batch_id, 0);
             write_atomically(&self.dir, &name, &bytes)?;
@@ -122,7 +134,7 @@ impl Sink for FileSink {
     /// Encodes a null row of each column in the sink's format (see [`super::check_columns`]).
     fn check_schema(&self, schema: &SchemaRef) -> Result<()> {
         super::check_columns(&self.name, self.format.extension(), schema, |schema, batch| {
-            encode(schema, std::slice::from_ref(batch), self.format).map(|_| ())
+            encode(schema, std::slice::from_ref(batch), self.format, self.time_zone.as_ref()).map(|_| ())
         })
     }
 }

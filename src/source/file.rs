@@ -200,7 +200,7 @@ impl Source for FileSource {
             .iter()
             .map(|file| {
                 let (path, format, schema, options) =
-                    (file.path.clone(), self.options.format, self.schema.clone(), self.options.decode);
+                    (file.path.clone(), self.options.format, self.schema.clone(), self.options.decode.clone());
                 tokio::task::spawn_blocking(move || decode_file(&path, format, &schema, &options))
             })
             .collect();

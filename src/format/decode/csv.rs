@@ -77,7 +77,7 @@ impl CsvLayout {
                 Some(i) => {
                     sources[*i] = Some(projection.len());
                     projection.push(j);
-                    file_fields.push(Field::new(name, schema.field(*i).data_type().clone(), true));
+                    file_fields.push(Field::new(name, out.reading_schema.field(*i).data_type().clone(), true));
                 }
                 None => file_fields.push(Field::new(name, DataType::Utf8, true)),
             }

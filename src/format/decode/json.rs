@@ -7,7 +7,7 @@ use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 
-use super::{decode_units, finish_batch, relax_nullability, Collector, Unit};
+use super::{decode_units, finish_batch, Collector, Unit};
 use crate::Result;
 
 /// Decodes the JSON lines text `buf` into `out`, `batch_size` lines at a time.
@@ -25,7 +25,7 @@ pub(super) fn decode_json(buf: &[u8], batch_size: usize, out: &mut Collector<'_>
             (!bytes.is_empty()).then_some(Unit { line: i as u64 + 1, bytes })
         })
         .collect();
-    let decode_schema = relax_nullability(&schema);
+    let decode_schema = out.reading_schema.clone();
     // Validate the schema once, so an unsupported type is a file-level error rather than every
     // record being "malformed".
     json_decoder(&decode_schema, 1)

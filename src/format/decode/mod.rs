@@ -27,11 +27,11 @@ use arrow::compute::concat_batches;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 
-use super::{BadData, Format};
+use super::{with_time_zone, BadData, Format};
 use crate::{Result, SluiceError};
 
 /// How to decode a file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecodeOptions {
     /// What to do with a record that does not match the schema.
     pub bad_data: BadData,
@@ -41,12 +41,16 @@ pub struct DecodeOptions {
     /// Target number of rows per output batch (JSON: input lines per batch). Values below 1 are
     /// treated as 1.
     pub batch_size: usize,
+    /// JSON and CSV: the time zone of timestamp text without an offset (Spark's
+    /// `spark.sql.session.timeZone`: an IANA name or an offset such as `+02:00`); `None`: UTC.
+    pub time_zone: Option<Arc<str>>,
 }
 
 impl Default for DecodeOptions {
-    /// `bad_data = fail`, CSV with a header, 8192 rows per batch (DataFusion's default batch size).
+    /// `bad_data = fail`, CSV with a header, 8192 rows per batch (DataFusion's default batch size),
+    /// UTC.
     fn default() -> Self {
-        DecodeOptions { bad_data: BadData::Fail, csv_header: true, batch_size: 8192 }
+        DecodeOptions { bad_data: BadData::Fail, csv_header: true, batch_size: 8192, time_zone: None }
     }
 }
 
@@ -67,7 +71,8 @@ pub struct Decoded {
 ///
 /// A name ending in `.gz` (e.g. `x.jsonl.gz`) is gunzipped first; line numbers then count lines of
 /// the decompressed text. JSON lines: one object per line, blank lines skipped, unknown fields
-/// ignored, timestamp strings such as `2013-01-01T10:15:00Z` parsed (no offset means UTC).
+/// ignored, timestamp strings such as `2013-01-01T10:15:00Z` parsed (no offset: local time in
+/// [`DecodeOptions::time_zone`], UTC by default).
 /// CSV: RFC 4180 quoting, empty fields are null. Parquet: declared columns are selected by name and
 /// cast to the declared types.
 ///
@@ -83,7 +88,7 @@ pub struct Decoded {
 ///   JSON/CSV readers cannot decode into.
 pub fn decode_file(path: &Path, format: Format, schema: &SchemaRef, options: &DecodeOptions) -> Result<Decoded> {
     let batch_size = options.batch_size.max(1);
-    let mut out = Collector::new(path, schema, options.bad_data);
+    let mut out = Collector::new(path, schema, options.bad_data, options.time_zone.clone());
     match format {
         Format::Json => json::decode_json(&read_text(path)?, batch_size, &mut out)?,
         Format::Csv => csv::decode_csv(&read_text(path)?, options.csv_header, batch_size, &mut out)?,
@@ -136,6 +141,9 @@ struct Unit<'b> {
 struct Collector<'a> {
     path: &'a Path,
     schema: SchemaRef,
+    /// `schema` nullable and with timestamps in the session time zone: what the readers decode
+    /// into before [`finish_batch`] checks and relabels the columns.
+    reading_schema: SchemaRef,
     bad_data: BadData,
     batches: Vec<RecordBatch>,
     rows: u64,
@@ -143,8 +151,9 @@ struct Collector<'a> {
 }
 
 impl<'a> Collector<'a> {
-    fn new(path: &'a Path, schema: &SchemaRef, bad_data: BadData) -> Self {
-        Collector { path, schema: schema.clone(), bad_data, batches: Vec::new(), rows: 0, dropped: 0 }
+    fn new(path: &'a Path, schema: &SchemaRef, bad_data: BadData, time_zone: Option<Arc<str>>) -> Self {
+        let reading_schema = reading_schema(schema, time_zone.as_ref());
+        Collector { path, schema: schema.clone(), reading_schema, bad_data, batches: Vec::new(), rows: 0, dropped: 0 }
     }
 
     fn push(&mut self, batch: RecordBatch) {
@@ -217,14 +226,37 @@ fn finish_batch(
             return Err(format!("field '{}' is missing or null, but the schema declares it NOT NULL", field.name()));
         }
     }
+    // Timestamps read in a session time zone go back to the declared type (the same instants).
+    let columns = schema
+        .fields()
+        .iter()
+        .zip(columns)
+        .map(|(field, column)| match column.data_type() == field.data_type() {
+            true => Ok(column),
+            false => arrow::compute::cast(&column, field.data_type()),
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
     let options = RecordBatchOptions::new().with_row_count(Some(num_rows));
     RecordBatch::try_new_with_options(schema.clone(), columns, &options).map_err(|e| e.to_string())
 }
 
 /// `schema` with every top-level field nullable, so that the readers leave NOT NULL checks to
-/// [`finish_batch`], which names the field.
-fn relax_nullability(schema: &SchemaRef) -> SchemaRef {
-    let fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect();
+/// [`finish_batch`], which names the field, and every timestamp in `time_zone`, so that the
+/// readers take text without an offset as local time there (as Spark does in its session time
+/// zone).
+fn reading_schema(schema: &SchemaRef, time_zone: Option<&Arc<str>>) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let data_type = match time_zone {
+                Some(_) => with_time_zone(f.data_type(), time_zone),
+                None => f.data_type().clone(),
+            };
+            f.as_ref().clone().with_nullable(true).with_data_type(data_type)
+        })
+        .collect();
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
@@ -328,6 +360,26 @@ mod tests {
         match err {
             SluiceError::MalformedRecord { path, line, message } => (path, line, message),
             other => panic!("expected MalformedRecord, got {other:?}"),
+        }
+    }
+
+    /// Spark reads timestamp text without an offset in `spark.sql.session.timeZone`; text with
+    /// an offset is the instant it says.
+    #[test]
+    fn timestamps_without_an_offset_are_read_in_the_session_time_zone() {
+        let dir = tempfile::tempdir().unwrap();
+        let json = write(
+            &dir,
+            "a.json",
+            b"{\"ts\":\"2013-01-01T11:15:00\"}\n{\"ts\":\"2013-01-01T10:15:00Z\"}\n{\"ts\":\"2013-01-01T12:15:00+02:00\"}\n",
+        );
+        let csv = write(&dir, "a.csv", b"ts\n2013-01-01T11:15:00\n2013-01-01T10:15:00Z\n2013-01-01T12:15:00+02:00\n");
+        let paris = DecodeOptions { time_zone: Some("Europe/Paris".into()), ..DecodeOptions::default() };
+        let hour = 3_600_000_000_000;
+        for (path, format) in [(json, Format::Json), (csv, Format::Csv)] {
+            let ts = |d: Decoded| rows(&d).into_iter().map(|r| r.0).collect::<Vec<_>>();
+            assert_eq!(ts(decode(&path, format, paris.clone()).unwrap()), vec![T0, T0, T0], "{format:?}");
+            assert_eq!(ts(decode(&path, format, DecodeOptions::default()).unwrap()), vec![T0 + hour, T0, T0]);
         }
     }
 

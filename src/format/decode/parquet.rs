@@ -15,7 +15,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
 use parquet::file::reader::ChunkReader;
 
-use super::{relax_nullability, Collector};
+use super::{reading_schema, Collector};
 use crate::Result;
 
 /// Decodes the Parquet file read through `reader` into `out`, `batch_size` rows at a time.
@@ -73,7 +73,7 @@ pub(super) fn decode_parquet<T: ChunkReader + 'static>(
     // and reported or dropped row by row.
     let cast_options = CastOptions { safe: true, ..Default::default() };
     let strict = CastOptions { safe: false, ..Default::default() };
-    let relaxed = relax_nullability(&schema);
+    let relaxed = reading_schema(&schema, None);
     let mut row_base = 0u64;
     for batch in reader {
         let batch = batch.map_err(|e| out.file_error(format!("cannot read the Parquet file: {e}")))?;

@@ -3,42 +3,49 @@
 
 use std::sync::Arc;
 
+use arrow::array::timezone::Tz;
 use arrow::array::{ArrayRef, RecordBatchOptions};
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Field, FieldRef, Fields, Schema, SchemaRef};
+use arrow::datatypes::{Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 
-use super::Format;
+use super::{with_time_zone, Format};
 use crate::{Result, SluiceError};
 
-/// chrono format of timestamps in JSON and CSV output: Spark's default `timestampFormat`
-/// (`yyyy-MM-dd'T'HH:mm:ss.SSSXXX`) in a UTC session, e.g. `2024-01-01T00:00:00.000Z`.
-pub const TIMESTAMP_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.3fZ";
+mod csv;
+mod json;
+pub(crate) mod spark_text;
 
 /// chrono format of dates in JSON and CSV output (Spark's default `dateFormat`).
 pub const DATE_FORMAT: &str = "%Y-%m-%d";
 
-/// Encodes `batches` (rows of `schema`) as the content of one file in `format`.
+/// Encodes `batches` (rows of `schema`) as the content of one file in `format`, timestamps shown
+/// in `time_zone` (Spark's `spark.sql.session.timeZone`; UTC when `None`).
 ///
 /// - JSON: one object per line (each line ends in `\n`), fields in schema order, null fields
-///   omitted, structs as nested objects, timestamps of any unit as [`TIMESTAMP_FORMAT`] in UTC
-///   (timestamps without a timezone are taken to be UTC), dates as [`DATE_FORMAT`], floats as
-///   JSON numbers (NaN and infinities as `null`).
-/// - CSV: a header line, then one line per row; RFC 4180 quoting, nulls as empty fields,
-///   timestamps and dates as for JSON.
+///   omitted (Spark's `ignoreNullFields`), structs as nested objects, maps as objects, lists as
+///   arrays.
+/// - CSV: a header line, then one line per row; RFC 4180 quoting, nulls as empty fields.
+/// - Both: timestamps of any unit in Spark's default `timestampFormat`
+///   (`yyyy-MM-dd'T'HH:mm:ss.SSSXXX`: `2024-01-01T00:00:00.000Z`, or `...+01:00` off UTC;
+///   timestamps without a timezone are instants in UTC), dates as [`DATE_FORMAT`], doubles and
+///   floats as Java's `toString` (`1.0`, `1.0E10`, `NaN`, `Infinity`, `-Infinity`; JSON quotes
+///   the last three, as Jackson does).
 /// - Parquet: one file with the types as they are.
 ///
 /// With no batches, JSON is empty, CSV is the header alone and Parquet a file with no rows.
 ///
 /// # Errors
-/// [`SluiceError::Arrow`] when a batch does not match `schema` or a type cannot be written in
-/// JSON; [`SluiceError::Sink`] for a nested column in CSV (CSV has no nested values, as in
-/// Spark) or when the Parquet writer fails.
-pub fn encode(schema: &SchemaRef, batches: &[RecordBatch], format: Format) -> Result<Vec<u8>> {
+/// [`SluiceError::Arrow`] when a batch does not match `schema`, a type cannot be written in JSON
+/// or a timestamp is outside the range of dates; [`SluiceError::Sink`] for a nested column in CSV
+/// (CSV has no nested values, as in Spark) or when the Parquet writer fails.
+pub fn encode(schema: &SchemaRef, batches: &[RecordBatch], format: Format, time_zone: Option<&Tz>) -> Result<Vec<u8>> {
     let batches = batches.iter().map(|b| conform(schema, b)).collect::<Result<Vec<_>>>()?;
+    let utc: Tz = "UTC".parse()?;
+    let time_zone = time_zone.unwrap_or(&utc);
     match format {
-        Format::Json => encode_json(&batches),
-        Format::Csv => encode_csv(schema, &batches),
+        Format::Json => json::encode_json(&batches, time_zone),
+        Format::Csv => csv::encode_csv(schema, &batches, time_zone),
         Format::Parquet => encode_parquet(schema, &batches),
     }
 }
@@ -50,45 +57,19 @@ fn conform(schema: &SchemaRef, batch: &RecordBatch) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new_with_options(schema.clone(), batch.columns().to_vec(), &options)?)
 }
 
-fn encode_json(batches: &[RecordBatch]) -> Result<Vec<u8>> {
-    let mut writer = arrow::json::WriterBuilder::new()
-        // Spark's JSON writer omits null fields (`ignoreNullFields` defaults to true).
-        .with_explicit_nulls(false)
-        .with_timestamp_format(TIMESTAMP_FORMAT.to_string())
-        .with_date_format(DATE_FORMAT.to_string())
-        .build::<_, arrow::json::writer::LineDelimited>(Vec::new());
-    for batch in batches {
-        writer.write(&without_timezones(batch)?)?;
-    }
-    writer.finish()?;
-    Ok(writer.into_inner())
-}
-
-fn encode_csv(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>> {
-    if let Some(field) = schema.fields().iter().find(|f| f.data_type().is_nested()) {
-        return Err(SluiceError::Sink {
-            sink: "csv".to_string(),
-            message: format!(
-                "column '{}' has the nested type {}, which CSV cannot hold; select its fields \
-                 as separate columns (e.g. {}.start) or use the json or parquet format",
-                field.name(),
-                field.data_type(),
-                field.name()
-            ),
-        });
-    }
-    let mut writer = arrow::csv::WriterBuilder::new()
-        .with_header(true)
-        .with_timestamp_format(TIMESTAMP_FORMAT.to_string())
-        .with_date_format(DATE_FORMAT.to_string())
-        .build(Vec::new());
-    if batches.is_empty() {
-        writer.write(&without_timezones(&RecordBatch::new_empty(schema.clone()))?)?;
-    }
-    for batch in batches {
-        writer.write(&without_timezones(batch)?)?;
-    }
-    Ok(writer.into_inner())
+/// `batch` with each column replaced by `f` of it, the fields retyped to match.
+pub(crate) fn map_columns(batch: &RecordBatch, f: impl Fn(&ArrayRef) -> Result<ArrayRef>) -> Result<RecordBatch> {
+    let columns = batch.columns().iter().map(f).collect::<Result<Vec<_>>>()?;
+    let fields: Vec<Field> = batch
+        .schema()
+        .fields()
+        .iter()
+        .zip(&columns)
+        .map(|(f, c)| f.as_ref().clone().with_data_type(c.data_type().clone()))
+        .collect();
+    let schema = Arc::new(Schema::new_with_metadata(fields, batch.schema().metadata().clone()));
+    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    Ok(RecordBatch::try_new_with_options(schema, columns, &options)?)
 }
 
 fn encode_parquet(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>> {
@@ -103,45 +84,18 @@ fn encode_parquet(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>
     writer.into_inner().map_err(parquet_error)
 }
 
-/// `batch` with every timestamp column (also inside structs) relabelled as timezone-less.
+/// `array` with every timestamp (at any depth of structs, lists and maps) relabelled as
+/// timezone-less.
 ///
 /// Arrow stores timestamps with a timezone as UTC instants, and casting them to no timezone
-/// keeps the instant, so the text formatters then print UTC — what Spark prints in a UTC session.
-pub(crate) fn without_timezones(batch: &RecordBatch) -> Result<RecordBatch> {
-    let columns = batch.columns().iter().map(strip_timezone).collect::<Result<Vec<_>>>()?;
-    let fields: Vec<Field> = batch
-        .schema()
-        .fields()
-        .iter()
-        .zip(&columns)
-        .map(|(f, c)| f.as_ref().clone().with_data_type(c.data_type().clone()))
-        .collect();
-    let schema = Arc::new(Schema::new_with_metadata(fields, batch.schema().metadata().clone()));
-    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-    Ok(RecordBatch::try_new_with_options(schema, columns, &options)?)
-}
-
-/// [`without_timezones`] for one column, at any depth of structs, lists and maps.
+/// keeps the instant, so text formatters then print UTC.
 pub(crate) fn strip_timezone(array: &ArrayRef) -> Result<ArrayRef> {
-    let target = without_timezone(array.data_type());
+    let target = with_time_zone(array.data_type(), None);
     if &target == array.data_type() {
         return Ok(array.clone());
     }
     // arrow casts structs, lists and maps child by child; a timestamp keeps its instant.
     Ok(cast(array, &target)?)
-}
-
-/// `data_type` with every timestamp timezone-less.
-fn without_timezone(data_type: &DataType) -> DataType {
-    let field = |f: &FieldRef| Arc::new(f.as_ref().clone().with_data_type(without_timezone(f.data_type())));
-    match data_type {
-        DataType::Timestamp(unit, Some(_)) => DataType::Timestamp(*unit, None),
-        DataType::Struct(fields) => DataType::Struct(fields.iter().map(field).collect::<Fields>()),
-        DataType::List(f) => DataType::List(field(f)),
-        DataType::LargeList(f) => DataType::LargeList(field(f)),
-        DataType::Map(f, sorted) => DataType::Map(field(f), *sorted),
-        other => other.clone(),
-    }
 }
 
 #[cfg(test)]
@@ -151,7 +105,7 @@ mod tests {
         Date32Array, Float64Array, Int64Array, StringArray, StructArray, TimestampMicrosecondArray,
         TimestampMillisecondArray, TimestampNanosecondArray,
     };
-    use arrow::datatypes::TimeUnit;
+    use arrow::datatypes::{DataType, Fields, TimeUnit};
 
     use super::*;
 
@@ -201,14 +155,14 @@ mod tests {
     #[test]
     fn json_matches_spark_layout() {
         let b = batch(None);
-        let out = encode(&b.schema(), std::slice::from_ref(&b), Format::Json).unwrap();
+        let out = encode(&b.schema(), std::slice::from_ref(&b), Format::Json, None).unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), SPARK_JSON);
     }
 
     #[test]
     fn json_timestamps_with_timezone_are_written_in_utc() {
         let b = batch(Some("+05:00"));
-        let out = encode(&b.schema(), std::slice::from_ref(&b), Format::Json).unwrap();
+        let out = encode(&b.schema(), std::slice::from_ref(&b), Format::Json, None).unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), SPARK_JSON);
     }
 
@@ -226,7 +180,7 @@ mod tests {
             ],
         )
         .unwrap();
-        let out = encode(&schema, &[b], Format::Json).unwrap();
+        let out = encode(&schema, &[b], Format::Json, None).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "{\"s\":\"2024-01-01T00:00:00.005Z\",\"n\":\"2024-01-01T00:00:00.123Z\"}\n"
@@ -249,25 +203,25 @@ mod tests {
             ],
         )
         .unwrap();
-        let out = encode(&schema, &[b], Format::Csv).unwrap();
+        let out = encode(&schema, &[b], Format::Csv, None).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "wstart,key,cnt\n2024-01-01T00:00:00.000Z,\"a,b\",4\n2024-01-01T00:00:00.000Z,,1\n"
         );
-        assert_eq!(encode(&schema, &[], Format::Csv).unwrap(), b"wstart,key,cnt\n");
+        assert_eq!(encode(&schema, &[], Format::Csv, None).unwrap(), b"wstart,key,cnt\n");
     }
 
     #[test]
     fn csv_refuses_nested_columns() {
         let b = batch(None);
-        let err = encode(&b.schema(), std::slice::from_ref(&b), Format::Csv).unwrap_err();
+        let err = encode(&b.schema(), std::slice::from_ref(&b), Format::Csv, None).unwrap_err();
         assert!(matches!(&err, SluiceError::Sink { message, .. } if message.contains("'window'")), "{err}");
     }
 
     #[test]
     fn parquet_round_trips_types() {
         let b = batch(Some("UTC"));
-        let bytes = encode(&b.schema(), &[b.clone(), b.clone()], Format::Parquet).unwrap();
+        let bytes = encode(&b.schema(), &[b.clone(), b.clone()], Format::Parquet, None).unwrap();
         let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
             .unwrap()
             .build()
@@ -301,7 +255,7 @@ mod tests {
     #[test]
     fn json_writes_lists_and_maps_nested() {
         let b = lists_and_maps();
-        let out = encode(&b.schema(), std::slice::from_ref(&b), Format::Json).unwrap();
+        let out = encode(&b.schema(), std::slice::from_ref(&b), Format::Json, None).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "{\"tags\":[\"2024-01-01T00:00:00.000Z\",\"2024-01-01T00:00:00.001Z\"],\"m\":{\"k\":5}}\n{\"tags\":[]}\n"
@@ -311,7 +265,7 @@ mod tests {
     #[test]
     fn parquet_round_trips_lists_and_maps_and_csv_refuses_them() {
         let b = lists_and_maps();
-        let bytes = encode(&b.schema(), std::slice::from_ref(&b), Format::Parquet).unwrap();
+        let bytes = encode(&b.schema(), std::slice::from_ref(&b), Format::Parquet, None).unwrap();
         let read: Vec<RecordBatch> =
             parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
                 .unwrap()
@@ -322,7 +276,7 @@ mod tests {
         assert_eq!(read[0].columns(), b.columns());
         for column in ["tags", "m"] {
             let one = b.project(&[b.schema().index_of(column).unwrap()]).unwrap();
-            let err = encode(&one.schema(), &[one], Format::Csv).unwrap_err();
+            let err = encode(&one.schema(), &[one], Format::Csv, None).unwrap_err();
             assert!(
                 matches!(&err, SluiceError::Sink { message, .. } if message.contains(&format!("'{column}'"))),
                 "{err}"
@@ -330,10 +284,65 @@ mod tests {
         }
     }
 
+    /// `d DOUBLE, f FLOAT` with values Java prints differently from Rust, non-finite ones, a null.
+    fn floats() -> RecordBatch {
+        let d = Float64Array::from(vec![Some(1.0), Some(1e10), Some(0.1), Some(f64::NAN), Some(f64::INFINITY), None]);
+        let f = arrow::array::Float32Array::from(vec![
+            Some(2.5f32),
+            Some(1e-4),
+            Some(16_777_216.0),
+            Some(f32::NEG_INFINITY),
+            None,
+            Some(-0.0),
+        ]);
+        RecordBatch::try_from_iter(vec![("d", Arc::new(d) as ArrayRef), ("f", Arc::new(f) as ArrayRef)]).unwrap()
+    }
+
+    #[test]
+    fn json_doubles_as_spark_writes_them() {
+        let b = floats();
+        let out = encode(&b.schema(), std::slice::from_ref(&b), Format::Json, None).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"d\":1.0,\"f\":2.5}\n{\"d\":1.0E10,\"f\":1.0E-4}\n{\"d\":0.1,\"f\":1.6777216E7}\n\
+             {\"d\":\"NaN\",\"f\":\"-Infinity\"}\n{\"d\":\"Infinity\"}\n{\"f\":-0.0}\n"
+        );
+    }
+
+    #[test]
+    fn csv_doubles_as_spark_writes_them() {
+        let b = floats();
+        let out = encode(&b.schema(), std::slice::from_ref(&b), Format::Csv, None).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "d,f\n1.0,2.5\n1.0E10,1.0E-4\n0.1,1.6777216E7\nNaN,-Infinity\nInfinity,\n,-0.0\n"
+        );
+    }
+
+    #[test]
+    fn timestamps_in_the_session_time_zone() {
+        let b = batch(Some("UTC"));
+        let paris: Tz = "Europe/Paris".parse().unwrap();
+        let json = encode(&b.schema(), std::slice::from_ref(&b), Format::Json, Some(&paris)).unwrap();
+        let first = String::from_utf8(json).unwrap().lines().next().unwrap().to_string();
+        assert_eq!(
+            first,
+            "{\"window\":{\"start\":\"2024-01-01T01:00:00.000+01:00\",\"end\":\"2024-01-01T02:00:00.000+01:00\"},\
+             \"key\":\"a\",\"cnt\":4,\"avg\":2.5,\"day\":\"2024-01-01\"}"
+        );
+        let at = RecordBatch::try_from_iter(vec![(
+            "at",
+            Arc::new(TimestampMillisecondArray::from(vec![T0_MS]).with_timezone("UTC")) as ArrayRef,
+        )])
+        .unwrap();
+        let csv = encode(&at.schema(), &[at], Format::Csv, Some(&paris)).unwrap();
+        assert_eq!(String::from_utf8(csv).unwrap(), "at\n2024-01-01T01:00:00.000+01:00\n");
+    }
+
     #[test]
     fn batches_must_match_the_schema() {
         let b = batch(None);
         let other = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, true)]));
-        assert!(encode(&other, &[b], Format::Json).is_err());
+        assert!(encode(&other, &[b], Format::Json, None).is_err());
     }
 }
