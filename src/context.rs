@@ -634,6 +634,7 @@ async fn plan_query(state: &SessionState, definition: &QueryDefinition, mode: Ou
     let statement = DFStatement::Statement(Box::new(Statement::Query(Box::new(query))));
     let plan = state.statement_to_plan(statement).await?;
     checks::check_subqueries(&plan)?;
+    checks::check_set_operations(&plan)?;
     let optimized = state.optimize(&plan)?;
     if StreamTable::sources_of(&optimized).is_empty() {
         return Err(SluiceError::sql("the query reads no stream table; run it as a batch query instead"));

@@ -3,7 +3,7 @@
 
 use datafusion::catalog::TableProvider;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
-use datafusion::common::ExprSchema;
+use datafusion::common::{ExprSchema, NullEquality};
 use datafusion::logical_expr::{Aggregate, Expr, JoinType, LogicalPlan, SortExpr};
 
 use super::nodes::{StreamingDedupNode, StreamingGroupStateNode, StreamingJoinNode};
@@ -96,6 +96,62 @@ fn subquery_refusal(expr: &Expr) -> Option<SluiceError> {
             fix,
         )
     })
+}
+
+/// Refuses the set operations Spark refuses on streams: `UNION` of a stream and a bounded table
+/// (the bounded rows would be re-read by every micro-batch), `INTERSECT` with a stream, and
+/// `EXCEPT` with a stream on the right. Runs on the plan before optimization, where DataFusion's
+/// `INTERSECT` / `EXCEPT` are still recognisable: a semi / anti join on every column with nulls
+/// equal (SQL's own joins never plan nulls equal).
+///
+/// # Errors
+/// [`SluiceError::Unsupported`] naming the set operation and what to write instead.
+pub fn check_set_operations(plan: &LogicalPlan) -> Result<()> {
+    let mut error = None;
+    plan.apply(|node| {
+        error = set_operation_refusal(node);
+        Ok(if error.is_some() { TreeNodeRecursion::Stop } else { TreeNodeRecursion::Continue })
+    })?;
+    error.map_or(Ok(()), Err)
+}
+
+fn set_operation_refusal(node: &LogicalPlan) -> Option<SluiceError> {
+    match node {
+        LogicalPlan::Union(union) => {
+            let streams = union.inputs.iter().filter(|i| is_streaming(i)).count();
+            (streams > 0 && streams < union.inputs.len()).then(|| {
+                SluiceError::unsupported(
+                    "UNION of a stream and a bounded table",
+                    "the bounded table's rows would be read again by every micro-batch (Spark refuses it too: 'Union \
+                     between streaming and batch DataFrames/Datasets is not supported')",
+                    "union streams only; to add fixed rows once, put them in a file the stream's source reads",
+                )
+            })
+        }
+        LogicalPlan::Join(join)
+            if join.null_equality == NullEquality::NullEqualsNull
+                && join.on.len() == join.left.schema().fields().len()
+                && matches!(join.join_type, JoinType::LeftSemi | JoinType::LeftAnti) =>
+        {
+            let (left, right) = (is_streaming(&join.left), is_streaming(&join.right));
+            match join.join_type {
+                JoinType::LeftSemi if left || right => Some(SluiceError::unsupported(
+                    "INTERSECT with a stream",
+                    "an intersection must see both inputs whole (Spark refuses it too: 'Intersect of streaming \
+                     DataFrames/Datasets is not supported')",
+                    "join the stream to the other input on every column (a stream-stream join needs a time range)",
+                )),
+                JoinType::LeftAnti if right => Some(SluiceError::unsupported(
+                    "EXCEPT with a stream on the right",
+                    "a row of the left input could be removed by any future stream row (Spark refuses it too: 'Except \
+                     on a streaming DataFrame/Dataset on the right is not supported')",
+                    "put the stream on the left of EXCEPT, or filter the stream against a bounded table",
+                )),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
 }
 
 fn contains_aggregate(plan: &LogicalPlan) -> bool {

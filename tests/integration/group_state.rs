@@ -175,3 +175,19 @@ async fn group_state_after_an_aggregation_is_refused() {
     let err = ctx.start(&definition, "memory://").await.unwrap_err().to_string();
     assert!(err.contains("flat_map_groups_with_state after an aggregation"), "{err}");
 }
+
+#[tokio::test]
+async fn an_event_time_timeout_without_a_watermark_is_refused() {
+    let mut ctx = StreamContext::new();
+    ctx.register_memory_stream("events", events_schema(), None).unwrap();
+    ctx.register_sink("out", OutputMode::Append, || Box::new(MemorySink::new()));
+    let definition = ctx.execute("INSERT INTO out SELECT * FROM events").await.unwrap().remove(0);
+    let definition = definition.flat_map_groups_with_state(
+        &["key"],
+        counts_schema(),
+        GroupStateTimeout::EventTime,
+        count_until_idle,
+    );
+    let err = ctx.start(&definition, "memory://").await.unwrap_err().to_string();
+    assert!(err.contains("an event-time timeout needs a watermark"), "{err}");
+}

@@ -19,5 +19,6 @@ mod session_windows;
 mod spark_sql;
 mod sql_fuzz;
 mod stream_join;
+mod unsupported_operations;
 mod watermarks;
 mod worked_example;
