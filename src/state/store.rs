@@ -6,8 +6,10 @@ use crate::checkpoint::CheckpointLocation;
 use crate::state::codec;
 use crate::Result;
 
-/// Every this many versions a partition writes a full snapshot besides its delta, bounding
-/// recovery to at most this many deltas (Spark's `minDeltasForSnapshot` default).
+/// Every this many versions a partition gets a full snapshot besides its delta, bounding recovery
+/// to at most this many deltas (Spark's `minDeltasForSnapshot` default). The snapshot is written
+/// in the background, from the files, as Spark's maintenance task does: a batch never waits for
+/// it.
 pub const SNAPSHOT_INTERVAL: u64 = 10;
 
 /// Row counts of one batch's state changes, for progress reporting (Spark's `stateOperators`).
@@ -44,6 +46,8 @@ pub struct StateStore {
     removed: u64,
     /// Bytes of keys and values held, kept up to date by every change.
     bytes: u64,
+    /// The background snapshot task last started, if it may still run.
+    maintenance: Option<tokio::task::JoinHandle<Result<()>>>,
 }
 
 /// Stable 64-bit FNV-1a; the partition of a key must not change across processes or Rust
@@ -63,6 +67,7 @@ impl StateStore {
             updated: 0,
             removed: 0,
             bytes: 0,
+            maintenance: None,
         }
     }
 
@@ -123,23 +128,42 @@ impl StateStore {
         }
     }
 
-    /// Writes the changes since the last commit as version `version` of every partition.
+    /// Writes the changes since the last commit as version `version` of every partition, and
+    /// every [`SNAPSHOT_INTERVAL`] versions starts writing snapshots of that version in the
+    /// background (skipped while the previous ones are still being written: deltas suffice).
     ///
     /// # Errors
-    /// [`crate::SluiceError::Checkpoint`] when a file cannot be written.
+    /// [`crate::SluiceError::Checkpoint`] when a file cannot be written, or when the last
+    /// background snapshot failed to (the checkpoint's storage is failing).
     pub async fn commit(&mut self, version: u64) -> Result<()> {
         for (i, partition) in self.partitions.iter_mut().enumerate() {
             let changes = std::mem::take(&mut partition.changes);
             let delta = codec::encode(changes.iter().map(|(k, v)| (&**k, v.as_deref())))?;
             self.location.put(&format!("{}/{i}/{version}.delta", self.dir), delta).await?;
-            if version % SNAPSHOT_INTERVAL == SNAPSHOT_INTERVAL - 1 {
-                let snapshot = codec::encode(partition.rows.iter().map(|(k, v)| (&**k, Some(&**v))))?;
-                self.location.put(&format!("{}/{i}/{version}.snapshot", self.dir), snapshot).await?;
-            }
         }
         self.updated = 0;
         self.removed = 0;
+        if self.maintenance.as_ref().is_some_and(|task| task.is_finished()) {
+            self.wait_for_maintenance().await?;
+        }
+        if version % SNAPSHOT_INTERVAL == SNAPSHOT_INTERVAL - 1 && self.maintenance.is_none() {
+            let (location, dir, partitions) = (self.location.clone(), self.dir.clone(), self.partitions.len());
+            self.maintenance = Some(tokio::spawn(write_snapshots(location, dir, partitions, version)));
+        }
         Ok(())
+    }
+
+    /// Waits for the background snapshot task, if one runs.
+    ///
+    /// # Errors
+    /// [`crate::SluiceError::Checkpoint`] when it failed to write a snapshot.
+    pub async fn wait_for_maintenance(&mut self) -> Result<()> {
+        match self.maintenance.take() {
+            Some(task) => {
+                task.await.map_err(|e| self.location.error(&self.dir, format!("snapshot task failed: {e}")))?
+            }
+            None => Ok(()),
+        }
     }
 
     /// Replaces the contents with committed version `version` (`None`: the empty initial state).
@@ -148,51 +172,17 @@ impl StateStore {
     /// [`crate::SluiceError::Checkpoint`] naming the file when a delta the version needs is
     /// missing or unreadable (a corrupted checkpoint).
     pub async fn load(&mut self, version: Option<u64>) -> Result<()> {
+        self.wait_for_maintenance().await?;
         for i in 0..self.partitions.len() {
-            let mut partition = Partition::default();
-            if let Some(version) = version {
-                let dir = format!("{}/{i}", self.dir);
-                let files = self.location.list(&dir).await?;
-                let snapshot = files
-                    .iter()
-                    .filter_map(|f| f.strip_suffix(".snapshot")?.parse::<u64>().ok())
-                    .filter(|v| *v <= version)
-                    .max();
-                let first_delta = match snapshot {
-                    Some(s) => {
-                        self.read_into(&format!("{dir}/{s}.snapshot"), &mut partition).await?;
-                        s + 1
-                    }
-                    None => 0,
-                };
-                for v in first_delta..=version {
-                    self.read_into(&format!("{dir}/{v}.delta"), &mut partition).await?;
-                }
-            }
-            self.partitions[i] = partition;
+            self.partitions[i] = match version {
+                Some(version) => read_partition(&self.location, &format!("{}/{i}", self.dir), version).await?,
+                None => Partition::default(),
+            };
         }
         self.bytes = self.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
         self.updated = 0;
         self.removed = 0;
         Ok(())
-    }
-
-    async fn read_into(&self, relative: &str, partition: &mut Partition) -> Result<()> {
-        let bytes = self.location.get(relative).await?.ok_or_else(|| {
-            self.location.error(
-                relative,
-                "state file missing: the checkpoint is incomplete; restore it or start over with a new checkpoint location",
-            )
-        })?;
-        codec::decode(bytes, |k, v| match v {
-            Some(v) => {
-                partition.rows.insert(k.into(), v.into());
-            }
-            None => {
-                partition.rows.remove(k);
-            }
-        })
-        .map_err(|e| self.location.error(relative, format!("corrupted state file: {e}")))
     }
 
     /// Deletes state files no longer needed to rebuild versions `>= keep_from`.
@@ -220,6 +210,56 @@ impl StateStore {
     }
 }
 
+/// The rows of the partition in `dir` at committed `version`: the newest snapshot at or below it,
+/// then every later delta.
+async fn read_partition(location: &CheckpointLocation, dir: &str, version: u64) -> Result<Partition> {
+    let mut partition = Partition::default();
+    let files = location.list(dir).await?;
+    let snapshot =
+        files.iter().filter_map(|f| f.strip_suffix(".snapshot")?.parse::<u64>().ok()).filter(|v| *v <= version).max();
+    let first_delta = match snapshot {
+        Some(s) => {
+            read_into(location, &format!("{dir}/{s}.snapshot"), &mut partition).await?;
+            s + 1
+        }
+        None => 0,
+    };
+    for v in first_delta..=version {
+        read_into(location, &format!("{dir}/{v}.delta"), &mut partition).await?;
+    }
+    Ok(partition)
+}
+
+async fn read_into(location: &CheckpointLocation, relative: &str, partition: &mut Partition) -> Result<()> {
+    let bytes = location.get(relative).await?.ok_or_else(|| {
+        location.error(
+            relative,
+            "state file missing: the checkpoint is incomplete; restore it or start over with a new checkpoint location",
+        )
+    })?;
+    codec::decode(bytes, |k, v| match v {
+        Some(v) => {
+            partition.rows.insert(k.into(), v.into());
+        }
+        None => {
+            partition.rows.remove(k);
+        }
+    })
+    .map_err(|e| location.error(relative, format!("corrupted state file: {e}")))
+}
+
+/// Writes `<version>.snapshot` of each of `partitions` partitions under `dir`, rebuilt from the
+/// checkpoint's files (so the batches go on with the live state meanwhile).
+async fn write_snapshots(location: CheckpointLocation, dir: String, partitions: usize, version: u64) -> Result<()> {
+    for i in 0..partitions {
+        let dir = format!("{dir}/{i}");
+        let partition = read_partition(&location, &dir, version).await?;
+        let snapshot = codec::encode(partition.rows.iter().map(|(k, v)| (&**k, Some(&**v))))?;
+        location.put(&format!("{dir}/{version}.snapshot"), snapshot).await?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,6 +284,28 @@ mod tests {
         assert_eq!(restored.metrics().memory_bytes, 2 * (3 + 8), "two 3-byte keys with 8-byte values");
         restored.load(None).await.unwrap();
         assert!(restored.is_empty());
+    }
+
+    /// The snapshot of every tenth version is written in the background and then serves a
+    /// restore alone: the deltas before it can go.
+    #[tokio::test]
+    async fn snapshots_are_written_in_the_background_and_restore_alone() {
+        let location = CheckpointLocation::open("memory://").unwrap();
+        let mut store = StateStore::new(location.clone(), "0", 2);
+        for version in 0..12u64 {
+            store.put(format!("k{version}").as_bytes(), b"v");
+            store.commit(version).await.unwrap();
+        }
+        store.wait_for_maintenance().await.unwrap();
+        for p in 0..2 {
+            assert!(location.get(&format!("state/0/{p}/9.snapshot")).await.unwrap().is_some());
+            for v in 0..=9 {
+                location.delete(&format!("state/0/{p}/{v}.delta")).await.unwrap();
+            }
+        }
+        let mut restored = StateStore::new(location, "0", 2);
+        restored.load(Some(11)).await.unwrap();
+        assert_eq!(restored.len(), 12);
     }
 
     #[tokio::test]
