@@ -18,11 +18,11 @@ use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_expr::GroupsAccumulatorAdapter;
 
 use super::exec::BatchOperator;
-use super::session::{merge_sessions, SessionInputs};
-use super::watermark::{ms_in_unit, time_values};
+use super::session::{merge_sessions, SessionIndex, SessionInputs};
+use super::watermark::{ceil_ms, ms_in_unit, time_values};
 use super::{BatchWatermarks, OperatorProgress};
 use crate::plan::OutputMode;
-use crate::state::StateStore;
+use crate::state::{StateStore, TimerIndex};
 use crate::Result;
 
 /// The grouping column that carries event time, by which state is dropped and evicted.
@@ -53,8 +53,11 @@ pub struct AggregateState {
     group_count: usize,
     store: StateStore,
     watermarks: BatchWatermarks,
-    /// `W` under which state was last scanned for emission or eviction.
-    scanned_at_ms: Option<i64>,
+    /// Groups by event-time end (ms, rounded up), in append and update mode: a batch takes the
+    /// groups the watermark closes without looking at the others.
+    closing: TimerIndex,
+    /// A session-window aggregation's stored sessions by key.
+    sessions: Option<SessionIndex>,
     dropped: u64,
 }
 
@@ -93,6 +96,11 @@ impl AggregateState {
         let values = RowConverter::new(sort_fields(spec.group_count..fields.len()))?;
         let state_widths =
             spec.aggregates.iter().map(|a| a.state_fields().map(|f| f.len())).collect::<Result<_, _>>()?;
+        let group_types: Vec<DataType> = fields[..spec.group_count].iter().map(|f| f.data_type().clone()).collect();
+        let sessions = match spec.event_time {
+            Some(et) if et.is_session => Some(SessionIndex::try_new(&group_types, et.index)?),
+            _ => None,
+        };
         Ok(Self {
             name: spec.name,
             mode: spec.mode,
@@ -106,7 +114,8 @@ impl AggregateState {
             values,
             store,
             watermarks: BatchWatermarks::default(),
-            scanned_at_ms: None,
+            closing: TimerIndex::new(),
+            sessions,
             dropped: 0,
         })
     }
@@ -163,19 +172,20 @@ impl AggregateState {
     /// A DataFusion or arrow error from merging or evaluating accumulators.
     fn apply_partial(&mut self, partial: RecordBatch) -> Result<RecordBatch> {
         let mut partial = self.drop_late(partial)?;
-        if let Some(session) = self.event_time.filter(|e| e.is_session) {
+        if let (Some(session), Some(index)) = (self.event_time.filter(|e| e.is_session), &self.sessions) {
             let inputs = SessionInputs {
                 store: &self.store,
+                index,
                 keys: &self.keys,
                 values: &self.values,
                 group_count: self.group_count,
                 session: session.index,
             };
-            let (merged, replaced) = merge_sessions(&inputs, partial)?;
+            let replaced;
+            (partial, replaced) = merge_sessions(&inputs, partial)?;
             for key in replaced {
-                self.store.remove(&key);
+                self.forget(&key);
             }
-            partial = merged;
         }
         let touched = self.merge_into_store(&partial)?;
         match self.mode {
@@ -184,17 +194,17 @@ impl AggregateState {
                 self.finalize(all)
             }
             OutputMode::Update => {
-                let out = self.finalize(touched.clone())?;
-                for key in self.closed_groups(&touched)? {
-                    self.store.remove(&key);
+                let out = self.finalize(touched)?;
+                for key in self.closed_groups() {
+                    self.forget(&key);
                 }
                 Ok(out)
             }
             OutputMode::Append => {
-                let closed = self.closed_groups(&touched)?;
+                let closed = self.closed_groups();
                 let out = self.finalize(closed.clone())?;
                 for key in &closed {
-                    self.store.remove(key);
+                    self.forget(key);
                 }
                 Ok(out)
             }
@@ -240,6 +250,10 @@ impl AggregateState {
             return Ok(vec![]);
         }
         let keys = self.group_keys(partial)?;
+        self.index_closing(&keys, &partial.columns()[..self.group_count])?;
+        if let Some(sessions) = &mut self.sessions {
+            sessions.insert(&keys, &partial.columns()[..self.group_count])?;
+        }
         let mut seen: HashSet<&[u8]> = HashSet::new();
         let distinct: Vec<&[u8]> = keys.iter().map(|k| &**k).filter(|k| seen.insert(k)).collect();
         let (stored, new): (Vec<&[u8]>, Vec<&[u8]>) = distinct.into_iter().partition(|k| self.store.get(k).is_some());
@@ -274,33 +288,34 @@ impl AggregateState {
         Ok(touched)
     }
 
-    /// The groups whose event time `W_k` has reached (`end <= W_k`). The whole store is scanned
-    /// only when the watermark moved since the last scan; otherwise only the groups this batch
-    /// touched can have closed.
-    fn closed_groups(&mut self, touched: &[Box<[u8]>]) -> Result<Vec<Box<[u8]>>> {
-        if self.event_time.is_none() {
-            return Ok(vec![]);
+    /// The groups whose event time `W_k` has reached (`end <= W_k`), taken from the index: the
+    /// work follows the groups that close, not the groups in state.
+    fn closed_groups(&mut self) -> Vec<Box<[u8]>> {
+        self.closing.take_through(self.watermarks.current_ms)
+    }
+
+    /// Removes group `key` from the state and the indexes.
+    fn forget(&mut self, key: &[u8]) {
+        self.store.remove(key);
+        self.closing.remove(key);
+        if let Some(sessions) = &mut self.sessions {
+            sessions.remove(key);
         }
-        let current = self.watermarks.current_ms;
-        let candidates: Vec<Box<[u8]>> = if self.scanned_at_ms != Some(current) {
-            self.scanned_at_ms = Some(current);
-            self.store.iter().map(|(k, _)| k.into()).collect()
-        } else {
-            touched.to_vec()
-        };
-        if candidates.is_empty() {
-            return Ok(vec![]);
+    }
+
+    /// Registers the event-time end of each group of `key_columns` (keyed by `keys`) in the
+    /// closing index; nothing in complete mode, which never closes a group.
+    fn index_closing(&mut self, keys: &[Box<[u8]>], key_columns: &[ArrayRef]) -> Result<()> {
+        if self.mode == OutputMode::Complete {
+            return Ok(());
         }
-        let parser = self.keys.parser();
-        let key_columns = self.keys.convert_rows(candidates.iter().map(|k| parser.parse(k)))?;
-        let (ends, unit) = self.event_time_ends(&key_columns)?.expect("event time checked above");
-        let watermark = ms_in_unit(current, &unit);
-        Ok(candidates
-            .into_iter()
-            .zip(ends.iter())
-            .filter(|(_, end)| end.is_some_and(|e| e <= watermark))
-            .map(|(k, _)| k)
-            .collect())
+        let Some((ends, unit)) = self.event_time_ends(key_columns)? else { return Ok(()) };
+        for (key, end) in keys.iter().zip(ends.iter()) {
+            if let Some(end) = end {
+                self.closing.set(key, ceil_ms(end, &unit));
+            }
+        }
+        Ok(())
     }
 
     /// Final values of `keys` (which must be in the store), sorted by key: group columns, then
@@ -338,6 +353,24 @@ impl BatchOperator for AggregateState {
     fn apply(&mut self, inputs: Vec<RecordBatch>) -> Result<RecordBatch> {
         let [partial] = <[_; 1]>::try_from(inputs).expect("an aggregation has one input");
         self.apply_partial(partial)
+    }
+
+    /// Rebuilds the closing and session indexes from the stored groups (once per restore).
+    fn restored(&mut self) -> Result<()> {
+        self.closing.clear();
+        if let Some(sessions) = &mut self.sessions {
+            sessions.clear();
+        }
+        if self.event_time.is_none() || self.store.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<Box<[u8]>> = self.store.iter().map(|(k, _)| k.into()).collect();
+        let parser = self.keys.parser();
+        let key_columns = self.keys.convert_rows(keys.iter().map(|k| parser.parse(k)))?;
+        if let Some(sessions) = &mut self.sessions {
+            sessions.insert(&keys, &key_columns)?;
+        }
+        self.index_closing(&keys, &key_columns)
     }
 
     fn begin_batch(&mut self, watermarks: BatchWatermarks) {

@@ -20,9 +20,9 @@ use arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::PhysicalExpr;
 
 use super::exec::BatchOperator;
-use super::watermark::{drop_late_rows, ms_in_unit, TimeColumn};
+use super::watermark::{ceil_ms, drop_late_rows, ms_in_unit, TimeColumn};
 use super::{BatchWatermarks, OperatorProgress};
-use crate::state::StateStore;
+use crate::state::{StateStore, TimerIndex};
 use crate::Result;
 
 /// How to build a [`DedupState`].
@@ -55,7 +55,9 @@ pub struct DedupState {
     keys: RowConverter,
     store: StateStore,
     watermarks: BatchWatermarks,
-    scanned_at_ms: Option<i64>,
+    /// Keys by the time (ms, rounded up) at which they leave the state: their event time, or
+    /// their expiry within the watermark; keys kept forever are not indexed.
+    expiring: TimerIndex,
     dropped: u64,
 }
 
@@ -71,7 +73,7 @@ impl DedupState {
             spec,
             store,
             watermarks: BatchWatermarks::default(),
-            scanned_at_ms: None,
+            expiring: TimerIndex::new(),
             dropped: 0,
         })
     }
@@ -104,36 +106,33 @@ impl DedupState {
             .collect())
     }
 
-    /// Removes the keys `W_k` has passed; only when the watermark moved.
-    fn evict(&mut self) -> Result<()> {
-        let current = self.watermarks.current_ms;
-        if self.scanned_at_ms == Some(current) || self.store.is_empty() {
-            return Ok(());
+    /// Removes the keys `W_k` has passed, taken from the index: the work follows the keys that
+    /// expire, not the keys in state.
+    fn evict(&mut self) {
+        for key in self.expiring.take_through(self.watermarks.current_ms) {
+            self.store.remove(&key);
         }
+    }
+
+    /// Registers when each of `keys` (row bytes, with its `expiry` for
+    /// `drop_duplicates_within_watermark`) leaves the state.
+    fn index_expiry(&mut self, keys: &[Box<[u8]>], expiries: &[Option<i64>]) -> Result<()> {
         if self.spec.within_watermark_delay_ms.is_some() {
-            self.scanned_at_ms = Some(current);
-            let expired: Vec<Box<[u8]>> = self
-                .store
-                .iter()
-                .filter(|(_, v)| <[u8; 8]>::try_from(*v).is_ok_and(|e| i64::from_le_bytes(e) <= current))
-                .map(|(k, _)| k.into())
-                .collect();
-            for key in expired {
-                self.store.remove(&key);
+            for (key, expiry) in keys.iter().zip(expiries) {
+                if let Some(at) = expiry {
+                    self.expiring.set(key, *at);
+                }
             }
             return Ok(());
         }
         let Some(key_index) = self.spec.event_time_key else { return Ok(()) };
-        self.scanned_at_ms = Some(current);
-        let keys: Vec<Box<[u8]>> = self.store.iter().map(|(k, _)| k.into()).collect();
         let parser = self.keys.parser();
         let columns = self.keys.convert_rows(keys.iter().map(|k| parser.parse(k)))?;
         let time = &columns[key_index];
-        let watermark = ms_in_unit(current, time.data_type());
         let values = arrow::compute::cast(time, &DataType::Int64)?;
         for (key, t) in keys.iter().zip(values.as_primitive::<Int64Type>().iter()) {
-            if t.is_some_and(|t| t <= watermark) {
-                self.store.remove(key);
+            if let Some(t) = t {
+                self.expiring.set(key, ceil_ms(t, time.data_type()));
             }
         }
         Ok(())
@@ -171,16 +170,27 @@ impl BatchOperator for DedupState {
         let mut chosen: Vec<u32> = first.values().map(|i| *i as u32).collect();
         chosen.sort_unstable();
         let expiries = self.expiries(&input, &chosen)?;
-        for (i, expiry) in chosen.iter().zip(expiries) {
-            self.store.put(keys.row(*i as usize).data(), &expiry.map(i64::to_le_bytes).unwrap_or_default());
+        let new_keys: Vec<Box<[u8]>> = chosen.iter().map(|i| keys.row(*i as usize).data().into()).collect();
+        for (key, expiry) in new_keys.iter().zip(&expiries) {
+            self.store.put(key, &expiry.map(i64::to_le_bytes).unwrap_or_default());
         }
+        self.index_expiry(&new_keys, &expiries)?;
         let rows = take_record_batch(&input, &UInt32Array::from(chosen))?;
-        self.evict()?;
+        self.evict();
         let mut columns = rows.columns().to_vec();
         if self.spec.output_schema.fields().len() > columns.len() {
             columns.push(Arc::new(UInt64Array::from(vec![1u64; rows.num_rows()])));
         }
         Ok(RecordBatch::try_new(Arc::clone(&self.spec.output_schema), columns)?)
+    }
+
+    /// Rebuilds the expiry index from the stored keys (once per restore).
+    fn restored(&mut self) -> Result<()> {
+        self.expiring.clear();
+        let stored: Vec<(Box<[u8]>, Option<i64>)> =
+            self.store.iter().map(|(k, v)| (k.into(), <[u8; 8]>::try_from(v).ok().map(i64::from_le_bytes))).collect();
+        let (keys, expiries): (Vec<_>, Vec<_>) = stored.into_iter().unzip();
+        self.index_expiry(&keys, &expiries)
     }
 
     fn begin_batch(&mut self, watermarks: BatchWatermarks) {

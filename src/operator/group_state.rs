@@ -23,7 +23,7 @@ use serde::Serialize;
 use super::exec::BatchOperator;
 use super::watermark::{drop_late_rows, TimeColumn};
 use super::{BatchWatermarks, OperatorProgress};
-use crate::state::StateStore;
+use crate::state::{StateStore, TimerIndex};
 use crate::{Result, SluiceError};
 
 /// Which clock can time a key out (Spark's `GroupStateTimeout`).
@@ -183,6 +183,9 @@ pub struct GroupStateOperator {
     keys: RowConverter,
     store: StateStore,
     watermarks: BatchWatermarks,
+    /// Keys by their timeout (ms): Flink's timer service. A batch calls only the keys due; with
+    /// no timeout configured it stays empty and no batch looks at the keys.
+    timers: TimerIndex,
     dropped: u64,
 }
 
@@ -212,7 +215,14 @@ impl GroupStateOperator {
             )));
         }
         let fields = spec.keys.iter().map(|i| SortField::new(input_schema.field(*i).data_type().clone())).collect();
-        Ok(Self { keys: RowConverter::new(fields)?, spec, store, watermarks: BatchWatermarks::default(), dropped: 0 })
+        Ok(Self {
+            keys: RowConverter::new(fields)?,
+            spec,
+            store,
+            watermarks: BatchWatermarks::default(),
+            timers: TimerIndex::new(),
+            dropped: 0,
+        })
     }
 
     fn state_for(&self, value: Option<&[u8]>, timed_out: bool) -> GroupState<Vec<u8>> {
@@ -240,6 +250,10 @@ impl GroupStateOperator {
             Some(_) => self.store.put(key, &encode(&state)),
             None => self.store.remove(key),
         }
+        match (&state.value, state.timeout_at_ms) {
+            (Some(_), Some(at)) => self.timers.set(key, at),
+            _ => self.timers.remove(key),
+        }
         Ok(out)
     }
 
@@ -250,11 +264,13 @@ impl GroupStateOperator {
         Ok(kept)
     }
 
-    fn is_due(&self, timeout_at_ms: i64) -> bool {
+    /// The latest timeout that is due in this batch: processing time at or before the batch's
+    /// time, event time before `W_k` (Spark's rules); `None` without a timeout.
+    fn due_through(&self) -> Option<i64> {
         match self.spec.timeout {
-            GroupStateTimeout::NoTimeout => false,
-            GroupStateTimeout::ProcessingTime => timeout_at_ms <= self.watermarks.processing_time_ms,
-            GroupStateTimeout::EventTime => timeout_at_ms < self.watermarks.current_ms,
+            GroupStateTimeout::NoTimeout => None,
+            GroupStateTimeout::ProcessingTime => Some(self.watermarks.processing_time_ms),
+            GroupStateTimeout::EventTime => Some(self.watermarks.current_ms.saturating_sub(1)),
         }
     }
 
@@ -302,18 +318,32 @@ impl BatchOperator for GroupStateOperator {
             let rows = take_record_batch(&input, &UInt32Array::from(indexes.clone()))?;
             out.extend(self.call(key, &rows, false)?);
         }
-        let mut due: Vec<Box<[u8]>> = self
-            .store
-            .iter()
-            .filter(|(k, v)| !groups.contains_key(*k) && timeout_of(v).is_some_and(|at| self.is_due(at)))
-            .map(|(k, _)| k.into())
-            .collect();
+        // Keys called with rows above had their timeout reset by that call.
+        let mut due: Vec<Box<[u8]>> = match self.due_through() {
+            Some(through) => {
+                self.timers.due_through(through).filter(|k| !groups.contains_key(*k)).map(Box::from).collect()
+            }
+            None => Vec::new(),
+        };
         due.sort_unstable();
         let empty = input.slice(0, 0);
         for key in due {
             out.extend(self.call(&key, &empty, true)?);
         }
         self.to_batch(out)
+    }
+
+    /// Rebuilds the timer index from the stored timeouts (once per restore).
+    fn restored(&mut self) -> Result<()> {
+        self.timers.clear();
+        if self.spec.timeout != GroupStateTimeout::NoTimeout {
+            for (key, value) in self.store.iter() {
+                if let Some(at) = timeout_of(value) {
+                    self.timers.set(key, at);
+                }
+            }
+        }
+        Ok(())
     }
 
     fn begin_batch(&mut self, watermarks: BatchWatermarks) {
@@ -331,7 +361,7 @@ impl BatchOperator for GroupStateOperator {
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis() as i64);
-                self.store.iter().any(|(_, v)| timeout_of(v).is_some_and(|at| at <= now))
+                self.timers.earliest().is_some_and(|at| at <= now)
             }
         }
     }

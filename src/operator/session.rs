@@ -7,7 +7,7 @@
 //! session whose bounds grow is taken out of the store and re-enters as a partial row with the new
 //! bounds. The ordinary aggregation merge then folds every piece of a session into one state row.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, StructArray, UInt32Array};
@@ -43,10 +43,78 @@ fn session_column(like: &ArrayRef, starts: Vec<i64>, ends: Vec<i64>) -> Result<A
     Ok(Arc::new(StructArray::try_new(fields.clone(), vec![starts, ends], None)?))
 }
 
+/// The stored sessions of each key (the group columns other than the session), so that merging a
+/// batch reads only the sessions of the keys the batch brings, not every stored session.
+#[derive(Debug)]
+pub struct SessionIndex {
+    /// Indexes of the group columns other than the session.
+    others: Vec<usize>,
+    /// Encodes those columns.
+    converter: RowConverter,
+    /// Other-columns key → the state keys of its stored sessions.
+    sessions: HashMap<Box<[u8]>, HashSet<Box<[u8]>>>,
+    /// State key → its other-columns key.
+    other_of: HashMap<Box<[u8]>, Box<[u8]>>,
+}
+
+impl SessionIndex {
+    /// An empty index for group columns of `group_types`, the session being column `session`.
+    ///
+    /// # Errors
+    /// An arrow error when a key type has no row encoding.
+    pub fn try_new(group_types: &[DataType], session: usize) -> Result<Self> {
+        let others: Vec<usize> = (0..group_types.len()).filter(|i| *i != session).collect();
+        let converter = RowConverter::new(others.iter().map(|i| SortField::new(group_types[*i].clone())).collect())?;
+        Ok(Self { others, converter, sessions: HashMap::new(), other_of: HashMap::new() })
+    }
+
+    /// The other-columns key of each row of `group_columns`.
+    fn other_keys(&self, group_columns: &[ArrayRef]) -> Result<arrow::row::Rows> {
+        let columns: Vec<ArrayRef> = self.others.iter().map(|i| Arc::clone(&group_columns[*i])).collect();
+        Ok(self.converter.convert_columns(&columns)?)
+    }
+
+    /// Records that the sessions `keys` (state keys of the rows of `group_columns`) are stored.
+    ///
+    /// # Errors
+    /// An arrow error when the columns cannot be encoded.
+    pub fn insert(&mut self, keys: &[Box<[u8]>], group_columns: &[ArrayRef]) -> Result<()> {
+        let others = self.other_keys(group_columns)?;
+        for (key, other) in keys.iter().zip(others.iter()) {
+            if !self.other_of.contains_key(key) {
+                let other: Box<[u8]> = other.data().into();
+                self.sessions.entry(other.clone()).or_default().insert(key.clone());
+                self.other_of.insert(key.clone(), other);
+            }
+        }
+        Ok(())
+    }
+
+    /// Records that the session `key` left the state.
+    pub fn remove(&mut self, key: &[u8]) {
+        if let Some(other) = self.other_of.remove(key) {
+            if let Some(set) = self.sessions.get_mut(&other) {
+                set.remove(key);
+                if set.is_empty() {
+                    self.sessions.remove(&other);
+                }
+            }
+        }
+    }
+
+    /// Forgets every session.
+    pub fn clear(&mut self) {
+        self.sessions.clear();
+        self.other_of.clear();
+    }
+}
+
 /// The state an aggregation keeps, as session merging reads it.
 pub struct SessionInputs<'a> {
     /// The aggregation's state.
     pub store: &'a StateStore,
+    /// The stored sessions by key.
+    pub index: &'a SessionIndex,
     /// Encodes group keys (the state keys).
     pub keys: &'a RowConverter,
     /// Encodes accumulator states (the state values).
@@ -67,25 +135,21 @@ pub fn merge_sessions(inputs: &SessionInputs, partial: RecordBatch) -> Result<(R
     if partial.num_rows() == 0 {
         return Ok((partial, vec![]));
     }
-    let group_count = inputs.group_count;
-    let others: Vec<usize> = (0..group_count).filter(|i| *i != inputs.session).collect();
-    let other_fields = others.iter().map(|i| SortField::new(partial.schema().field(*i).data_type().clone())).collect();
-    let other_keys = RowConverter::new(other_fields)?;
-    let pick = |columns: &[ArrayRef]| others.iter().map(|i| Arc::clone(&columns[*i])).collect::<Vec<_>>();
-
-    let partial_others = other_keys.convert_columns(&pick(partial.columns()))?;
+    let index = inputs.index;
+    let partial_others = index.other_keys(&partial.columns()[..inputs.group_count])?;
     let (p_starts, p_ends) = bounds(partial.column(inputs.session))?;
     let mut pieces: HashMap<&[u8], Vec<(i64, i64, Piece)>> = HashMap::new();
     for i in 0..partial.num_rows() {
         pieces.entry(partial_others.row(i).data()).or_default().push((p_starts[i], p_ends[i], Piece::Partial(i)));
     }
 
-    let stored: Vec<&[u8]> = inputs.store.iter().map(|(k, _)| k).collect();
+    // Only the stored sessions of the keys this batch brings.
+    let mut stored: Vec<&[u8]> = pieces.keys().filter_map(|k| index.sessions.get(*k)).flatten().map(|k| &**k).collect();
+    stored.sort_unstable();
     let parser = inputs.keys.parser();
     let stored_columns =
         if stored.is_empty() { vec![] } else { inputs.keys.convert_rows(stored.iter().map(|k| parser.parse(k)))? };
-    let stored_others =
-        if stored.is_empty() { None } else { Some(other_keys.convert_columns(&pick(&stored_columns))?) };
+    let stored_others = if stored.is_empty() { None } else { Some(index.other_keys(&stored_columns)?) };
     let (s_starts, s_ends) =
         if stored.is_empty() { (vec![], vec![]) } else { bounds(&stored_columns[inputs.session])? };
     if let Some(stored_others) = &stored_others {

@@ -148,9 +148,23 @@ pub fn unit_nanos(data_type: &DataType) -> Option<i64> {
 pub fn ms_in_unit(ms: i64, data_type: &DataType) -> i64 {
     let nanos = unit_nanos(data_type).unwrap_or(1_000_000);
     if nanos >= 1_000_000 {
-        ms / (nanos / 1_000_000)
+        // Floor, also before the epoch: `t <= w` in ms holds exactly for `t <= floor(w)` in s.
+        ms.div_euclid(nanos / 1_000_000)
     } else {
         ms.saturating_mul(1_000_000 / nanos)
+    }
+}
+
+/// A time `value` of `data_type` (a timestamp unit) as the smallest millisecond at or after it,
+/// so that `value <= ms_in_unit(w)` exactly when `ceil_ms(value) <= w` (for whole-unit `w`): an
+/// index of times in ms takes exactly the keys a comparison in the column's unit would.
+pub fn ceil_ms(value: i64, data_type: &DataType) -> i64 {
+    let nanos = unit_nanos(data_type).unwrap_or(1_000_000);
+    if nanos >= 1_000_000 {
+        value.saturating_mul(nanos / 1_000_000)
+    } else {
+        let per_ms = 1_000_000 / nanos;
+        value.div_euclid(per_ms) + i64::from(value.rem_euclid(per_ms) != 0)
     }
 }
 
@@ -213,6 +227,19 @@ mod tests {
     use arrow::datatypes::{Field, Schema};
 
     use super::*;
+
+    #[test]
+    fn ceil_ms_agrees_with_a_comparison_in_the_unit() {
+        use arrow::datatypes::TimeUnit::*;
+        for unit in [Second, Millisecond, Microsecond, Nanosecond] {
+            let ty = DataType::Timestamp(unit, None);
+            for value in [-2_000_001, -1_000_000, -999_999, -1, 0, 1, 999, 1_000, 999_999, 1_000_000, 1_000_001] {
+                for w in [-2_000, -1_001, -1_000, -1, 0, 1, 999, 1_000, 1_001] {
+                    assert_eq!(value <= ms_in_unit(w, &ty), ceil_ms(value, &ty) <= w, "{value} {unit:?} {w}");
+                }
+            }
+        }
+    }
 
     fn batch(ms: &[i64]) -> RecordBatch {
         let ts = TimestampNanosecondArray::from(ms.iter().map(|m| m * 1_000_000).collect::<Vec<_>>());

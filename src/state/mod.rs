@@ -7,5 +7,7 @@
 
 pub mod codec;
 pub mod store;
+pub mod timers;
 
 pub use store::{StateMetrics, StateStore};
+pub use timers::TimerIndex;
