@@ -8,23 +8,26 @@
 //! watermarked event time is at or below `W_{k-1}` are dropped as late before joining.
 //!
 //! State: a row per buffered input row, keyed `[side][arrival id]`, valued `[matched][row]` in
-//! arrow's row format; the buffers and their hash indexes are rebuilt from it on restore.
+//! arrow's row format. The store holds each buffered row once; beside it each side keeps an index
+//! from equality key to arrival ids and an index of ids by eviction time, so a batch decodes only
+//! the rows it matches or evicts: its work follows the rows that arrive and leave, not the rows
+//! buffered. The indexes are rebuilt from the store on restore.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{new_null_array, Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array};
-use arrow::compute::{cast, concat_batches, filter_record_batch, take_record_batch};
+use arrow::array::{new_null_array, Array, ArrayRef, AsArray, RecordBatch};
+use arrow::compute::{cast, concat_batches, filter_record_batch};
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow::row::{RowConverter, SortField};
 use datafusion::logical_expr::JoinType;
 use datafusion::physical_expr::PhysicalExpr;
 
 use super::exec::BatchOperator;
-use super::watermark::{drop_late_rows, ms_in_unit, time_values, TimeColumn};
+use super::watermark::{ceil_ms, drop_late_rows, time_values, TimeColumn};
 use super::{BatchWatermarks, OperatorProgress};
 use crate::plan::nodes::StateEviction;
-use crate::state::StateStore;
+use crate::state::{StateStore, TimerIndex};
 use crate::{Result, SluiceError};
 
 /// One input of a stream-stream join.
@@ -55,87 +58,62 @@ pub struct JoinSpec {
     pub output_schema: SchemaRef,
 }
 
-/// The buffered rows of one side, in arrival order.
-#[derive(Debug)]
+/// The indexes over one side's buffered rows (whose bytes are in the store).
+#[derive(Debug, Default)]
 struct Buffer {
-    rows: RecordBatch,
-    ids: Vec<u64>,
-    keys: Vec<Option<Box<[u8]>>>,
-    matched: Vec<bool>,
-    /// The row's current value is not in the store yet (new, or its matched flag changed).
-    dirty: Vec<bool>,
-    /// The row has been written to the store before.
-    stored: Vec<bool>,
-    index: HashMap<Box<[u8]>, Vec<u32>>,
+    /// Equality key → arrival ids of the buffered rows with it, in arrival order.
+    by_key: HashMap<Box<[u8]>, Vec<u64>>,
+    /// The equality key of each buffered row that has one (null keys match nothing).
+    key_of: HashMap<u64, Box<[u8]>>,
+    /// Arrival ids (big-endian) by the time (ms, rounded up) the state watermark must pass to
+    /// evict the row; rows that are never evicted are not in it.
+    expiry: TimerIndex,
+    /// Number of buffered rows.
+    len: usize,
     next_id: u64,
 }
 
 impl Buffer {
-    fn new(schema: SchemaRef) -> Self {
-        Self {
-            rows: RecordBatch::new_empty(schema),
-            ids: vec![],
-            keys: vec![],
-            matched: vec![],
-            dirty: vec![],
-            stored: vec![],
-            index: HashMap::new(),
-            next_id: 0,
+    /// Adds buffered row `id`, with its equality key and eviction time.
+    fn add(&mut self, id: u64, key: Option<Box<[u8]>>, evict_at_ms: Option<i64>) {
+        if let Some(key) = key {
+            self.by_key.entry(key.clone()).or_default().push(id);
+            self.key_of.insert(id, key);
         }
+        if let Some(at) = evict_at_ms {
+            self.expiry.set(&id.to_be_bytes(), at);
+        }
+        self.len += 1;
+        self.next_id = self.next_id.max(id + 1);
     }
 
-    fn len(&self) -> usize {
-        self.ids.len()
+    /// Ids of buffered rows with key `key`, in arrival order.
+    fn probe(&self, key: &[u8]) -> &[u64] {
+        self.by_key.get(key).map_or(&[], Vec::as_slice)
     }
 
-    fn append(&mut self, batch: &RecordBatch, keys: Vec<Option<Box<[u8]>>>, stored: bool) -> Result<()> {
-        let base = self.len() as u32;
-        for (i, key) in keys.iter().enumerate() {
-            if let Some(key) = key {
-                self.index.entry(key.clone()).or_default().push(base + i as u32);
+    /// Takes the ids whose eviction time is at or before `through_ms`, in arrival order, out of
+    /// the indexes.
+    fn evict_through(&mut self, through_ms: i64) -> Vec<u64> {
+        let mut ids: Vec<u64> = self
+            .expiry
+            .take_through(through_ms)
+            .iter()
+            .filter_map(|k| <[u8; 8]>::try_from(&**k).ok().map(u64::from_be_bytes))
+            .collect();
+        ids.sort_unstable();
+        for id in &ids {
+            if let Some(key) = self.key_of.remove(id) {
+                if let Some(list) = self.by_key.get_mut(&key) {
+                    list.retain(|i| i != id);
+                    if list.is_empty() {
+                        self.by_key.remove(&key);
+                    }
+                }
             }
         }
-        self.rows = concat_batches(&self.rows.schema(), [&self.rows, batch])?;
-        self.ids.extend((0..batch.num_rows() as u64).map(|i| self.next_id + i));
-        self.next_id += batch.num_rows() as u64;
-        self.keys.extend(keys);
-        self.matched.resize(self.rows.num_rows(), false);
-        self.dirty.resize(self.rows.num_rows(), !stored);
-        self.stored.resize(self.rows.num_rows(), stored);
-        Ok(())
-    }
-
-    /// Positions of buffered rows with key `key`, in arrival order.
-    fn probe(&self, key: &[u8]) -> &[u32] {
-        self.index.get(key).map_or(&[], Vec::as_slice)
-    }
-
-    fn set_matched(&mut self, position: usize) {
-        if !self.matched[position] {
-            self.matched[position] = true;
-            self.dirty[position] = true;
-        }
-    }
-
-    /// Keeps the rows where `keep` is true.
-    fn retain(&mut self, keep: &[bool]) -> Result<()> {
-        let mask = BooleanArray::from(keep.to_vec());
-        self.rows = filter_record_batch(&self.rows, &mask)?;
-        let mut kept = keep.iter();
-        self.ids.retain(|_| *kept.next().expect("one flag per row"));
-        let mut kept = keep.iter();
-        self.keys.retain(|_| *kept.next().expect("one flag per row"));
-        for flags in [&mut self.matched, &mut self.dirty, &mut self.stored] {
-            let mut kept = keep.iter();
-            flags.retain(|_| *kept.next().expect("one flag per row"));
-        }
-        self.index.clear();
-        for (i, key) in self.keys.iter().enumerate() {
-            if let Some(key) = key {
-                self.index.entry(key.clone()).or_default().push(i as u32);
-            }
-        }
-        Ok(())
+        self.len -= ids.len();
+        ids
     }
 }
 
@@ -175,7 +153,7 @@ impl JoinState {
         Ok(Self {
             keys: RowConverter::new(key_fields)?,
             rows: [row_codec(&spec.sides[0].schema)?, row_codec(&spec.sides[1].schema)?],
-            buffers: [Buffer::new(Arc::clone(&spec.sides[0].schema)), Buffer::new(Arc::clone(&spec.sides[1].schema))],
+            buffers: [Buffer::default(), Buffer::default()],
             spec,
             store,
             watermarks: BatchWatermarks::default(),
@@ -209,34 +187,93 @@ impl JoinState {
             .collect())
     }
 
-    /// The left and right rows of `pairs` side by side.
-    fn pair_rows(&self, pairs: &[(u32, u32)]) -> Result<RecordBatch> {
-        let left = take_record_batch(&self.buffers[0].rows, &UInt32Array::from_iter_values(pairs.iter().map(|p| p.0)))?;
-        let right =
-            take_record_batch(&self.buffers[1].rows, &UInt32Array::from_iter_values(pairs.iter().map(|p| p.1)))?;
-        let fields: Vec<_> = left.schema().fields().iter().chain(right.schema().fields()).cloned().collect();
-        let columns = left.columns().iter().chain(right.columns()).cloned().collect();
-        Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
+    /// The eviction time (ms, rounded up) of each row of `batch`; `None` for rows never evicted.
+    fn evict_times(&self, side: usize, batch: &RecordBatch) -> Result<Vec<Option<i64>>> {
+        let Some(eviction) = self.spec.sides[side].eviction else { return Ok(vec![None; batch.num_rows()]) };
+        let (times, unit) = time_values(batch.column(eviction.column), eviction.is_window)?;
+        Ok(times.iter().map(|t| t.map(|t| ceil_ms(t, &unit))).collect())
     }
 
-    /// Joins this batch's rows: returns the matching pairs, as `(left position, right position)`
-    /// in the buffers, and the pairs' rows.
-    fn join_new_rows(&mut self, left: RecordBatch, right: RecordBatch) -> Result<(Vec<(u32, u32)>, RecordBatch)> {
+    /// Buffers `batch` (new rows of `side`, with their equality `keys`): stored once, indexed.
+    /// Returns the ids given to its rows.
+    fn buffer(&mut self, side: usize, batch: &RecordBatch, keys: Vec<Option<Box<[u8]>>>) -> Result<Vec<u64>> {
+        let times = self.evict_times(side, batch)?;
+        let encoded = self.rows[side].convert_columns(batch.columns())?;
+        let first = self.buffers[side].next_id;
+        let mut ids = Vec::with_capacity(batch.num_rows());
+        for (i, (key, at)) in keys.into_iter().zip(times).enumerate() {
+            let id = first + i as u64;
+            let row = encoded.row(i);
+            let mut value = Vec::with_capacity(row.data().len() + 1);
+            value.push(0);
+            value.extend_from_slice(row.data());
+            self.store.put(&side_key(side, id), &value);
+            self.buffers[side].add(id, key, at);
+            ids.push(id);
+        }
+        Ok(ids)
+    }
+
+    /// The stored value (`[matched][row]`) of buffered row `id` of `side`.
+    fn stored(&self, side: usize, id: u64) -> Result<&[u8]> {
+        self.store.get(&side_key(side, id)).filter(|v| !v.is_empty()).ok_or_else(|| SluiceError::Checkpoint {
+            location: format!("state of {}", self.spec.name),
+            message: format!("buffered row {id} of side {side} is missing; the checkpoint is corrupted"),
+        })
+    }
+
+    /// The buffered rows `ids` of `side` (repeats allowed), decoded into one batch.
+    fn decode(&self, side: usize, ids: &[u64]) -> Result<RecordBatch> {
+        let schema = Arc::clone(&self.spec.sides[side].schema);
+        if ids.is_empty() {
+            return Ok(RecordBatch::new_empty(schema));
+        }
+        let parser = self.rows[side].parser();
+        let values = ids.iter().map(|id| self.stored(side, *id)).collect::<Result<Vec<_>>>()?;
+        let columns = self.rows[side].convert_rows(values.iter().map(|v| parser.parse(&v[1..])))?;
+        Ok(RecordBatch::try_new(schema, columns)?)
+    }
+
+    /// Marks buffered row `id` of `side` as matched; false if it already was.
+    fn set_matched(&mut self, side: usize, id: u64) -> Result<bool> {
+        let value = self.stored(side, id)?;
+        if value[0] != 0 {
+            return Ok(false);
+        }
+        let mut value = value.to_vec();
+        value[0] = 1;
+        self.store.put(&side_key(side, id), &value);
+        Ok(true)
+    }
+
+    /// The left and right rows of `pairs` (arrival ids) side by side.
+    fn pair_rows(&self, pairs: &[(u64, u64)]) -> Result<RecordBatch> {
+        let left = self.decode(0, &pairs.iter().map(|p| p.0).collect::<Vec<_>>())?;
+        let right = self.decode(1, &pairs.iter().map(|p| p.1).collect::<Vec<_>>())?;
+        let fields: Vec<_> = left.schema().fields().iter().chain(right.schema().fields()).cloned().collect();
+        let columns = left.columns().iter().chain(right.columns()).cloned().collect();
+        let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(pairs.len()));
+        Ok(RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), columns, &options)?)
+    }
+
+    /// Joins this batch's rows and buffers them: returns the matching pairs, as `(left id, right
+    /// id)`, and the pairs' rows.
+    fn join_new_rows(&mut self, left: RecordBatch, right: RecordBatch) -> Result<(Vec<(u64, u64)>, RecordBatch)> {
         let left_keys = self.key_rows(0, &left)?;
         let right_keys = self.key_rows(1, &right)?;
         let mut pairs = Vec::new();
-        let left_base = self.buffers[0].len() as u32;
+        let left_first = self.buffers[0].next_id;
         for (i, key) in left_keys.iter().enumerate() {
             let Some(key) = key else { continue };
-            pairs.extend(self.buffers[1].probe(key).iter().map(|r| (left_base + i as u32, *r)));
+            pairs.extend(self.buffers[1].probe(key).iter().map(|r| (left_first + i as u64, *r)));
         }
-        self.buffers[0].append(&left, left_keys, false)?;
-        let right_base = self.buffers[1].len() as u32;
+        self.buffer(0, &left, left_keys)?;
+        let right_first = self.buffers[1].next_id;
         for (i, key) in right_keys.iter().enumerate() {
             let Some(key) = key else { continue };
-            pairs.extend(self.buffers[0].probe(key).iter().map(|l| (*l, right_base + i as u32)));
+            pairs.extend(self.buffers[0].probe(key).iter().map(|l| (*l, right_first + i as u64)));
         }
-        self.buffers[1].append(&right, right_keys, false)?;
+        self.buffer(1, &right, right_keys)?;
         let rows = self.pair_rows(&pairs)?;
         let Some(filter) = &self.spec.filter else { return Ok((pairs, rows)) };
         let mask = filter.evaluate(&rows)?.into_array(rows.num_rows())?;
@@ -247,51 +284,25 @@ impl JoinState {
         Ok((pairs, filter_record_batch(&rows, &mask)?))
     }
 
-    /// Rows of `side` the state watermark has passed, removed from the buffer and the store; the
-    /// ones that never matched are returned for an outer join to emit.
+    /// Rows of `side` the state watermark has passed, removed from the indexes and the store; the
+    /// ones that never matched are returned (in arrival order) for an outer join to emit.
     fn evict(&mut self, side: usize) -> Result<RecordBatch> {
-        let buffer = &self.buffers[side];
         let Some(eviction) = self.spec.sides[side].eviction else {
-            return Ok(RecordBatch::new_empty(buffer.rows.schema()));
+            return Ok(RecordBatch::new_empty(Arc::clone(&self.spec.sides[side].schema)));
         };
-        let (times, unit) = time_values(buffer.rows.column(eviction.column), eviction.is_window)?;
-        let watermark = ms_in_unit(self.watermarks.current_ms.saturating_add(eviction.offset_ms), &unit);
-        let keep: Vec<bool> = times.iter().map(|t| t.is_none_or(|t| t > watermark)).collect();
-        if keep.iter().all(|k| *k) {
-            return Ok(RecordBatch::new_empty(buffer.rows.schema()));
-        }
-        let unmatched: BooleanArray = keep.iter().zip(&buffer.matched).map(|(k, m)| Some(!k && !m)).collect();
-        let unmatched = filter_record_batch(&buffer.rows, &unmatched)?;
-        for (i, kept) in keep.iter().enumerate() {
-            if !kept && buffer.stored[i] {
-                self.store.remove(&side_key(side, buffer.ids[i]));
+        let through = self.watermarks.current_ms.saturating_add(eviction.offset_ms);
+        let evicted = self.buffers[side].evict_through(through);
+        let mut unmatched = Vec::new();
+        for id in &evicted {
+            if self.stored(side, *id)?[0] == 0 {
+                unmatched.push(*id);
             }
         }
-        self.buffers[side].retain(&keep)?;
-        Ok(unmatched)
-    }
-
-    /// Writes buffered rows that are new or changed to the store.
-    fn write_state(&mut self) -> Result<()> {
-        for side in 0..2 {
-            let buffer = &mut self.buffers[side];
-            let dirty: Vec<u32> = (0..buffer.len() as u32).filter(|i| buffer.dirty[*i as usize]).collect();
-            if dirty.is_empty() {
-                continue;
-            }
-            let rows = take_record_batch(&buffer.rows, &UInt32Array::from(dirty.clone()))?;
-            let encoded = self.rows[side].convert_columns(rows.columns())?;
-            for (row, position) in encoded.iter().zip(&dirty) {
-                let position = *position as usize;
-                let mut value = Vec::with_capacity(row.data().len() + 1);
-                value.push(u8::from(buffer.matched[position]));
-                value.extend_from_slice(row.data());
-                self.store.put(&side_key(side, buffer.ids[position]), &value);
-                buffer.dirty[position] = false;
-                buffer.stored[position] = true;
-            }
+        let rows = self.decode(side, &unmatched)?;
+        for id in evicted {
+            self.store.remove(&side_key(side, id));
         }
-        Ok(())
+        Ok(rows)
     }
 
     /// `rows` of one side padded with nulls for the other side's columns.
@@ -327,16 +338,15 @@ impl BatchOperator for JoinState {
             // A left row is emitted once, by the first batch in which it matches.
             let mut first = Vec::new();
             for (l, _) in &pairs {
-                if !self.buffers[0].matched[*l as usize] {
-                    self.buffers[0].set_matched(*l as usize);
+                if self.set_matched(0, *l)? {
                     first.push(*l);
                 }
             }
-            output.push(take_record_batch(&self.buffers[0].rows, &UInt32Array::from(first))?);
+            output.push(self.decode(0, &first)?);
         } else {
             for (l, r) in &pairs {
-                self.buffers[0].set_matched(*l as usize);
-                self.buffers[1].set_matched(*r as usize);
+                self.set_matched(0, *l)?;
+                self.set_matched(1, *r)?;
             }
             output.push(self.with_output_schema(&rows)?);
         }
@@ -352,43 +362,35 @@ impl BatchOperator for JoinState {
                 output.push(self.null_padded(side, &unmatched)?);
             }
         }
-        self.write_state()?;
         let output = output.iter().map(|b| self.with_output_schema(b)).collect::<Result<Vec<_>>>()?;
         Ok(concat_batches(&self.spec.output_schema, &output)?)
     }
 
+    /// Rebuilds both sides' indexes from the stored rows (once per restore).
     fn restored(&mut self) -> Result<()> {
-        let mut entries: Vec<(&[u8], &[u8])> = self.store.iter().collect();
-        entries.sort_unstable_by_key(|(k, _)| *k);
         let corrupt = |what: &str| SluiceError::Checkpoint {
             location: format!("state of {}", self.spec.name),
             message: format!("malformed join state row ({what}); the checkpoint is corrupted, start from a new one"),
         };
-        let mut loaded: [Vec<(u64, bool, &[u8])>; 2] = [vec![], vec![]];
-        for (key, value) in entries {
-            let (Some(side), Ok(id), Some((matched, row))) =
-                (key.first(), <[u8; 8]>::try_from(&key[1..]), value.split_first())
-            else {
+        let mut ids: [Vec<u64>; 2] = [vec![], vec![]];
+        for (key, value) in self.store.iter() {
+            let id = key.get(1..).and_then(|id| <[u8; 8]>::try_from(id).ok());
+            let (Some(side), Some(id), false) = (key.first(), id, value.is_empty()) else {
                 return Err(corrupt("short key or value"));
             };
-            let side = usize::from(*side);
-            if side > 1 {
-                return Err(corrupt("unknown side"));
+            match ids.get_mut(usize::from(*side)) {
+                Some(side_ids) => side_ids.push(u64::from_be_bytes(id)),
+                None => return Err(corrupt("unknown side")),
             }
-            loaded[side].push((u64::from_be_bytes(id), *matched != 0, row));
         }
-        for (side, rows) in loaded.iter().enumerate() {
-            let schema = Arc::clone(&self.spec.sides[side].schema);
-            let mut buffer = Buffer::new(Arc::clone(&schema));
-            if !rows.is_empty() {
-                let parser = self.rows[side].parser();
-                let columns = self.rows[side].convert_rows(rows.iter().map(|(_, _, r)| parser.parse(r)))?;
-                let batch = RecordBatch::try_new(schema, columns)?;
-                let keys = self.key_rows(side, &batch)?;
-                buffer.append(&batch, keys, true)?;
-                buffer.ids = rows.iter().map(|(id, _, _)| *id).collect();
-                buffer.matched = rows.iter().map(|(_, m, _)| *m).collect();
-                buffer.next_id = rows.last().map_or(0, |(id, _, _)| id + 1);
+        for (side, mut side_ids) in ids.into_iter().enumerate() {
+            side_ids.sort_unstable();
+            let mut buffer = Buffer::default();
+            let rows = self.decode(side, &side_ids)?;
+            let keys = self.key_rows(side, &rows)?;
+            let times = self.evict_times(side, &rows)?;
+            for ((id, key), at) in side_ids.iter().zip(keys).zip(times) {
+                buffer.add(*id, key, at);
             }
             self.buffers[side] = buffer;
         }
