@@ -35,6 +35,7 @@ use crate::source::file::{FileSource, FileSourceOptions};
 use crate::source::memory::{MemorySource, MemoryStream};
 use crate::source::Source;
 use crate::sql::functions;
+use crate::sql::generators::rewrite_generators;
 use crate::sql::parse_script;
 use crate::sql::parser::{normalize, CreateStreamTable, SluiceStatement};
 use crate::sql::rewrite::rewrite_windows;
@@ -624,11 +625,12 @@ fn streaming_state(ctx: &SessionContext, registry: &Arc<OperatorRegistry>) -> Se
     state
 }
 
-/// SQL to an incremental logical plan: window rewrite, DataFusion planning and optimization,
+/// SQL to an incremental logical plan: generator and window rewrites, DataFusion planning and optimization,
 /// deduplication, stream-stream joins, the definition's stages, output-mode checks, streaming
 /// aggregations.
 async fn plan_query(state: &SessionState, definition: &QueryDefinition, mode: OutputMode) -> Result<LogicalPlan> {
     let mut query = definition.query.clone();
+    rewrite_generators(&mut query)?;
     rewrite_windows(&mut query)?;
     let statement = DFStatement::Statement(Box::new(Statement::Query(Box::new(query))));
     let plan = state.statement_to_plan(statement).await?;
