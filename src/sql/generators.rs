@@ -26,27 +26,45 @@ use datafusion::sql::sqlparser::parser::Parser;
 use super::dialect::SluiceDialect;
 use crate::{Result, SluiceError};
 
-/// Rewrites every generator in the select lists of `query`.
+/// Rewrites every generator in the select lists of `query`; whether there was one.
 ///
 /// # Errors
 /// [`SluiceError::Unsupported`] for two generators in one select or a generator inside an
 /// expression; [`SluiceError::Sql`] for a generator without exactly one argument or with aliases
 /// that fit neither an array nor a map.
-pub fn rewrite_generators(query: &mut Query) -> Result<()> {
-    match query.visit(&mut Rewriter) {
+pub fn rewrite_generators(query: &mut Query) -> Result<bool> {
+    let mut rewriter = Rewriter { rewrote: false };
+    match query.visit(&mut rewriter) {
         ControlFlow::Break(e) => Err(e),
-        ControlFlow::Continue(()) => Ok(()),
+        ControlFlow::Continue(()) => Ok(rewriter.rewrote),
     }
 }
 
-struct Rewriter;
+/// DataFusion's planning error for `unnest` of a MAP, which the rewrite makes of `explode(m)`
+/// without the map's two column names, said in terms of `explode`.
+pub fn explain_map_explode(error: SluiceError) -> SluiceError {
+    if error.to_string().contains("unnest() can only be applied to array") {
+        return SluiceError::sql(format!(
+            "explode(...) of a MAP gives two columns: name them, explode(m) AS (key, value) \
+             (posexplode(m) AS (pos, key, value)); an array or map is needed ({error})"
+        ));
+    }
+    error
+}
+
+struct Rewriter {
+    rewrote: bool,
+}
 
 impl VisitorMut for Rewriter {
     type Break = SluiceError;
 
     fn pre_visit_select(&mut self, select: &mut Select) -> ControlFlow<SluiceError> {
         match rewrite_select(select) {
-            Ok(()) => ControlFlow::Continue(()),
+            Ok(rewrote) => {
+                self.rewrote |= rewrote;
+                ControlFlow::Continue(())
+            }
             Err(e) => ControlFlow::Break(e),
         }
     }
@@ -85,7 +103,8 @@ fn single_argument(f: &Function) -> Option<Expr> {
     }
 }
 
-fn rewrite_select(select: &mut Select) -> Result<()> {
+/// Rewrites the generator of `select`'s items; whether it had one.
+fn rewrite_select(select: &mut Select) -> Result<bool> {
     let mut items = Vec::with_capacity(select.projection.len());
     let mut seen: Option<String> = None;
     for item in std::mem::take(&mut select.projection) {
@@ -112,7 +131,7 @@ fn rewrite_select(select: &mut Select) -> Result<()> {
         items.extend(expand(&name, argument?, aliases)?);
     }
     select.projection = items;
-    Ok(())
+    Ok(seen.is_some())
 }
 
 /// The select items `name(argument) AS (aliases)` stands for.
@@ -188,7 +207,7 @@ mod tests {
         let Statement::Query(mut q) = Parser::parse_sql(&SluiceDialect::default(), sql).unwrap().remove(0) else {
             panic!("not a query")
         };
-        rewrite_generators(&mut q)?;
+        assert_eq!(rewrite_generators(&mut q)?, sql.contains("explode"));
         Ok(q.to_string())
     }
 

@@ -167,6 +167,7 @@ async fn generators_spark_refuses_are_refused() {
     for (select, says) in [
         ("explode(array(value)) AS x, explode(array(key)) AS y", "one generator"),
         ("explode(array(value)) + 1 AS x", "whole select item"),
+        ("explode(make_map(key, value))", "explode(m) AS (key, value)"),
     ] {
         let script = format!("INSERT INTO out SELECT {select} FROM events");
         let err = start_at(OutputMode::Append, &script, "memory://").await.err().expect(select).to_string();
