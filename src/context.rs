@@ -35,6 +35,7 @@ use crate::source::file::{FileSource, FileSourceOptions};
 use crate::source::memory::{MemorySource, MemoryStream};
 use crate::source::Source;
 use crate::sql::functions;
+use crate::sql::generators::{explain_map_explode, rewrite_generators};
 use crate::sql::parse_script;
 use crate::sql::parser::{normalize, CreateStreamTable, SluiceStatement};
 use crate::sql::rewrite::rewrite_windows;
@@ -625,14 +626,18 @@ fn streaming_state(ctx: &SessionContext, registry: &Arc<OperatorRegistry>) -> Se
     state
 }
 
-/// SQL to an incremental logical plan: window rewrite, DataFusion planning and optimization,
+/// SQL to an incremental logical plan: generator and window rewrites, DataFusion planning and optimization,
 /// deduplication, stream-stream joins, the definition's stages, output-mode checks, streaming
 /// aggregations.
 async fn plan_query(state: &SessionState, definition: &QueryDefinition, mode: OutputMode) -> Result<LogicalPlan> {
     let mut query = definition.query.clone();
+    let generators = rewrite_generators(&mut query)?;
     rewrite_windows(&mut query)?;
     let statement = DFStatement::Statement(Box::new(Statement::Query(Box::new(query))));
-    let plan = state.statement_to_plan(statement).await?;
+    let plan = match state.statement_to_plan(statement).await {
+        Err(e) if generators => return Err(explain_map_explode(e.into())),
+        plan => plan?,
+    };
     checks::check_subqueries(&plan)?;
     checks::check_set_operations(&plan)?;
     let optimized = state.optimize(&plan)?;

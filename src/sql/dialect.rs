@@ -46,4 +46,9 @@ impl Dialect for SluiceDialect {
         // Spark's `MAP<K, V>` type.
         true
     }
+
+    fn supports_select_item_multi_column_alias(&self) -> bool {
+        // Spark's `posexplode(a) AS (i, x)`, `explode(m) AS (k, v)`.
+        true
+    }
 }

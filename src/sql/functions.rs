@@ -1,30 +1,42 @@
-//! The SQL functions of a sluice session: DataFusion's, sluice's window functions, and Spark's
-//! from the `datafusion-spark` crate.
+//! The SQL functions of a sluice session: DataFusion's, sluice's window functions, Spark's from the
+//! `datafusion-spark` crate, and the Spark functions sluice adds: `date_format` with Spark's
+//! patterns (replacing DataFusion's alias of `to_char`), `get_json_object`, and
+//! `approx_count_distinct` (DataFusion's `approx_distinct` under Spark's name).
 //!
 //! By default Spark's functions are added only under names DataFusion lacks (`if`, `size`,
 //! `date_add`, `collect_list`, `from_utc_timestamp`, ...), so DataFusion's behaviour of every
 //! name it has is kept. With `SET sluice.sql.spark_functions = 'true'` every datafusion-spark
 //! function replaces DataFusion's of the same name (`concat` returns NULL when an argument is
-//! NULL, as in Spark) and Spark's expression planner is added (`EXTRACT`, `SUBSTRING`).
+//! NULL, as in Spark) and Spark's expression planners are added (`EXTRACT`, `SUBSTRING`, and `/`
+//! giving a DOUBLE).
 
 use std::sync::Arc;
 
 use datafusion::catalog::MemoryCatalogProviderList;
 use datafusion::execution::context::SessionState;
 use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::functions_aggregate::approx_distinct::approx_distinct_udaf;
 use datafusion::logical_expr::registry::FunctionRegistry;
+use datafusion::logical_expr::ScalarUDF;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
+use super::date_format::{DateFormat, ToChar};
+use super::divide::SparkDivisionPlanner;
+use super::get_json_object::GetJsonObject;
 use crate::plan::window;
 use crate::Result;
 
-/// A session with sluice's window functions and datafusion-spark's functions that DataFusion
-/// has no function of the same name for.
+/// A session with sluice's window functions, sluice's Spark functions, and datafusion-spark's
+/// functions that DataFusion has no function of the same name for.
 pub fn new_session(config: SessionConfig) -> SessionContext {
     let ctx = SessionContext::new_with_config(config);
     for udf in window::window_udfs() {
         ctx.register_udf(udf);
     }
+    ctx.register_udf(ScalarUDF::new_from_impl(ToChar::default()));
+    ctx.register_udf(ScalarUDF::new_from_impl(DateFormat::new()));
+    ctx.register_udf(ScalarUDF::new_from_impl(GetJsonObject::new()));
+    ctx.register_udaf(approx_distinct_udaf().as_ref().clone().with_aliases(["approx_count_distinct"]));
     let state = ctx.state();
     let taken = |name: &str, aliases: &[String]| {
         std::iter::once(name).chain(aliases.iter().map(String::as_str)).any(|n| {
@@ -47,7 +59,7 @@ pub fn new_session(config: SessionConfig) -> SessionContext {
 }
 
 /// Makes every datafusion-spark function replace DataFusion's of the same name in `ctx`, and
-/// plans `EXTRACT` and `SUBSTRING` as Spark does (`SET sluice.sql.spark_functions = 'true'`).
+/// plans `EXTRACT`, `SUBSTRING` and `/` as Spark does (`SET sluice.sql.spark_functions = 'true'`).
 ///
 /// # Errors
 /// A DataFusion error if a function cannot be registered.
@@ -55,6 +67,7 @@ pub fn prefer_spark_functions(ctx: &SessionContext) -> Result<()> {
     let mut registry = ctx.clone();
     datafusion_spark::register_all(&mut registry)?;
     registry.register_expr_planner(Arc::new(datafusion_spark::planner::SparkFunctionPlanner))?;
+    registry.register_expr_planner(Arc::new(SparkDivisionPlanner))?;
     Ok(())
 }
 
@@ -77,8 +90,15 @@ mod tests {
         for name in ["if", "size", "date_add", "from_utc_timestamp", "json_tuple", "tumble_window"] {
             assert!(state.scalar_functions().contains_key(name), "{name}");
         }
-        for name in ["collect_list", "collect_set", "try_sum"] {
+        for name in ["collect_list", "collect_set", "try_sum", "approx_count_distinct", "approx_distinct"] {
             assert!(state.aggregate_functions().contains_key(name), "{name}");
+        }
+        // Spark's date_format, not DataFusion's alias of to_char, which stays under its own name,
+        // also in a state rebuilt from the session's functions (in hash order).
+        for _ in 0..8 {
+            let rebuilt = session_without_tables(&new_session(SessionConfig::new()));
+            assert_eq!(rebuilt.scalar_functions()["date_format"].name(), "date_format");
+            assert_eq!(rebuilt.scalar_functions()["to_char"].name(), "to_char");
         }
     }
 }

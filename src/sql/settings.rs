@@ -12,7 +12,7 @@ pub const SESSION_TIME_ZONE: &str = "spark.sql.session.timeZone";
 /// `spark.sql.shuffle.partitions`: the number of state partitions of a new query.
 pub const SHUFFLE_PARTITIONS: &str = "spark.sql.shuffle.partitions";
 /// `sluice.sql.spark_functions`: `true` makes Spark's versions of functions DataFusion also has
-/// (`concat`, `round`, ...) replace DataFusion's.
+/// (`concat`, `round`, ...) replace DataFusion's, and `/` between integers give a DOUBLE.
 pub const SPARK_FUNCTIONS: &str = "sluice.sql.spark_functions";
 
 /// The keys sluice accepts besides `datafusion.*`.

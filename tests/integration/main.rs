@@ -16,6 +16,7 @@ mod nested_data;
 mod output_modes;
 mod recovery;
 mod session_windows;
+mod spark_functions;
 mod spark_sql;
 mod sql_fuzz;
 mod stream_join;
