@@ -24,6 +24,8 @@ use datafusion::common::{Result, ScalarValue};
 use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility};
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
+use crate::format::encode::spark_text::write_double;
+
 /// `get_json_object(json_string, path)`.
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct GetJsonObject {
@@ -337,7 +339,7 @@ fn write_json(value: &Json, out: &mut String) {
         Json::Null => out.push_str("null"),
         Json::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
         Json::Number(n) => match n.as_f64().filter(|_| n.is_f64()) {
-            Some(f) => out.push_str(&java_double(f)),
+            Some(f) => write_double(out, f),
             None => out.push_str(&n.to_string()),
         },
         Json::String(s) => write_string(s, out),
@@ -388,20 +390,6 @@ fn write_string(s: &str, out: &mut String) {
     out.push('"');
 }
 
-/// Java's `Double.toString`: plain with at least one decimal for 10^-3 <= |d| < 10^7, else
-/// `d.dddE±n`; the shortest digits that read back as `d`.
-fn java_double(d: f64) -> String {
-    let magnitude = d.abs();
-    if magnitude == 0.0 || (1e-3..1e7).contains(&magnitude) {
-        let plain = d.to_string();
-        return if plain.contains('.') { plain } else { format!("{plain}.0") };
-    }
-    let scientific = format!("{d:e}");
-    let (mantissa, exponent) = scientific.split_once('e').unwrap_or((&scientific, "0"));
-    let mantissa = if mantissa.contains('.') { mantissa.to_string() } else { format!("{mantissa}.0") };
-    format!("{mantissa}E{exponent}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -445,11 +433,7 @@ mod tests {
 
     #[test]
     fn doubles_print_as_java_does() {
-        assert_eq!(java_double(1.0), "1.0");
-        assert_eq!(java_double(1e7), "1.0E7");
-        assert_eq!(java_double(1.5e10), "1.5E10");
-        assert_eq!(java_double(0.0001), "1.0E-4");
-        assert_eq!(java_double(-123.25), "-123.25");
+        assert_eq!(get(r#"{"a":1e7,"b":-123.25}"#, "$").as_deref(), Some(r#"{"a":1.0E7,"b":-123.25}"#));
         assert_eq!(get(r#"{"a":1E2,"b":"x\u0001"}"#, "$").as_deref(), Some(r#"{"a":100.0,"b":"x\u0001"}"#));
     }
 }
