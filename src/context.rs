@@ -2,6 +2,7 @@
 //! [`StreamingQuery`]s.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -27,12 +28,14 @@ use crate::plan::physical::{OperatorRegistry, StreamingQueryPlanner};
 use crate::plan::stage::Stage;
 use crate::plan::stream_table::StreamTable;
 use crate::plan::time_range::interval_literal_ms;
+use crate::plan::window::parse_duration_ns;
 use crate::plan::{checks, dedup, fingerprint, incremental, join, stage, OutputMode};
 use crate::sink::console::ConsoleSink;
 use crate::sink::file::FileSink;
 use crate::sink::Sink;
-use crate::source::file::{FileSource, FileSourceOptions};
+use crate::source::file::{CleanSource, FileSource, FileSourceOptions};
 use crate::source::memory::{MemorySource, MemoryStream};
+use crate::source::seen_files::DEFAULT_MAX_FILE_AGE_MS;
 use crate::source::Source;
 use crate::sql::functions;
 use crate::sql::generators::{explain_map_explode, rewrite_generators};
@@ -290,7 +293,18 @@ impl StreamContext {
             ))
         })?;
         let allowed: &[&str] = match connector.as_str() {
-            "file" => &["connector", "path", "format", "max_files_per_trigger", "bad_data", "header", "output_mode"],
+            "file" => &[
+                "connector",
+                "path",
+                "format",
+                "max_files_per_trigger",
+                "max_file_age",
+                "clean_source",
+                "source_archive_dir",
+                "bad_data",
+                "header",
+                "output_mode",
+            ],
             "console" => &["connector", "num_rows", "truncate", "output_mode"],
             other => {
                 return Err(SluiceError::sql(format!(
@@ -485,6 +499,40 @@ impl StreamContext {
                 })
             })
             .transpose()?;
+        let max_file_age_ms = option("max_file_age")
+            .map(|v| parse_max_file_age(v).map_err(|e| SluiceError::sql(format!("table '{}': {e}", ddl.name))))
+            .transpose()?
+            .unwrap_or(DEFAULT_MAX_FILE_AGE_MS);
+        let clean_source = match (
+            option("clean_source").map(str::to_ascii_lowercase).as_deref(),
+            option("source_archive_dir"),
+        ) {
+            (None | Some("off"), None) => CleanSource::Off,
+            (Some("delete"), None) => CleanSource::Delete,
+            (Some("archive"), Some(dir)) if Path::new(dir) != Path::new(path) => CleanSource::Archive(dir.into()),
+            (Some("archive"), Some(_)) => {
+                return Err(SluiceError::sql(format!(
+                    "table '{}': source_archive_dir must not be the source directory itself",
+                    ddl.name
+                )))
+            }
+            (Some("archive"), None) => return Err(SluiceError::sql(format!(
+                "table '{}': clean_source = 'archive' needs source_archive_dir, the directory to move read files to",
+                ddl.name
+            ))),
+            (None | Some("off" | "delete"), Some(_)) => {
+                return Err(SluiceError::sql(format!(
+                    "table '{}': source_archive_dir is only used with clean_source = 'archive'",
+                    ddl.name
+                )))
+            }
+            (Some(other), _) => {
+                return Err(SluiceError::sql(format!(
+                    "table '{}': clean_source must be 'off', 'delete' or 'archive', got '{other}'",
+                    ddl.name
+                )))
+            }
+        };
         let decode = DecodeOptions {
             bad_data: option("bad_data").map(BadData::parse).transpose()?.unwrap_or(BadData::Fail),
             csv_header: option("header").map(parse_bool).transpose()?.unwrap_or(true),
@@ -495,6 +543,8 @@ impl StreamContext {
             dir: path.into(),
             format: option("format").map(Format::parse).transpose()?.unwrap_or(Format::Json),
             max_files_per_trigger,
+            max_file_age_ms,
+            clean_source,
             decode,
         };
         Ok(Box::new(FileSource::try_new(&ddl.name, schema, options)?))
@@ -551,6 +601,19 @@ fn as_set(statement: &DFStatement) -> Option<(String, String)> {
     };
     let key = variable.0.iter().map(|p| p.as_ident().map_or_else(|| p.to_string(), |i| i.value.clone()));
     Some((key.collect::<Vec<_>>().join("."), value))
+}
+
+/// `max_file_age` in ms: a duration with a unit, in Spark's form (`7d`, `12h`, `30m`, `10s`,
+/// `500ms`) or sluice's (`7 days`, `1 hour`). A bare number is refused: Spark reads it as ms,
+/// a reader might mean seconds.
+fn parse_max_file_age(text: &str) -> std::result::Result<i64, String> {
+    let wrong =
+        |why: &str| format!("max_file_age must be a positive duration such as '7d' or '12 hours', got '{text}'{why}");
+    if text.trim().parse::<f64>().is_ok() {
+        return Err(wrong(" (give a unit)"));
+    }
+    let ns = parse_duration_ns(text.trim()).map_err(|_| wrong(""))?;
+    Some(ns / 1_000_000).filter(|ms| *ms > 0).ok_or_else(|| wrong(" (at least 1 ms)"))
 }
 
 fn parse_bool(text: &str) -> Result<bool> {

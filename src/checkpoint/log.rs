@@ -57,7 +57,23 @@ pub struct QueryMetadata {
     pub sluice_version: String,
 }
 
+/// Suffix of a compacted entry, `N.compact` (Spark's `CompactibleFileStreamLog`).
+const COMPACT_SUFFIX: &str = ".compact";
+
+/// The entries a log holds, ascending: deltas `N` and compacted entries `N.compact`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogEntries {
+    /// Ids of the per-batch entries `N`.
+    pub deltas: Vec<u64>,
+    /// Ids of the compacted entries `N.compact`, each standing for every entry up to `N`.
+    pub compacts: Vec<u64>,
+}
+
 /// A log of JSON entries named by batch id under one directory of the checkpoint.
+///
+/// A log may also be compacted, as Spark's `CompactibleFileStreamLog`: `N.compact` holds what the
+/// entries up to `N` add up to, so a restart reads it and the few entries after it instead of
+/// every entry ever written, and the entries before it can be deleted.
 #[derive(Debug, Clone)]
 pub struct BatchLog {
     location: CheckpointLocation,
@@ -70,13 +86,37 @@ impl BatchLog {
         Self { location, dir: dir.to_string() }
     }
 
+    fn relative(&self, batch_id: u64, compact: bool) -> String {
+        format!("{}/{batch_id}{}", self.dir, if compact { COMPACT_SUFFIX } else { "" })
+    }
+
     /// Writes entry `batch_id`, replacing an entry of an earlier attempt of the same batch.
     ///
     /// # Errors
     /// [`crate::SluiceError::Checkpoint`] when it cannot be written.
     pub async fn write<T: Serialize>(&self, batch_id: u64, entry: &T) -> Result<()> {
         let json = serde_json::to_vec_pretty(entry).expect("log entries serialize");
-        self.location.put(&format!("{}/{batch_id}", self.dir), json.into()).await
+        self.location.put(&self.relative(batch_id, false), json.into()).await
+    }
+
+    /// Writes the compacted entry `N.compact` for `batch_id`: what the entries through `batch_id`
+    /// add up to. It is one line of JSON, as it may be large.
+    ///
+    /// # Errors
+    /// [`crate::SluiceError::Checkpoint`] when it cannot be written.
+    pub async fn write_compact<T: Serialize>(&self, batch_id: u64, entry: &T) -> Result<()> {
+        let json = serde_json::to_vec(entry).expect("log entries serialize");
+        self.location.put(&self.relative(batch_id, true), json.into()).await
+    }
+
+    async fn read_relative<T: DeserializeOwned>(&self, relative: &str) -> Result<Option<T>> {
+        let Some(bytes) = self.location.get(relative).await? else { return Ok(None) };
+        serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            self.location.error(
+                relative,
+                format!("corrupted log entry ({e}); restore the file or start over with a new checkpoint location"),
+            )
+        })
     }
 
     /// Reads entry `batch_id`, `None` if absent.
@@ -85,13 +125,12 @@ impl BatchLog {
     /// [`crate::SluiceError::Checkpoint`] when it exists but is not a valid entry (a corrupted
     /// checkpoint): the message names the file.
     pub async fn read<T: DeserializeOwned>(&self, batch_id: u64) -> Result<Option<T>> {
-        let relative = format!("{}/{batch_id}", self.dir);
-        let Some(bytes) = self.location.get(&relative).await? else { return Ok(None) };
-        serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-            self.location.error(
-                &relative,
-                format!("corrupted log entry ({e}); restore the file or start over with a new checkpoint location"),
-            )
+        self.read_relative(&self.relative(batch_id, false)).await
+    }
+
+    async fn read_listed_relative<T: DeserializeOwned>(&self, relative: &str) -> Result<T> {
+        self.read_relative(relative).await?.ok_or_else(|| {
+            self.location.error(relative, "log entry disappeared; is another query using this checkpoint?")
         })
     }
 
@@ -101,22 +140,40 @@ impl BatchLog {
     /// As [`Self::read`], and [`crate::SluiceError::Checkpoint`] when the entry is missing (deleted
     /// while the query started).
     pub async fn read_listed<T: DeserializeOwned>(&self, batch_id: u64) -> Result<T> {
-        self.read(batch_id).await?.ok_or_else(|| {
-            self.location.error(
-                &format!("{}/{batch_id}", self.dir),
-                "log entry disappeared; is another query using this checkpoint?",
-            )
-        })
+        self.read_listed_relative(&self.relative(batch_id, false)).await
     }
 
-    /// Ids of all entries, ascending; names that are not batch ids are ignored.
+    /// Reads the compacted entry `N.compact` of `batch_id`, which the log lists.
+    ///
+    /// # Errors
+    /// As [`Self::read_listed`].
+    pub async fn read_compact<T: DeserializeOwned>(&self, batch_id: u64) -> Result<T> {
+        self.read_listed_relative(&self.relative(batch_id, true)).await
+    }
+
+    /// The log's entries; names that are neither `N` nor `N.compact` are ignored.
+    ///
+    /// # Errors
+    /// [`crate::SluiceError::Checkpoint`] when the listing fails.
+    pub async fn entries(&self) -> Result<LogEntries> {
+        let mut entries = LogEntries::default();
+        for name in self.location.list(&self.dir).await? {
+            match name.strip_suffix(COMPACT_SUFFIX) {
+                Some(id) => entries.compacts.extend(id.parse::<u64>().ok()),
+                None => entries.deltas.extend(name.parse::<u64>().ok()),
+            }
+        }
+        entries.deltas.sort_unstable();
+        entries.compacts.sort_unstable();
+        Ok(entries)
+    }
+
+    /// Ids of all (delta) entries, ascending.
     ///
     /// # Errors
     /// [`crate::SluiceError::Checkpoint`] when the listing fails.
     pub async fn batch_ids(&self) -> Result<Vec<u64>> {
-        let mut ids: Vec<u64> = self.location.list(&self.dir).await?.iter().filter_map(|n| n.parse().ok()).collect();
-        ids.sort_unstable();
-        Ok(ids)
+        Ok(self.entries().await?.deltas)
     }
 
     /// The highest batch id in the log.
@@ -133,8 +190,56 @@ impl BatchLog {
     /// [`crate::SluiceError::Checkpoint`] when a delete fails.
     pub async fn purge_before(&self, keep_from: u64) -> Result<()> {
         for id in self.batch_ids().await?.into_iter().filter(|id| *id < keep_from) {
-            self.location.delete(&format!("{}/{id}", self.dir)).await?;
+            self.location.delete(&self.relative(id, false)).await?;
         }
         Ok(())
+    }
+
+    /// Deletes the entries and compacted entries below `keep_from` that the latest compacted
+    /// entry stands for; nothing when the log has no compacted entry. Restarting needs only the
+    /// latest compacted entry and the entries after it.
+    ///
+    /// # Errors
+    /// [`crate::SluiceError::Checkpoint`] when the listing or a delete fails.
+    pub async fn purge_compacted_before(&self, keep_from: u64) -> Result<()> {
+        let entries = self.entries().await?;
+        let Some(&latest_compact) = entries.compacts.last() else { return Ok(()) };
+        let below = keep_from.min(latest_compact);
+        for (ids, compact) in [(&entries.deltas, false), (&entries.compacts, true)] {
+            for id in ids.iter().filter(|id| **id < below) {
+                self.location.delete(&self.relative(*id, compact)).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn purging_a_compacted_log_keeps_the_latest_compacted_entry_and_those_after_it() {
+        let location = CheckpointLocation::open("memory://").unwrap();
+        let log = BatchLog::new(location.clone(), "sources/s");
+        for id in 0..25 {
+            log.write(id, &id).await.unwrap();
+        }
+        log.write_compact(9, &"through 9").await.unwrap();
+        log.write_compact(19, &"through 19").await.unwrap();
+        location.put("sources/s/notes.txt", "x".into()).await.unwrap();
+        assert_eq!(log.entries().await.unwrap().compacts, vec![9, 19]);
+        assert_eq!(log.latest().await.unwrap(), Some(24), "compacted entries are not batch entries");
+
+        log.purge_compacted_before(5).await.unwrap();
+        let entries = log.entries().await.unwrap();
+        assert_eq!((entries.deltas.first(), entries.compacts.clone()), (Some(&5), vec![9, 19]));
+
+        log.purge_compacted_before(100).await.unwrap();
+        let entries = log.entries().await.unwrap();
+        assert_eq!(entries.deltas, (19..25).collect::<Vec<u64>>(), "nothing the latest compacted entry needs");
+        assert_eq!(entries.compacts, vec![19]);
+        assert_eq!(log.read_compact::<String>(19).await.unwrap(), "through 19");
+        assert!(log.read_compact::<String>(9).await.unwrap_err().to_string().contains("9.compact"));
     }
 }

@@ -7,6 +7,7 @@
 //! offsets/N                written before batch N reads data: offsets, watermarks
 //! commits/N                written after the sink has batch N's output
 //! sources/<name>/N         what a source took in batch N (e.g. the file source's file list)
+//! sources/<name>/N.compact what a source took through batch N, compacted (entries before it are purged)
 //! state/<op>/<part>/N.delta|N.snapshot   operator state, see crate::state
 //! ```
 
@@ -14,4 +15,4 @@ pub mod location;
 pub mod log;
 
 pub use location::CheckpointLocation;
-pub use log::{BatchLog, CommitEntry, OffsetEntry, QueryMetadata};
+pub use log::{BatchLog, CommitEntry, LogEntries, OffsetEntry, QueryMetadata};

@@ -319,6 +319,11 @@ impl StreamingQuery {
         let next_watermark_ms = self.watermarks.next_watermark(entry.watermark_ms);
         let commit = CommitEntry { batch_id, input_watermarks_ms: self.watermarks.inputs().clone(), next_watermark_ms };
         self.commits.write(batch_id, &commit).await?;
+        for s in &mut self.sources {
+            let name = s.source.name();
+            let range = entry.sources.get(name).ok_or_else(|| source_mismatch(&self.location, name))?;
+            s.source.commit(&self.location, batch_id, &range.end).await?;
+        }
         self.last_watermark_ms = entry.watermark_ms;
         self.next_batch_id = batch_id + 1;
         self.purge(batch_id).await?;
@@ -336,8 +341,9 @@ impl StreamingQuery {
     }
 
     /// Every [`MIN_BATCHES_TO_RETAIN`] batches, deletes log entries and state files older than
-    /// that. Source logs stay: they are the record of what was read.
-    async fn purge(&self, batch_id: u64) -> Result<()> {
+    /// that, and the source log entries a restart no longer reads (a source keeps its latest
+    /// compacted entry and those after it).
+    async fn purge(&mut self, batch_id: u64) -> Result<()> {
         if !batch_id.is_multiple_of(MIN_BATCHES_TO_RETAIN) || batch_id < MIN_BATCHES_TO_RETAIN {
             return Ok(());
         }
@@ -346,6 +352,9 @@ impl StreamingQuery {
         self.commits.purge_before(keep_from).await?;
         for op in &self.operators {
             op.purge_before(keep_from).await?;
+        }
+        for s in &mut self.sources {
+            s.source.purge_before(&self.location, keep_from).await?;
         }
         Ok(())
     }

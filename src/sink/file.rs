@@ -6,6 +6,11 @@
 //! only ever made visible by renaming a finished hidden file into place. Unlike Spark, which
 //! skips a batch id it has already logged, sluice deletes and rewrites a replayed batch's output:
 //! the replay is the engine's decision (DESIGN §1 step 4), and the sink obeys it.
+//!
+//! A batch's cost does not grow with the output directory: the sink removes an earlier attempt's
+//! files by name (the manifest's list and the names it gives files) and lists the directory only
+//! for a batch that may be such a re-attempt under other names, i.e. the first batch it writes
+//! after it is created (the replay after a restart) or a batch id it wrote before.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -32,6 +37,8 @@ pub struct FileSink {
     dir: PathBuf,
     format: Format,
     time_zone: Option<Tz>,
+    /// The highest batch id this sink has written since it was created.
+    last_written: Option<u64>,
 }
 
 impl FileSink {
@@ -42,7 +49,7 @@ impl FileSink {
     pub fn new(name: &str, dir: PathBuf, format: Format) -> Result<FileSink> {
         let manifests = dir.join(MANIFEST_DIR);
         fs::create_dir_all(&manifests).map_err(|e| SluiceError::io(&manifests, e))?;
-        Ok(FileSink { name: name.to_string(), dir, format, time_zone: None })
+        Ok(FileSink { name: name.to_string(), dir, format, time_zone: None, last_written: None })
     }
 
     /// Writes timestamps in `time_zone` (Spark's `spark.sql.session.timeZone`: an IANA name such
@@ -72,8 +79,11 @@ impl FileSink {
     }
 
     /// Removes whatever an earlier attempt at `batch_id` wrote: the manifest first (so no
-    /// manifest ever lists a deleted file), then the files it lists, then any `part-<id>-*` file
-    /// and hidden temporary file of this id (an attempt that crashed before its manifest).
+    /// manifest ever lists a deleted file), then the files it lists, then the data and hidden
+    /// temporary file this sink names for the id (an attempt that crashed before its manifest).
+    /// When the batch may re-attempt one of an earlier run or of this sink (see the module
+    /// documentation), it also lists the directory for any `part-<id>-*` file and hidden
+    /// temporary file of this id, written under another format or naming.
     fn remove_earlier_attempt(&self, batch_id: u64) -> Result<()> {
         let manifest = self.manifest_path(batch_id);
         let listed = match fs::read(&manifest) {
@@ -94,6 +104,12 @@ impl FileSink {
             if Path::new(file).file_name() == Some(file.as_ref()) {
                 remove_if_exists(&self.dir.join(file))?;
             }
+        }
+        let own = self.part_file_name(batch_id, 0);
+        remove_if_exists(&self.dir.join(&own))?;
+        remove_if_exists(&self.dir.join(format!(".{own}.tmp")))?;
+        if self.last_written.is_some_and(|last| batch_id > last) {
+            return Ok(());
         }
         let prefix = part_prefix(batch_id);
         let hidden = format!(".{prefix}");
@@ -128,7 +144,9 @@ impl Sink for FileSink {
         }
 
         let manifest = serde_json::json!({ "batch_id": batch_id, "files": files });
-        write_atomically(&self.dir.join(MANIFEST_DIR), &batch_id.to_string(), manifest.to_string().as_bytes())
+        write_atomically(&self.dir.join(MANIFEST_DIR), &batch_id.to_string(), manifest.to_string().as_bytes())?;
+        self.last_written = Some(self.last_written.map_or(batch_id, |last| last.max(batch_id)));
+        Ok(())
     }
 
     /// Encodes a null row of each column in the sink's format (see [`super::check_columns`]).
@@ -266,6 +284,34 @@ mod tests {
         sink.add_batch(1, &schema(), &[]).unwrap();
         assert_eq!(names(dir.path()), vec!["_sluice_manifest", "part-00000010-0.csv"]);
         assert_eq!(manifest(&sink, 1), serde_json::json!({"batch_id": 1, "files": []}));
+    }
+
+    #[test]
+    fn a_new_batch_does_not_list_the_output_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = FileSink::new("out", dir.path().to_path_buf(), Format::Json).unwrap();
+        sink.add_batch(0, &schema(), &[batch(&["a"])]).unwrap();
+        // Only a listing finds these: a file of batch 1 under a name this sink does not give.
+        fs::write(dir.path().join("part-00000001-9.json"), "foreign").unwrap();
+        // Found by name: what an attempt at batch 1 that crashed before its manifest left.
+        fs::write(dir.path().join("part-00000001-0.json"), "stale").unwrap();
+        fs::write(dir.path().join(".part-00000001-0.json.tmp"), "partial").unwrap();
+
+        sink.add_batch(1, &schema(), &[]).unwrap();
+        assert_eq!(
+            names(dir.path()),
+            vec!["_sluice_manifest", "part-00000000-0.json", "part-00000001-9.json"],
+            "batch 1 is new for this sink: its files are removed by name, the directory is not listed"
+        );
+
+        // A restarted sink's first batch may replay a crashed one: it lists the directory once.
+        let mut restarted = FileSink::new("out", dir.path().to_path_buf(), Format::Json).unwrap();
+        restarted.add_batch(1, &schema(), &[batch(&["b"])]).unwrap();
+        assert_eq!(names(dir.path()), vec!["_sluice_manifest", "part-00000000-0.json", "part-00000001-0.json"]);
+        // ...and so does a batch id this sink wrote before.
+        fs::write(dir.path().join("part-00000001-9.json"), "foreign").unwrap();
+        restarted.add_batch(1, &schema(), &[batch(&["c"])]).unwrap();
+        assert_eq!(names(dir.path()), vec!["_sluice_manifest", "part-00000000-0.json", "part-00000001-0.json"]);
     }
 
     #[test]

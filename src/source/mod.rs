@@ -6,6 +6,7 @@
 
 pub mod file;
 pub mod memory;
+pub mod seen_files;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
@@ -67,4 +68,24 @@ pub trait Source: Send + Sync + std::fmt::Debug {
     /// [`crate::SluiceError::MalformedRecord`] (naming file and line) for a bad record unless the
     /// source drops them; [`crate::SluiceError::Io`] for unreadable data.
     async fn read(&mut self, start: &Value, end: &Value) -> Result<SourceData>;
+
+    /// Informs the source that batch `batch_id`, which read up to `end`, is committed: no batch
+    /// will read an offset below `end` again, so the source may release what it kept to replay
+    /// them and compact its log (Spark's `Source.commit(end)`). The default keeps everything.
+    ///
+    /// # Errors
+    /// [`crate::SluiceError::Checkpoint`] when the source's log cannot be written.
+    async fn commit(&mut self, _location: &CheckpointLocation, _batch_id: u64, _end: &Value) -> Result<()> {
+        Ok(())
+    }
+
+    /// Deletes the entries of the source's own log (`sources/<name>/`) below batch `keep_from`
+    /// that a restart no longer reads, when the query purges its offset and commit logs (Spark's
+    /// `minBatchesToRetain`). The default has no log to purge.
+    ///
+    /// # Errors
+    /// [`crate::SluiceError::Checkpoint`] when the log cannot be listed or an entry deleted.
+    async fn purge_before(&mut self, _location: &CheckpointLocation, _keep_from: u64) -> Result<()> {
+        Ok(())
+    }
 }

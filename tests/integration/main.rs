@@ -6,6 +6,7 @@ mod common;
 mod aggregates;
 mod bad_input;
 mod batch_time;
+mod bookkeeping;
 mod chained;
 mod cli;
 mod dedup;
