@@ -223,7 +223,7 @@ mod checkpoint_damage {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
+        #![proptest_config(crate::proptest_cases::config(48))]
 
         /// Any damage to any checkpoint file (log entries, metadata, source logs, state files)
         /// gives a restart that either runs or stops with an error, never a panic or a hang.
