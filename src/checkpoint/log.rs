@@ -57,6 +57,10 @@ pub struct QueryMetadata {
     pub sluice_version: String,
 }
 
+/// The largest batch id, Spark's (a `Long`): a log entry past it is corrupted, and the ids of the
+/// batches after any valid one exist.
+pub const MAX_BATCH_ID: u64 = i64::MAX as u64;
+
 /// A log of JSON entries named by batch id under one directory of the checkpoint.
 #[derive(Debug, Clone)]
 pub struct BatchLog {
@@ -112,9 +116,23 @@ impl BatchLog {
     /// Ids of all entries, ascending; names that are not batch ids are ignored.
     ///
     /// # Errors
-    /// [`crate::SluiceError::Checkpoint`] when the listing fails.
+    /// [`crate::SluiceError::Checkpoint`] when the listing fails, or naming the entry whose id is
+    /// past [`MAX_BATCH_ID`] (a corrupted checkpoint: the next batch id would not exist).
     pub async fn batch_ids(&self) -> Result<Vec<u64>> {
-        let mut ids: Vec<u64> = self.location.list(&self.dir).await?.iter().filter_map(|n| n.parse().ok()).collect();
+        let mut ids = Vec::new();
+        for name in self.location.list(&self.dir).await? {
+            let Ok(id) = name.parse::<u64>() else { continue };
+            if id > MAX_BATCH_ID {
+                return Err(self.location.error(
+                    &format!("{}/{name}", self.dir),
+                    format!(
+                        "batch id past the largest, {MAX_BATCH_ID}: a corrupted log entry; remove it or start over with a new \
+                         checkpoint location"
+                    ),
+                ));
+            }
+            ids.push(id);
+        }
         ids.sort_unstable();
         Ok(ids)
     }
