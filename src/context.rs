@@ -44,6 +44,7 @@ use crate::sql::parser::{normalize, CreateStreamTable, SluiceStatement};
 use crate::sql::rewrite::rewrite_windows;
 use crate::sql::settings::Setting;
 use crate::sql::spelling::Spellings;
+use crate::state::store::MAX_STATE_PARTITIONS;
 use crate::{Result, SluiceError};
 
 /// A stream table: how to open it as a source and as a sink.
@@ -163,7 +164,7 @@ impl StreamContext {
         Self {
             ctx: functions::new_session(session_config()),
             tables: BTreeMap::new(),
-            state_partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            state_partitions: std::thread::available_parallelism().map_or(2, |n| n.get()).min(MAX_STATE_PARTITIONS),
             watermark_policy: MultipleWatermarkPolicy::Min,
             time_zone: None,
             spark_functions: false,

@@ -28,6 +28,9 @@ pub mod source;
 pub mod sql;
 pub mod state;
 
+#[cfg(test)]
+mod proptest_cases;
+
 pub use context::{QueryDefinition, StreamContext};
 pub use error::{Result, SluiceError};
 pub use execution::{BatchProgress, StopHandle, StreamingQuery, Trigger};

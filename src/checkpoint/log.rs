@@ -69,6 +69,10 @@ pub struct LogEntries {
     pub compacts: Vec<u64>,
 }
 
+/// The largest batch id, Spark's (a `Long`): a log entry past it is corrupted, and the ids of the
+/// batches after any valid one exist.
+pub const MAX_BATCH_ID: u64 = i64::MAX as u64;
+
 /// A log of JSON entries named by batch id under one directory of the checkpoint.
 ///
 /// A log may also be compacted, as Spark's `CompactibleFileStreamLog`: `N.compact` holds what the
@@ -154,14 +158,26 @@ impl BatchLog {
     /// The log's entries; names that are neither `N` nor `N.compact` are ignored.
     ///
     /// # Errors
-    /// [`crate::SluiceError::Checkpoint`] when the listing fails.
+    /// [`crate::SluiceError::Checkpoint`] when the listing fails, or naming the entry whose id is
+    /// past [`MAX_BATCH_ID`] (a corrupted checkpoint: the next batch id would not exist).
     pub async fn entries(&self) -> Result<LogEntries> {
         let mut entries = LogEntries::default();
         for name in self.location.list(&self.dir).await? {
-            match name.strip_suffix(COMPACT_SUFFIX) {
-                Some(id) => entries.compacts.extend(id.parse::<u64>().ok()),
-                None => entries.deltas.extend(name.parse::<u64>().ok()),
+            let (id, list) = match name.strip_suffix(COMPACT_SUFFIX) {
+                Some(id) => (id, &mut entries.compacts),
+                None => (name.as_str(), &mut entries.deltas),
+            };
+            let Ok(id) = id.parse::<u64>() else { continue };
+            if id > MAX_BATCH_ID {
+                return Err(self.location.error(
+                    &format!("{}/{name}", self.dir),
+                    format!(
+                        "batch id past the largest, {MAX_BATCH_ID}: a corrupted log entry; remove it or start over with a new \
+                         checkpoint location"
+                    ),
+                ));
             }
+            list.push(id);
         }
         entries.deltas.sort_unstable();
         entries.compacts.sort_unstable();
@@ -171,7 +187,7 @@ impl BatchLog {
     /// Ids of all (delta) entries, ascending.
     ///
     /// # Errors
-    /// [`crate::SluiceError::Checkpoint`] when the listing fails.
+    /// As [`Self::entries`].
     pub async fn batch_ids(&self) -> Result<Vec<u64>> {
         Ok(self.entries().await?.deltas)
     }

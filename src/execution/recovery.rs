@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use crate::checkpoint::{BatchLog, CheckpointLocation, CommitEntry, OffsetEntry, QueryMetadata};
+use crate::state::store::MAX_STATE_PARTITIONS;
 use crate::{Result, SluiceError};
 
 /// The position a query starts from.
@@ -62,16 +63,25 @@ pub async fn resume_point(offsets: &BatchLog, commits: &BatchLog) -> Result<Resu
 /// Reads `metadata`, or writes it on a query's first run.
 ///
 /// # Errors
-/// [`SluiceError::Checkpoint`] when the file is corrupted or the checkpoint belongs to a query with
-/// other fixed settings.
+/// [`SluiceError::Checkpoint`] when the file is corrupted (also: a number of state partitions
+/// outside 1 to [`MAX_STATE_PARTITIONS`]) or the checkpoint belongs to a query with other fixed
+/// settings.
 pub async fn load_or_create_metadata(location: &CheckpointLocation, state_partitions: usize) -> Result<QueryMetadata> {
     if let Some(bytes) = location.get("metadata").await? {
-        return serde_json::from_slice(&bytes).map_err(|e| {
+        let corrupted = |why: String| {
             location.error(
                 "metadata",
-                format!("corrupted query metadata ({e}); restore it or use a new checkpoint location"),
+                format!("corrupted query metadata ({why}); restore it or use a new checkpoint location"),
             )
-        });
+        };
+        let metadata: QueryMetadata = serde_json::from_slice(&bytes).map_err(|e| corrupted(e.to_string()))?;
+        if !(1..=MAX_STATE_PARTITIONS).contains(&metadata.state_partitions) {
+            return Err(corrupted(format!(
+                "state_partitions is {}, not from 1 to {MAX_STATE_PARTITIONS}",
+                metadata.state_partitions
+            )));
+        }
+        return Ok(metadata);
     }
     let metadata = QueryMetadata {
         id: format!("{:016x}{:016x}", rand_u64(), rand_u64()),

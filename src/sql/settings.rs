@@ -3,13 +3,15 @@
 //! `sluice.*` for sluice's own, and DataFusion's `datafusion.*` keys passed through to its config.
 
 use crate::operator::watermark::MultipleWatermarkPolicy;
+use crate::state::store::MAX_STATE_PARTITIONS;
 use crate::{Result, SluiceError};
 
 /// `spark.sql.streaming.multipleWatermarkPolicy`: `min` (default) or `max`.
 pub const WATERMARK_POLICY: &str = "spark.sql.streaming.multipleWatermarkPolicy";
 /// `spark.sql.session.timeZone`: the session time zone (`UTC`, `Europe/Paris`, `+02:00`).
 pub const SESSION_TIME_ZONE: &str = "spark.sql.session.timeZone";
-/// `spark.sql.shuffle.partitions`: the number of state partitions of a new query.
+/// `spark.sql.shuffle.partitions`: the number of state partitions of a new query, 1 to
+/// [`MAX_STATE_PARTITIONS`].
 pub const SHUFFLE_PARTITIONS: &str = "spark.sql.shuffle.partitions";
 /// `sluice.sql.spark_functions`: `true` makes Spark's versions of functions DataFusion also has
 /// (`concat`, `round`, ...) replace DataFusion's, and `/` between integers give a DOUBLE.
@@ -71,9 +73,9 @@ impl Setting {
             SHUFFLE_PARTITIONS => value
                 .parse::<usize>()
                 .ok()
-                .filter(|n| *n > 0)
+                .filter(|n| (1..=MAX_STATE_PARTITIONS).contains(n))
                 .map(Setting::StatePartitions)
-                .ok_or_else(|| bad("a positive number of partitions")),
+                .ok_or_else(|| bad(&format!("a number of partitions from 1 to {MAX_STATE_PARTITIONS}"))),
             _ => match value.to_ascii_lowercase().as_str() {
                 "true" => Ok(Setting::SparkFunctions(true)),
                 "false" => Ok(Setting::SparkFunctions(false)),
@@ -106,7 +108,15 @@ mod tests {
         let err = Setting::parse("spark.sql.shuffle.partitionz", "4").unwrap_err().to_string();
         assert!(err.contains("'spark.sql.shuffle.partitionz'") && err.contains(SHUFFLE_PARTITIONS), "{err}");
         let err = Setting::parse("spark.sql.shuffle.partitions", "0").unwrap_err().to_string();
-        assert!(err.contains("positive"), "{err}");
+        assert!(err.contains("from 1 to 1000"), "{err}");
+        // Found running the sql_script fuzz target on boundary values: a million partitions
+        // stalled the first batch (a state file per partition per batch), 10^11 aborted the
+        // process allocating them.
+        assert_eq!(Setting::parse("spark.sql.shuffle.partitions", "1000").unwrap(), Setting::StatePartitions(1000));
+        for too_many in ["1001", "1000000", "100000000000"] {
+            let err = Setting::parse("spark.sql.shuffle.partitions", too_many).unwrap_err().to_string();
+            assert!(err.contains("from 1 to 1000") && err.contains(too_many), "{err}");
+        }
         let err = Setting::parse("spark.sql.session.timeZone", "Mars/Olympus").unwrap_err().to_string();
         assert!(err.contains("Mars/Olympus"), "{err}");
     }

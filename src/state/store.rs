@@ -32,6 +32,12 @@ struct Partition {
     changes: HashMap<Box<[u8]>, Option<Box<[u8]>>>,
 }
 
+/// The most state partitions a query may have (`spark.sql.shuffle.partitions`, a checkpoint's
+/// `metadata`): each partition of each stateful operator writes a file per micro-batch and is
+/// listed on every restart, so a count in the millions would stall every batch, and one past the
+/// memory would abort the process. Spark's default is 200.
+pub const MAX_STATE_PARTITIONS: usize = 1000;
+
 /// The state of one operator: `P` partitions of key → value rows, versioned by batch id.
 ///
 /// Version `N` is the state after batch `N`. Batch `N` starts from version `N-1`, applies its

@@ -172,7 +172,7 @@ fn arb_row() -> impl Strategy<Value = Row> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(crate::proptest_cases::config(24))]
 
     /// Random micro-batches, a random restart: the complete output equals DataFusion's batch
     /// result over the rows so far, after every batch.

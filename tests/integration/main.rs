@@ -2,6 +2,9 @@
 //! of once per file, which keeps a release build of the suite short.
 
 mod common;
+/// The property tests' case counts, shared with the unit tests.
+#[path = "../../src/proptest_cases.rs"]
+mod proptest_cases;
 
 mod aggregates;
 mod bad_input;

@@ -149,6 +149,46 @@ async fn a_corrupted_checkpoint_is_named() {
     assert!(err.contains("offsets/0") && err.contains("corrupted"), "{err}");
 }
 
+/// Found running the `checkpoint_files` fuzz target on boundary values: an offsets entry named
+/// `u64::MAX` made the next batch id overflow (a panic with overflow checks, batch 0 over again
+/// without), and a metadata file with 10^11 state partitions aborted the process allocating them.
+#[tokio::test]
+async fn checkpoint_numbers_past_their_bounds_are_named_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint = dir.path().to_str().unwrap();
+    let mut h = Harness::at_checkpoint(OutputMode::Append, Some(10), TUMBLE, checkpoint).await.unwrap();
+    h.batch(TUMBLE_INPUT[0]).await;
+    drop(h);
+    let restart = || Harness::at_checkpoint(OutputMode::Append, Some(10), TUMBLE, checkpoint);
+
+    let past = dir.path().join("offsets/18446744073709551615");
+    std::fs::copy(dir.path().join("offsets/0"), &past).unwrap();
+    let err = restart().await.err().unwrap().to_string();
+    assert!(err.contains("offsets/18446744073709551615") && err.contains("batch id past the largest"), "{err}");
+    std::fs::remove_file(&past).unwrap();
+
+    let metadata_path = dir.path().join("metadata");
+    let original = std::fs::read(&metadata_path).unwrap();
+    let mut metadata: serde_json::Value = serde_json::from_slice(&original).unwrap();
+    for (partitions, shown) in [(100_000_000_000u64, "100000000000"), (0, "0")] {
+        metadata["state_partitions"] = partitions.into();
+        std::fs::write(&metadata_path, metadata.to_string()).unwrap();
+        let err = restart().await.err().unwrap().to_string();
+        assert!(
+            err.contains("metadata") && err.contains(&format!("state_partitions is {shown}, not from 1 to 1000")),
+            "{err}"
+        );
+    }
+
+    // Restored, the checkpoint resumes where it was.
+    std::fs::write(&metadata_path, original).unwrap();
+    let mut h = restart().await.unwrap();
+    h.stream.push(events(TUMBLE_INPUT[0])).unwrap();
+    h.batch(TUMBLE_INPUT[1]).await;
+    let progress = h.query.recent_progress().last().unwrap();
+    assert_eq!((progress.batch_id, progress.input_rows), (1, 2));
+}
+
 #[tokio::test]
 async fn a_restart_with_changed_stateful_operators_is_refused_naming_the_change() {
     let dir = tempfile::tempdir().unwrap();
@@ -223,7 +263,7 @@ mod checkpoint_damage {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
+        #![proptest_config(crate::proptest_cases::config(48))]
 
         /// Any damage to any checkpoint file (log entries, metadata, source logs, state files)
         /// gives a restart that either runs or stops with an error, never a panic or a hang.

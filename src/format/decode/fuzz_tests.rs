@@ -19,7 +19,7 @@ use super::{decode_file, BadData, DecodeOptions, Decoded, Format};
 use crate::format::encode::encode;
 use crate::SluiceError;
 
-/// Cases per property; each case decodes a file of up to 12 records about 15 times.
+/// Cases per property in `cargo test` (see [`crate::proptest_cases`]); each case decodes a file of up to 12 records about 15 times.
 const CASES: u32 = 96;
 
 fn ts() -> DataType {
@@ -335,7 +335,7 @@ fn json_case() -> impl Strategy<Value = (usize, Vec<((Map<String, Value>, Map<St
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: CASES, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(crate::proptest_cases::config(CASES))]
 
     #[test]
     fn json_lines_decode_or_name_the_bad_record((which, records, batch_size) in json_case()) {
@@ -420,7 +420,7 @@ fn csv_record() -> impl Strategy<Value = (Vec<Option<Value>>, Map<String, Value>
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: CASES, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(crate::proptest_cases::config(CASES))]
 
     #[test]
     fn csv_decodes_or_names_the_bad_record(
