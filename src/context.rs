@@ -504,36 +504,36 @@ impl StreamContext {
             .map(|v| parse_max_file_age(v).map_err(|e| SluiceError::sql(format!("table '{}': {e}", ddl.name))))
             .transpose()?
             .unwrap_or(DEFAULT_MAX_FILE_AGE_MS);
-        let clean_source = match (
-            option("clean_source").map(str::to_ascii_lowercase).as_deref(),
-            option("source_archive_dir"),
-        ) {
-            (None | Some("off"), None) => CleanSource::Off,
-            (Some("delete"), None) => CleanSource::Delete,
-            (Some("archive"), Some(dir)) if Path::new(dir) != Path::new(path) => CleanSource::Archive(dir.into()),
-            (Some("archive"), Some(_)) => {
-                return Err(SluiceError::sql(format!(
-                    "table '{}': source_archive_dir must not be the source directory itself",
-                    ddl.name
-                )))
-            }
-            (Some("archive"), None) => return Err(SluiceError::sql(format!(
+        let clean_source =
+            match (option("clean_source").map(str::to_ascii_lowercase).as_deref(), option("source_archive_dir")) {
+                (None | Some("off"), None) => CleanSource::Off,
+                (Some("delete"), None) => CleanSource::Delete,
+                (Some("archive"), Some(dir)) if Path::new(dir) != Path::new(path) => CleanSource::Archive(dir.into()),
+                (Some("archive"), Some(_)) => {
+                    return Err(SluiceError::sql(format!(
+                        "table '{}': source_archive_dir must not be the source directory itself",
+                        ddl.name
+                    )))
+                }
+                (Some("archive"), None) => {
+                    return Err(SluiceError::sql(format!(
                 "table '{}': clean_source = 'archive' needs source_archive_dir, the directory to move read files to",
                 ddl.name
-            ))),
-            (None | Some("off" | "delete"), Some(_)) => {
-                return Err(SluiceError::sql(format!(
-                    "table '{}': source_archive_dir is only used with clean_source = 'archive'",
-                    ddl.name
-                )))
-            }
-            (Some(other), _) => {
-                return Err(SluiceError::sql(format!(
-                    "table '{}': clean_source must be 'off', 'delete' or 'archive', got '{other}'",
-                    ddl.name
-                )))
-            }
-        };
+            )))
+                }
+                (None | Some("off" | "delete"), Some(_)) => {
+                    return Err(SluiceError::sql(format!(
+                        "table '{}': source_archive_dir is only used with clean_source = 'archive'",
+                        ddl.name
+                    )))
+                }
+                (Some(other), _) => {
+                    return Err(SluiceError::sql(format!(
+                        "table '{}': clean_source must be 'off', 'delete' or 'archive', got '{other}'",
+                        ddl.name
+                    )))
+                }
+            };
         let decode = DecodeOptions {
             bad_data: option("bad_data").map(BadData::parse).transpose()?.unwrap_or(BadData::Fail),
             csv_header: option("header").map(parse_bool).transpose()?.unwrap_or(true),

@@ -115,8 +115,13 @@ pub fn decode_case(format: Format, data: &[u8]) {
     let name = if flags & 4 == 4 { format!("input.{extension}.gz") } else { format!("input.{extension}") };
     let path = fresh(&scratch().join("decode")).join(name);
     std::fs::write(&path, file).expect("write the input file");
-    let options =
-        |bad_data| DecodeOptions { bad_data, csv_header: flags & 2 == 0, batch_size: 1 + (flags as usize >> 3 & 7) };
+    // Bit 6 reads timestamp text without an offset in a session time zone with daylight saving.
+    let options = |bad_data| DecodeOptions {
+        bad_data,
+        csv_header: flags & 2 == 0,
+        batch_size: 1 + (flags as usize >> 3 & 7),
+        time_zone: (flags & 64 != 0).then(|| "Europe/Paris".into()),
+    };
     let fail = decode_file(&path, format, &schema, &options(BadData::Fail));
     let drop = decode_file(&path, format, &schema, &options(BadData::Drop));
     for decoded in [&fail, &drop].into_iter().flatten() {
