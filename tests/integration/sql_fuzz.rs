@@ -375,8 +375,11 @@ const CASES: u32 = 300;
 fn random_streaming_scripts_end_in_an_error_or_a_running_query() {
     let (started, refused) = run("grammar", CASES, script());
     let total = started + refused;
-    assert!(started > total / 15, "the grammar yields runnable queries ({started} of {total})");
-    assert!(refused > total / 15, "and wrong ones ({refused} of {total})");
+    // Proportions need enough cases (PROPTEST_CASES may ask for a handful).
+    if total >= 100 {
+        assert!(started > total / 15, "the grammar yields runnable queries ({started} of {total})");
+        assert!(refused > total / 15, "and wrong ones ({refused} of {total})");
+    }
 }
 
 #[test]
@@ -384,5 +387,7 @@ fn mutated_scripts_end_in_an_error_or_a_running_query() {
     let (started, refused) = run("mutations", CASES, mutated());
     let total = started + refused;
     assert_eq!(total, crate::proptest_cases::config(CASES).cases as usize, "every case ran");
-    assert!(refused > total / 3, "most mutations break the script ({refused} of {total})");
+    if total >= 100 {
+        assert!(refused > total / 3, "most mutations break the script ({refused} of {total})");
+    }
 }
