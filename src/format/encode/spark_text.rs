@@ -15,7 +15,7 @@ use std::fmt::{LowerExp, Write as _};
 use std::str::FromStr;
 
 use arrow::array::timezone::Tz;
-use arrow::array::{Array, ArrayRef, AsArray, StringArray};
+use arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Float32Type, Float64Type, Int64Type, TimeUnit};
 use arrow::temporal_conversions::{
@@ -44,8 +44,11 @@ fn write_java<T: LowerExp + FromStr + PartialEq>(out: &mut String, v: T, wide: f
     // Java's rule: when one digit is enough, the closest of the one- and two-digit decimals that
     // read back as `v` (they differ only among subnormals, e.g. 4.9E-324).
     let one_digit = shortest.trim_start_matches('-').split('e').next().is_some_and(|m| m.len() == 1);
-    let two = format!("{v:.1e}");
-    let scientific = if one_digit && two.parse::<T>().is_ok_and(|t| t == v) { two } else { shortest };
+    let two = || Some(format!("{v:.1e}")).filter(|two| two.parse::<T>().is_ok_and(|t| t == v));
+    let scientific = match one_digit.then(two).flatten() {
+        Some(two) => two,
+        None => shortest,
+    };
     java_layout(out, &scientific, wide.abs());
 }
 
@@ -125,18 +128,18 @@ pub(crate) fn write_timestamp(out: &mut String, unit: TimeUnit, value: i64, time
 /// An arrow error naming the value when a timestamp is outside the range of dates.
 pub(crate) fn as_spark_text(array: &ArrayRef, time_zone: &Tz) -> arrow::error::Result<ArrayRef> {
     let text = |f: &mut dyn FnMut(usize, &mut String) -> arrow::error::Result<()>| {
-        let mut values = Vec::with_capacity(array.len());
+        let mut values = StringBuilder::with_capacity(array.len(), array.len() * 8);
         let mut cell = String::new();
         for i in 0..array.len() {
             if array.is_null(i) {
-                values.push(None);
+                values.append_null();
             } else {
                 cell.clear();
                 f(i, &mut cell)?;
-                values.push(Some(cell.clone()));
+                values.append_value(&cell);
             }
         }
-        Ok(std::sync::Arc::new(StringArray::from(values)) as ArrayRef)
+        Ok(std::sync::Arc::new(values.finish()) as ArrayRef)
     };
     match array.data_type() {
         DataType::Float64 => {
