@@ -10,6 +10,7 @@ use arrow::record_batch::RecordBatch;
 use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::execution::context::SessionState;
 use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{Expr, LogicalPlan, Operator, SetVariable};
 use datafusion::optimizer::Optimizer;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -18,12 +19,14 @@ use datafusion::sql::sqlparser::ast::{self as sqlast, Insert, Query, Statement, 
 
 use crate::checkpoint::CheckpointLocation;
 use crate::execution::query::{QueryParts, QuerySource};
-use crate::execution::recovery::{check_stateful_operators, load_or_create_metadata};
+use crate::execution::recovery::{check_state_layout, check_stateful_operators, load_or_create_metadata};
 use crate::execution::StreamingQuery;
 use crate::format::decode::DecodeOptions;
 use crate::format::{BadData, Format};
 use crate::operator::group_state::{erase, GroupState, GroupStateTimeout};
 use crate::operator::watermark::{MultipleWatermarkPolicy, WatermarkSpec, WatermarkTracker, WATERMARK_DELAY_METADATA};
+use crate::plan::batch_time::{with_batch_clock, BatchClock};
+use crate::plan::ordered_merge::ordered_merges;
 use crate::plan::physical::{OperatorRegistry, StreamingQueryPlanner};
 use crate::plan::stage::Stage;
 use crate::plan::stream_table::StreamTable;
@@ -152,10 +155,16 @@ impl std::fmt::Debug for StreamContext {
     }
 }
 
-/// DataFusion session settings for streaming: one partition per batch, so rows reach the sink in
-/// a deterministic order (a replayed batch writes identical files).
+/// DataFusion session settings for streaming. Parallelism comes from the input partitions of the
+/// stream scans and the state partitions of the stateful operators, routed in a defined order; a
+/// target of one partition keeps DataFusion from adding repartitions of its own, whose order
+/// would vary from run to run (a replayed batch writes identical files). Dynamic filters are off:
+/// the plan is executed once per batch, and a filter derived from one batch must not prune the
+/// next.
 fn session_config() -> SessionConfig {
-    SessionConfig::new().with_target_partitions(1).with_information_schema(true)
+    let mut config = SessionConfig::new().with_target_partitions(1).with_information_schema(true);
+    config.options_mut().optimizer.enable_dynamic_filter_pushdown = false;
+    config
 }
 
 impl StreamContext {
@@ -334,7 +343,7 @@ impl StreamContext {
         if let Some(schema) = &schema {
             // Registered for planning only; every query scans its own StreamTable.
             self.ctx.deregister_table(ddl.name.as_str())?;
-            self.ctx.register_table(ddl.name.as_str(), Arc::new(StreamTable::new(&ddl.name, schema.clone())))?;
+            self.ctx.register_table(ddl.name.as_str(), Arc::new(StreamTable::new(&ddl.name, schema.clone(), 1)))?;
         }
         self.tables.insert(ddl.name.clone(), StreamTableDef::Connector { ddl: Box::new(ddl), schema, watermark });
         Ok(())
@@ -434,7 +443,7 @@ impl StreamContext {
                 StreamTableDef::Memory { stream, .. } => stream.schema(),
                 _ => continue,
             };
-            let table = Arc::new(StreamTable::new(name, schema));
+            let table = Arc::new(StreamTable::new(name, schema, metadata.state_partitions));
             query_ctx.register_table(name.as_str(), table.clone())?;
             tables.push(table);
         }
@@ -443,9 +452,14 @@ impl StreamContext {
         let plan = self.spellings.with_query(&definition.query).restore(plan)?;
         check_sink_columns(&definition.sink, declared.as_ref(), &plan)?;
         sink.check_schema(&Arc::new(plan.schema().as_arrow().clone()))?;
-        // Plan once now: errors surface before the first batch, and operators exist to restore.
-        state.query_planner().create_physical_plan(&plan, &state).await?;
-        check_stateful_operators(&location, &fingerprint::stateful_operators(&plan)).await?;
+        // Planned once, executed by every batch: errors surface before the first batch, and
+        // operators exist to restore.
+        let clock = BatchClock::default();
+        let physical = state.query_planner().create_physical_plan(&with_batch_clock(&plan, &clock)?, &state).await?;
+        let physical = ordered_merges(physical)?;
+        let stateful = fingerprint::stateful_operators(&plan);
+        check_state_layout(&location, &metadata, !stateful.is_empty())?;
+        check_stateful_operators(&location, &stateful).await?;
         // Only the streams the query reads are opened as sources.
         let read = StreamTable::sources_of(&plan);
         let mut sources = Vec::new();
@@ -468,8 +482,10 @@ impl StreamContext {
         }
         let parts = QueryParts {
             name: definition.sink.clone(),
-            state,
-            plan,
+            output_schema: Arc::new(plan.schema().as_arrow().clone()),
+            physical,
+            task_context: Arc::new(TaskContext::from(&state)),
+            clock,
             sources,
             sink,
             operators: registry.operators(),

@@ -55,7 +55,15 @@ pub struct QueryMetadata {
     pub state_partitions: usize,
     /// The sluice version that created the checkpoint; state files use arrow's row format.
     pub sluice_version: String,
+    /// How state rows are assigned to partitions: 0 (absent) in checkpoints written before
+    /// [`STATE_LAYOUT`], which hashed each stored key; [`STATE_LAYOUT`]: by DataFusion's hash of
+    /// the operator's keys (see [`crate::operator::exchange`]).
+    #[serde(default)]
+    pub state_layout: u32,
 }
+
+/// The state layout new checkpoints are written with (see [`QueryMetadata::state_layout`]).
+pub const STATE_LAYOUT: u32 = 1;
 
 /// Suffix of a compacted entry, `N.compact` (Spark's `CompactibleFileStreamLog`).
 const COMPACT_SUFFIX: &str = ".compact";

@@ -6,9 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arrow::datatypes::SchemaRef;
-use datafusion::execution::context::SessionState;
 use datafusion::execution::TaskContext;
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::execution_plan::reset_plan_states;
+use datafusion::physical_plan::{collect_partitioned, ExecutionPlan};
 use serde_json::Value;
 use tokio::sync::Notify;
 
@@ -19,7 +19,7 @@ use crate::checkpoint::log::SourceRange;
 use crate::checkpoint::{BatchLog, CheckpointLocation, CommitEntry, OffsetEntry};
 use crate::operator::watermark::WatermarkTracker;
 use crate::operator::{BatchWatermarks, StatefulOperator};
-use crate::plan::batch_time::fold_batch_time;
+use crate::plan::batch_time::BatchClock;
 use crate::plan::stream_table::StreamTable;
 use crate::sink::Sink;
 use crate::source::Source;
@@ -70,9 +70,12 @@ pub(crate) struct QuerySource {
 /// A continuous query: sources, an incremental plan, stateful operators, a sink and a checkpoint.
 pub struct StreamingQuery {
     name: String,
-    state: SessionState,
-    plan: LogicalPlan,
     output_schema: SchemaRef,
+    /// The physical plan, built once when the query starts and executed by every batch.
+    physical: Arc<dyn ExecutionPlan>,
+    task_context: Arc<TaskContext>,
+    /// The time `now()` returns, set to each batch's timestamp.
+    clock: BatchClock,
     sources: Vec<QuerySource>,
     /// In a mutex only so that the query is `Sync` (and its `run` future `Send`); the loop has
     /// `&mut self` and never contends for it.
@@ -101,8 +104,10 @@ impl std::fmt::Debug for StreamingQuery {
 /// Everything a [`StreamingQuery`] is built from; see [`crate::StreamContext`].
 pub(crate) struct QueryParts {
     pub name: String,
-    pub state: SessionState,
-    pub plan: LogicalPlan,
+    pub output_schema: SchemaRef,
+    pub physical: Arc<dyn ExecutionPlan>,
+    pub task_context: Arc<TaskContext>,
+    pub clock: BatchClock,
     pub sources: Vec<QuerySource>,
     pub sink: Box<dyn Sink>,
     pub operators: Vec<Arc<dyn StatefulOperator>>,
@@ -114,7 +119,18 @@ impl StreamingQuery {
     /// Opens the query at its checkpoint: restores source logs, watermarks and operator state,
     /// and schedules the replay of an uncommitted batch.
     pub(crate) async fn open(parts: QueryParts) -> Result<Self> {
-        let QueryParts { name, state, plan, mut sources, sink, operators, location, mut watermarks } = parts;
+        let QueryParts {
+            name,
+            output_schema,
+            physical,
+            task_context,
+            clock,
+            mut sources,
+            sink,
+            operators,
+            location,
+            mut watermarks,
+        } = parts;
         let offsets = BatchLog::new(location.clone(), "offsets");
         let commits = BatchLog::new(location.clone(), "commits");
         let resume = resume_point(&offsets, &commits).await?;
@@ -143,12 +159,12 @@ impl StreamingQuery {
                 op.begin_batch(batch_watermarks(&entry)).await;
             }
         }
-        let output_schema = Arc::new(plan.schema().as_arrow().clone());
         Ok(Self {
             name,
-            state,
-            plan,
             output_schema,
+            physical,
+            task_context,
+            clock,
             sources,
             sink: Mutex::new(sink),
             operators,
@@ -297,9 +313,11 @@ impl StreamingQuery {
             s.table.set_batch(data.batches);
             self.source_starts.insert(name, range.end.clone());
         }
-        let plan = fold_batch_time(&self.plan, entry.timestamp_ms, self.state.config_options())?;
-        let physical = self.state.query_planner().create_physical_plan(&plan, &self.state).await?;
-        let output = datafusion::physical_plan::collect(physical, Arc::new(TaskContext::from(&self.state))).await?;
+        self.clock.set(entry.timestamp_ms);
+        // Partitions in order: the sink receives the same rows in the same order on a replay.
+        let plan = reset_plan_states(Arc::clone(&self.physical))?;
+        let output: Vec<_> =
+            collect_partitioned(plan, Arc::clone(&self.task_context)).await?.into_iter().flatten().collect();
         for s in &self.sources {
             s.table.set_batch(Vec::new());
         }

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use crate::checkpoint::log::STATE_LAYOUT;
 use crate::checkpoint::{BatchLog, CheckpointLocation, CommitEntry, OffsetEntry, QueryMetadata};
 use crate::state::store::MAX_STATE_PARTITIONS;
 use crate::{Result, SluiceError};
@@ -60,6 +61,26 @@ pub async fn resume_point(offsets: &BatchLog, commits: &BatchLog) -> Result<Resu
     }
 }
 
+/// Refuses a checkpoint whose state partitions were filled by another assignment of rows to
+/// partitions than this version's: each key would be looked up in a partition that does not hold
+/// it. With one partition every layout is the same.
+///
+/// # Errors
+/// [`SluiceError::Checkpoint`] naming the layouts and the remedy.
+pub fn check_state_layout(location: &CheckpointLocation, metadata: &QueryMetadata, has_state: bool) -> Result<()> {
+    if !has_state || metadata.state_partitions == 1 || metadata.state_layout == STATE_LAYOUT {
+        return Ok(());
+    }
+    Err(location.error(
+        "metadata",
+        format!(
+            "the checkpoint's {} state partitions use state layout {} (written by sluice {}), this version reads layout \
+             {STATE_LAYOUT}; run the query with the version that wrote it, or start it with a new checkpoint location",
+            metadata.state_partitions, metadata.state_layout, metadata.sluice_version
+        ),
+    ))
+}
+
 /// Reads `metadata`, or writes it on a query's first run.
 ///
 /// # Errors
@@ -87,6 +108,7 @@ pub async fn load_or_create_metadata(location: &CheckpointLocation, state_partit
         id: format!("{:016x}{:016x}", rand_u64(), rand_u64()),
         state_partitions,
         sluice_version: env!("CARGO_PKG_VERSION").to_string(),
+        state_layout: STATE_LAYOUT,
     };
     location.put("metadata", serde_json::to_vec_pretty(&metadata).expect("metadata serializes").into()).await?;
     Ok(metadata)

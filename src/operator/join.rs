@@ -31,7 +31,7 @@ use crate::state::{StateStore, TimerIndex};
 use crate::{Result, SluiceError};
 
 /// One input of a stream-stream join.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct JoinSideSpec {
     /// The input's schema.
     pub schema: SchemaRef,

@@ -4,6 +4,7 @@
 
 pub mod aggregate;
 pub mod dedup;
+pub mod exchange;
 pub mod exec;
 pub mod group_state;
 pub mod join;
@@ -38,6 +39,18 @@ pub struct OperatorProgress {
     /// Rows dropped as late by this batch. Counted after partial aggregation, as Spark counts
     /// (`numRowsDroppedByWatermark`): late rows of one window and key count once.
     pub rows_dropped_by_watermark: u64,
+}
+
+impl OperatorProgress {
+    /// Adds the counts of `partition`, one state partition of the same operator.
+    pub fn absorb(&mut self, partition: OperatorProgress) {
+        self.name = partition.name;
+        self.state.rows_total += partition.state.rows_total;
+        self.state.rows_updated += partition.state.rows_updated;
+        self.state.rows_removed += partition.state.rows_removed;
+        self.state.memory_bytes += partition.state.memory_bytes;
+        self.rows_dropped_by_watermark += partition.rows_dropped_by_watermark;
+    }
 }
 
 /// The batch-level life cycle of a stateful operator, driven by the micro-batch loop.

@@ -1,15 +1,20 @@
 //! The incremental planner: a continuous query, planned once by DataFusion, becomes a plan whose
 //! stateless parts are DataFusion operators and whose stateful parts are sluice's.
 //!
-//! - [`stream_table`]: the unbounded input table, whose scan yields the current micro-batch;
+//! - [`stream_table`]: the unbounded input table, whose scan ([`stream_scan`]) yields the current
+//!   micro-batch in input partitions;
 //! - [`window`] and [`session_window`]: event-time window functions;
 //! - [`checks`]: the output-mode analysis that refuses what cannot run (Spark's
 //!   `UnsupportedOperationChecker`);
 //! - [`dedup`], [`join`] and [`incremental`]: the logical rewrites into streaming nodes
 //!   ([`nodes`]); [`time_range`] reads a join's time-range condition;
-//! - [`physical`]: the DataFusion extension planner that turns them into stateful operators;
+//! - [`physical`]: the DataFusion extension planner that turns them into stateful operators, each
+//!   behind a hash exchange by its keys ([`crate::operator::exchange`]); [`ordered_merge`] keeps
+//!   DataFusion's merges of partitions deterministic;
 //! - [`fingerprint`]: what the state of each stateful operator depends on, checked on restart;
 //! - [`batch_time`]: `now()` and `current_date()` evaluated once per micro-batch, as in Spark.
+//!
+//! The physical plan is built once, when the query starts, and executed once per micro-batch.
 
 pub mod batch_time;
 pub mod checks;
@@ -18,9 +23,11 @@ pub mod fingerprint;
 pub mod incremental;
 pub mod join;
 pub mod nodes;
+pub mod ordered_merge;
 pub mod physical;
 pub mod session_window;
 pub mod stage;
+pub mod stream_scan;
 pub mod stream_table;
 pub mod time_range;
 pub mod window;

@@ -12,6 +12,8 @@ use datafusion::execution::context::QueryPlanner;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::{Expr, LogicalPlan, UserDefinedLogicalNode};
 use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode, PhysicalGroupBy};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
@@ -31,8 +33,8 @@ use crate::operator::watermark::{event_time_delay_ms, TimeColumn};
 use crate::operator::StatefulOperator;
 use crate::state::StateStore;
 
-/// The stateful operators of one query, created on its first physical planning and reused by
-/// every batch's plan, so state outlives the per-batch physical plans.
+/// The stateful operators of one query, each with one instance per state partition, created when
+/// the query is planned.
 #[derive(Debug)]
 pub struct OperatorRegistry {
     location: CheckpointLocation,
@@ -55,19 +57,22 @@ impl OperatorRegistry {
     }
 
     /// The operator `id`, whose input watermark is the query's plus `watermark_offset_ms`,
-    /// created by `create` (given its state store) on first use.
+    /// created on first use by calling `create` with each state partition's store.
     fn get_or_create(
         &self,
         id: usize,
         watermark_offset_ms: i64,
-        create: impl FnOnce(StateStore) -> crate::Result<Box<dyn BatchOperator>>,
+        create: impl Fn(StateStore) -> crate::Result<Box<dyn BatchOperator>>,
     ) -> DFResult<OperatorHandle> {
         let mut operators = self.operators.lock().expect("registry lock");
         if let Some(op) = operators.get(&id) {
             return Ok(op.clone());
         }
-        let store = StateStore::new(self.location.clone(), &id.to_string(), self.partitions);
-        let op = OperatorHandle::new(create(store).map_err(DataFusionError::from)?, watermark_offset_ms);
+        let partitions = (0..self.partitions)
+            .map(|p| create(StateStore::new(self.location.clone(), &id.to_string(), p)))
+            .collect::<crate::Result<Vec<_>>>()
+            .map_err(DataFusionError::from)?;
+        let op = OperatorHandle::new(partitions, watermark_offset_ms);
         operators.insert(id, op.clone());
         Ok(op)
     }
@@ -169,14 +174,23 @@ impl ExtensionPlanner for StreamingExtensionPlanner {
                 mode: self.registry.mode,
                 event_time: node.event_time,
                 watermark_upstream: StreamTable::has_watermark_upstream(logical_inputs[0]),
-                aggregates,
+                aggregates: aggregates.clone(),
                 partial_schema: partial.schema(),
                 group_count: node.group_expr.len(),
                 output_schema: Arc::clone(&output_schema),
             };
             Ok(Box::new(AggregateState::try_new(spec, store)?))
         })?;
-        Ok(Some(Arc::new(StatefulExec::new("aggregate", vec![partial], operator, output_schema))))
+        // Sessions of a key merge across windows, so a session aggregation is partitioned by its
+        // other grouping keys only (Spark's `SessionWindowStateStoreRestoreExec` clusters so).
+        let session = node.event_time.filter(|e| e.is_session).map(|e| e.index);
+        let keys = partial.schema().fields()[..node.group_expr.len()]
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != session)
+            .map(|(i, f)| Arc::new(Column::new(f.name(), i)) as Arc<dyn PhysicalExpr>)
+            .collect();
+        Ok(Some(Arc::new(StatefulExec::new("aggregate", vec![partial], vec![keys], operator, output_schema))))
     }
 }
 
@@ -208,8 +222,8 @@ impl StreamingExtensionPlanner {
         let operator = self.registry.get_or_create(node.operator_id, offset, |store| {
             let spec = DedupSpec {
                 name: format!("dedup[{}]", node.operator_id),
-                keys,
-                order_by,
+                keys: keys.clone(),
+                order_by: order_by.clone(),
                 event_time,
                 watermark_upstream: StreamTable::has_watermark_upstream(logical_input),
                 event_time_key,
@@ -221,7 +235,7 @@ impl StreamingExtensionPlanner {
             };
             Ok(Box::new(DedupState::try_new(spec, &input_schema, store)?))
         })?;
-        Ok(Arc::new(StatefulExec::new("dedup", vec![Arc::clone(input)], operator, output_schema)))
+        Ok(Arc::new(StatefulExec::new("dedup", vec![Arc::clone(input)], vec![keys], operator, output_schema)))
     }
 }
 
@@ -253,6 +267,7 @@ impl StreamingExtensionPlanner {
             })
         };
         let sides = [side(0)?, side(1)?];
+        let keys = sides.iter().map(|s| s.keys.clone()).collect();
         let combined = logical_inputs[0].schema().join(logical_inputs[1].schema())?;
         let filter = node
             .filter
@@ -265,13 +280,13 @@ impl StreamingExtensionPlanner {
             let spec = JoinSpec {
                 name: format!("join[{}]", node.operator_id),
                 join_type: node.join_type,
-                sides,
-                filter,
+                sides: sides.clone(),
+                filter: filter.clone(),
                 output_schema: Arc::clone(&output_schema),
             };
             Ok(Box::new(JoinState::try_new(spec, store)?))
         })?;
-        Ok(Arc::new(StatefulExec::new("join", physical_inputs.to_vec(), operator, output_schema)))
+        Ok(Arc::new(StatefulExec::new("join", physical_inputs.to_vec(), keys, operator, output_schema)))
     }
 }
 
@@ -297,7 +312,7 @@ impl StreamingExtensionPlanner {
         let operator = self.registry.get_or_create(node.operator_id, offset, |store| {
             let spec = GroupStateSpec {
                 name: format!("groups_with_state[{}]", node.operator_id),
-                keys,
+                keys: keys.clone(),
                 function: Arc::clone(&node.function),
                 timeout: node.timeout,
                 event_time: watermarked_column(schema).map(|(i, _)| i),
@@ -305,6 +320,16 @@ impl StreamingExtensionPlanner {
             };
             Ok(Box::new(GroupStateOperator::try_new(spec, &input_schema, store)?))
         })?;
-        Ok(Arc::new(StatefulExec::new("groups_with_state", vec![Arc::clone(input)], operator, output_schema)))
+        let partition_keys = keys
+            .iter()
+            .map(|i| Arc::new(Column::new(input_schema.field(*i).name(), *i)) as Arc<dyn PhysicalExpr>)
+            .collect();
+        Ok(Arc::new(StatefulExec::new(
+            "groups_with_state",
+            vec![Arc::clone(input)],
+            vec![partition_keys],
+            operator,
+            output_schema,
+        )))
     }
 }

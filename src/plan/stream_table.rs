@@ -8,27 +8,30 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::TableType;
 use datafusion::error::Result as DFResult;
 use datafusion::logical_expr::{Expr, LogicalPlan, TableScan};
 use datafusion::physical_plan::ExecutionPlan;
 
+use super::stream_scan::StreamScanExec;
 use crate::operator::watermark::event_time_delay_ms;
 
 /// A stream source registered as a DataFusion table. The micro-batch loop sets the rows of each
-/// batch with [`StreamTable::set_batch`]; a plan created afterwards scans exactly those rows.
+/// batch with [`StreamTable::set_batch`]; every execution of the query's plan then scans exactly
+/// those rows, split into up to `input_partitions` input partitions.
 #[derive(Debug)]
 pub struct StreamTable {
     name: String,
     schema: SchemaRef,
-    current: RwLock<Vec<RecordBatch>>,
+    current: Arc<RwLock<Vec<RecordBatch>>>,
+    input_partitions: usize,
 }
 
 impl StreamTable {
-    /// An empty stream table `name` of `schema`.
-    pub fn new(name: &str, schema: SchemaRef) -> Self {
-        Self { name: name.to_string(), schema, current: RwLock::new(Vec::new()) }
+    /// An empty stream table `name` of `schema`, scanned in up to `input_partitions` partitions.
+    pub fn new(name: &str, schema: SchemaRef, input_partitions: usize) -> Self {
+        let input_partitions = input_partitions.max(1);
+        Self { name: name.to_string(), schema, current: Arc::default(), input_partitions }
     }
 
     /// The source name.
@@ -85,7 +88,11 @@ impl TableProvider for StreamTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> DFResult<Arc<dyn ExecutionPlan>> {
-        let batches = self.current.read().expect("stream table lock").clone();
-        Ok(MemorySourceConfig::try_new_exec(&[batches], self.schema(), projection.cloned())?)
+        Ok(Arc::new(StreamScanExec::try_new(
+            Arc::clone(&self.current),
+            &self.schema,
+            projection.cloned(),
+            self.input_partitions,
+        )?))
     }
 }

@@ -1,4 +1,4 @@
-//! A versioned, hash-partitioned key-value store of arrow rows.
+//! A versioned key-value store of arrow rows: the state of one partition of one stateful operator.
 
 use std::collections::HashMap;
 
@@ -38,16 +38,20 @@ struct Partition {
 /// memory would abort the process. Spark's default is 200.
 pub const MAX_STATE_PARTITIONS: usize = 1000;
 
-/// The state of one operator: `P` partitions of key → value rows, versioned by batch id.
+/// The state of one partition of one operator: key → value rows, versioned by batch id.
 ///
+/// Rows reach a partition by the hash of the operator's keys (see
+/// [`crate::operator::exchange`]), so each partition of each operator has its own store, loaded,
+/// committed and purged on its own (Spark's `StateStoreProvider` per operator and partition).
 /// Version `N` is the state after batch `N`. Batch `N` starts from version `N-1`, applies its
 /// changes, and [`StateStore::commit`] writes them as `state/<op>/<p>/N.delta` (and every
 /// [`SNAPSHOT_INTERVAL`] versions `N.snapshot`), so a restart can rebuild any committed version.
 #[derive(Debug)]
 pub struct StateStore {
     location: CheckpointLocation,
+    /// `state/<op>/<p>`.
     dir: String,
-    partitions: Vec<Partition>,
+    partition: Partition,
     updated: u64,
     removed: u64,
     /// Bytes of keys and values held, kept up to date by every change.
@@ -56,20 +60,14 @@ pub struct StateStore {
     maintenance: Option<tokio::task::JoinHandle<Result<()>>>,
 }
 
-/// Stable 64-bit FNV-1a; the partition of a key must not change across processes or Rust
-/// versions, which rules out std's randomly seeded hasher.
-fn stable_hash(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
-}
-
 impl StateStore {
-    /// An empty store for operator `operator` with `partitions` partitions, checkpointed under
-    /// `state/<operator>/` of `location`.
-    pub fn new(location: CheckpointLocation, operator: &str, partitions: usize) -> Self {
+    /// An empty store for partition `partition` of operator `operator`, checkpointed under
+    /// `state/<operator>/<partition>/` of `location`.
+    pub fn new(location: CheckpointLocation, operator: &str, partition: usize) -> Self {
         Self {
             location,
-            dir: format!("state/{operator}"),
-            partitions: (0..partitions.max(1)).map(|_| Partition::default()).collect(),
+            dir: format!("state/{operator}/{partition}"),
+            partition: Partition::default(),
             updated: 0,
             removed: 0,
             bytes: 0,
@@ -77,19 +75,14 @@ impl StateStore {
         }
     }
 
-    fn partition_of(&self, key: &[u8]) -> usize {
-        (stable_hash(key) % self.partitions.len() as u64) as usize
-    }
-
     /// The value of `key`.
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
-        self.partitions[self.partition_of(key)].rows.get(key).map(|v| &**v)
+        self.partition.rows.get(key).map(|v| &**v)
     }
 
     /// Inserts or replaces the value of `key`.
     pub fn put(&mut self, key: &[u8], value: &[u8]) {
-        let index = self.partition_of(key);
-        let p = &mut self.partitions[index];
+        let p = &mut self.partition;
         match p.rows.insert(key.into(), value.into()) {
             Some(old) => self.bytes = self.bytes - old.len() as u64 + value.len() as u64,
             None => self.bytes += (key.len() + value.len()) as u64,
@@ -100,8 +93,7 @@ impl StateStore {
 
     /// Removes `key` if present.
     pub fn remove(&mut self, key: &[u8]) {
-        let index = self.partition_of(key);
-        let p = &mut self.partitions[index];
+        let p = &mut self.partition;
         if let Some(old) = p.rows.remove(key) {
             p.changes.insert(key.into(), None);
             self.removed += 1;
@@ -111,12 +103,12 @@ impl StateStore {
 
     /// Every `(key, value)`, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.partitions.iter().flat_map(|p| p.rows.iter().map(|(k, v)| (&**k, &**v)))
+        self.partition.rows.iter().map(|(k, v)| (&**k, &**v))
     }
 
     /// Number of keys.
     pub fn len(&self) -> usize {
-        self.partitions.iter().map(|p| p.rows.len()).sum()
+        self.partition.rows.len()
     }
 
     /// True when the store holds no key.
@@ -134,27 +126,25 @@ impl StateStore {
         }
     }
 
-    /// Writes the changes since the last commit as version `version` of every partition, and
-    /// every [`SNAPSHOT_INTERVAL`] versions starts writing snapshots of that version in the
-    /// background (skipped while the previous ones are still being written: deltas suffice).
+    /// Writes the changes since the last commit as version `version`, and every
+    /// [`SNAPSHOT_INTERVAL`] versions starts writing a snapshot of that version in the background
+    /// (skipped while the previous one is still being written: deltas suffice).
     ///
     /// # Errors
     /// [`crate::SluiceError::Checkpoint`] when a file cannot be written, or when the last
     /// background snapshot failed to (the checkpoint's storage is failing).
     pub async fn commit(&mut self, version: u64) -> Result<()> {
-        for (i, partition) in self.partitions.iter_mut().enumerate() {
-            let changes = std::mem::take(&mut partition.changes);
-            let delta = codec::encode(changes.iter().map(|(k, v)| (&**k, v.as_deref())))?;
-            self.location.put(&format!("{}/{i}/{version}.delta", self.dir), delta).await?;
-        }
+        let changes = std::mem::take(&mut self.partition.changes);
+        let delta = codec::encode(changes.iter().map(|(k, v)| (&**k, v.as_deref())))?;
+        self.location.put(&format!("{}/{version}.delta", self.dir), delta).await?;
         self.updated = 0;
         self.removed = 0;
         if self.maintenance.as_ref().is_some_and(|task| task.is_finished()) {
             self.wait_for_maintenance().await?;
         }
         if version % SNAPSHOT_INTERVAL == SNAPSHOT_INTERVAL - 1 && self.maintenance.is_none() {
-            let (location, dir, partitions) = (self.location.clone(), self.dir.clone(), self.partitions.len());
-            self.maintenance = Some(tokio::spawn(write_snapshots(location, dir, partitions, version)));
+            let (location, dir) = (self.location.clone(), self.dir.clone());
+            self.maintenance = Some(tokio::spawn(write_snapshot(location, dir, version)));
         }
         Ok(())
     }
@@ -179,12 +169,10 @@ impl StateStore {
     /// missing or unreadable (a corrupted checkpoint).
     pub async fn load(&mut self, version: Option<u64>) -> Result<()> {
         self.wait_for_maintenance().await?;
-        for i in 0..self.partitions.len() {
-            self.partitions[i] = match version {
-                Some(version) => read_partition(&self.location, &format!("{}/{i}", self.dir), version).await?,
-                None => Partition::default(),
-            };
-        }
+        self.partition = match version {
+            Some(version) => read_partition(&self.location, &self.dir, version).await?,
+            None => Partition::default(),
+        };
         self.bytes = self.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
         self.updated = 0;
         self.removed = 0;
@@ -196,21 +184,19 @@ impl StateStore {
     /// # Errors
     /// [`crate::SluiceError::Checkpoint`] when a listing or delete fails.
     pub async fn purge_before(&self, keep_from: u64) -> Result<()> {
-        for i in 0..self.partitions.len() {
-            let dir = format!("{}/{i}", self.dir);
-            let files = self.location.list(&dir).await?;
-            let version = |f: &str| f.split('.').next().and_then(|v| v.parse::<u64>().ok());
-            // The newest snapshot at or below keep_from stays, with every delta after it.
-            let base = files
-                .iter()
-                .filter(|f| f.ends_with(".snapshot"))
-                .filter_map(|f| version(f))
-                .filter(|v| *v <= keep_from)
-                .max();
-            let Some(base) = base else { continue };
-            for f in files.iter().filter(|f| version(f).is_some_and(|v| v < base)) {
-                self.location.delete(&format!("{dir}/{f}")).await?;
-            }
+        let dir = &self.dir;
+        let files = self.location.list(dir).await?;
+        let version = |f: &str| f.split('.').next().and_then(|v| v.parse::<u64>().ok());
+        // The newest snapshot at or below keep_from stays, with every delta after it.
+        let base = files
+            .iter()
+            .filter(|f| f.ends_with(".snapshot"))
+            .filter_map(|f| version(f))
+            .filter(|v| *v <= keep_from)
+            .max();
+        let Some(base) = base else { return Ok(()) };
+        for f in files.iter().filter(|f| version(f).is_some_and(|v| v < base)) {
+            self.location.delete(&format!("{dir}/{f}")).await?;
         }
         Ok(())
     }
@@ -254,16 +240,12 @@ async fn read_into(location: &CheckpointLocation, relative: &str, partition: &mu
     .map_err(|e| location.error(relative, format!("corrupted state file: {e}")))
 }
 
-/// Writes `<version>.snapshot` of each of `partitions` partitions under `dir`, rebuilt from the
-/// checkpoint's files (so the batches go on with the live state meanwhile).
-async fn write_snapshots(location: CheckpointLocation, dir: String, partitions: usize, version: u64) -> Result<()> {
-    for i in 0..partitions {
-        let dir = format!("{dir}/{i}");
-        let partition = read_partition(&location, &dir, version).await?;
-        let snapshot = codec::encode(partition.rows.iter().map(|(k, v)| (&**k, Some(&**v))))?;
-        location.put(&format!("{dir}/{version}.snapshot"), snapshot).await?;
-    }
-    Ok(())
+/// Writes `<version>.snapshot` of the partition in `dir`, rebuilt from the checkpoint's files (so
+/// the batches go on with the live state meanwhile).
+async fn write_snapshot(location: CheckpointLocation, dir: String, version: u64) -> Result<()> {
+    let partition = read_partition(&location, &dir, version).await?;
+    let snapshot = codec::encode(partition.rows.iter().map(|(k, v)| (&**k, Some(&**v))))?;
+    location.put(&format!("{dir}/{version}.snapshot"), snapshot).await
 }
 
 #[cfg(test)]
@@ -303,11 +285,9 @@ mod tests {
             store.commit(version).await.unwrap();
         }
         store.wait_for_maintenance().await.unwrap();
-        for p in 0..2 {
-            assert!(location.get(&format!("state/0/{p}/9.snapshot")).await.unwrap().is_some());
-            for v in 0..=9 {
-                location.delete(&format!("state/0/{p}/{v}.delta")).await.unwrap();
-            }
+        assert!(location.get("state/0/2/9.snapshot").await.unwrap().is_some());
+        for v in 0..=9 {
+            location.delete(&format!("state/0/2/{v}.delta")).await.unwrap();
         }
         let mut restored = StateStore::new(location, "0", 2);
         restored.load(Some(11)).await.unwrap();
@@ -320,8 +300,8 @@ mod tests {
         let mut store = StateStore::new(location.clone(), "0", 1);
         store.put(b"a", b"1");
         store.commit(0).await.unwrap();
-        location.delete("state/0/0/0.delta").await.unwrap();
+        location.delete("state/0/1/0.delta").await.unwrap();
         let err = store.load(Some(0)).await.unwrap_err().to_string();
-        assert!(err.contains("state/0/0/0.delta") && err.contains("missing"), "{err}");
+        assert!(err.contains("state/0/1/0.delta") && err.contains("missing"), "{err}");
     }
 }

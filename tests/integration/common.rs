@@ -46,6 +46,18 @@ pub fn rows(batches: &[RecordBatch]) -> Vec<String> {
     out
 }
 
+/// State partitions of the harnesses' queries: fixed, so that the order of rows within a batch
+/// (which follows the partitions) is the same on every machine.
+pub const TEST_PARTITIONS: usize = 2;
+
+/// `rows` sorted: for comparing batches whose row order is not defined (it follows the state
+/// partitions, as in Spark).
+pub fn sorted<S: AsRef<str>>(rows: &[S]) -> Vec<String> {
+    let mut rows: Vec<String> = rows.iter().map(|r| r.as_ref().to_string()).collect();
+    rows.sort();
+    rows
+}
+
 /// A context with one memory stream `events` (watermark on `ts` with `delay_s`) and a memory sink
 /// `out` in `mode`, running `select` as `INSERT INTO out <select>` at an in-memory checkpoint.
 pub struct Harness {
@@ -70,7 +82,8 @@ impl Harness {
         let sink = MemorySink::new();
         let for_query = sink.clone();
         ctx.register_sink("out", mode, move || Box::new(for_query.clone()));
-        let definitions = ctx.execute(&format!("INSERT INTO out {select}")).await?;
+        let sql = format!("SET spark.sql.shuffle.partitions = {TEST_PARTITIONS}; INSERT INTO out {select}");
+        let definitions = ctx.execute(&sql).await?;
         let query = ctx.start(&definitions[0], checkpoint).await?;
         Ok(Self { stream, sink, query })
     }

@@ -26,19 +26,25 @@ async fn tumbling_append_emits_each_window_once_when_the_watermark_passes_it() {
 #[tokio::test]
 async fn tumbling_update_emits_changed_windows_and_evicts_silently() {
     let mut h = Harness::new(OutputMode::Update, Some(10), TUMBLE).await.unwrap();
-    assert_eq!(h.batch(TUMBLE_INPUT[0]).await, vec!["00:00:00,00:00:10,a,2,3", "00:00:10,00:00:20,b,1,3"]);
-    assert_eq!(h.batch(TUMBLE_INPUT[1]).await, vec!["00:00:00,00:00:10,a,3,7", "00:00:20,00:00:30,a,1,5"]);
     assert_eq!(
-        h.batch(TUMBLE_INPUT[2]).await,
-        vec!["00:00:00,00:00:10,a,4,13", "00:00:10,00:00:20,b,2,10", "00:00:30,00:00:40,a,1,8"]
+        sorted(&h.batch(TUMBLE_INPUT[0]).await),
+        sorted(&["00:00:00,00:00:10,a,2,3", "00:00:10,00:00:20,b,1,3"])
+    );
+    assert_eq!(
+        sorted(&h.batch(TUMBLE_INPUT[1]).await),
+        sorted(&["00:00:00,00:00:10,a,3,7", "00:00:20,00:00:30,a,1,5"])
+    );
+    assert_eq!(
+        sorted(&h.batch(TUMBLE_INPUT[2]).await),
+        sorted(&["00:00:00,00:00:10,a,4,13", "00:00:10,00:00:20,b,2,10", "00:00:30,00:00:40,a,1,8"])
     );
     // a@4 and a@6 fall in [0, 10), evicted under W = 15: late, no update, counted once.
     assert_eq!(
-        h.batch(TUMBLE_INPUT[3]).await,
-        vec!["00:00:10,00:00:20,b,3,20", "00:00:10,00:00:20,c,1,11", "00:00:30,00:00:40,a,2,20"]
+        sorted(&h.batch(TUMBLE_INPUT[3]).await),
+        sorted(&["00:00:10,00:00:20,b,3,20", "00:00:10,00:00:20,c,1,11", "00:00:30,00:00:40,a,2,20"])
     );
     assert_eq!(h.last_dropped(), 1);
-    assert_eq!(h.batch(TUMBLE_INPUT[4]).await, vec!["00:00:40,00:00:50,a,1,13"]);
+    assert_eq!(sorted(&h.batch(TUMBLE_INPUT[4]).await), sorted(&["00:00:40,00:00:50,a,1,13"]));
     // The no-data batch evicts [20, 30) under W = 35 and emits nothing.
     assert_eq!(h.no_data_batch().await, Some(vec![]));
     assert_eq!(h.query.recent_progress().last().unwrap().state_rows, 2);
@@ -51,14 +57,14 @@ async fn tumbling_complete_emits_the_whole_table_and_never_drops() {
         h.batch(input).await;
     }
     assert_eq!(
-        h.batch(TUMBLE_INPUT[3]).await,
-        vec![
+        sorted(&h.batch(TUMBLE_INPUT[3]).await),
+        sorted(&[
             "00:00:00,00:00:10,a,6,36",
             "00:00:10,00:00:20,b,3,20",
             "00:00:10,00:00:20,c,1,11",
             "00:00:20,00:00:30,a,1,5",
             "00:00:30,00:00:40,a,2,20",
-        ]
+        ])
     );
     assert_eq!(h.last_dropped(), 0);
     assert_eq!(h.batch(TUMBLE_INPUT[4]).await.len(), 6);
@@ -69,7 +75,7 @@ async fn tumbling_complete_emits_the_whole_table_and_never_drops() {
 async fn sliding_append_counts_a_row_in_every_window_and_drops_it_per_window() {
     let mut h = Harness::new(OutputMode::Append, Some(5), SLIDE).await.unwrap();
     assert_eq!(h.batch(SLIDE_INPUT[0]).await, Vec::<String>::new());
-    assert_eq!(h.batch(SLIDE_INPUT[1]).await, vec!["23:59:55,00:00:05,k,1,1"]);
+    assert_eq!(sorted(&h.batch(SLIDE_INPUT[1]).await), sorted(&["23:59:55,00:00:05,k,1,1"]));
     // t=4 is late for [-5, 5) (end 5 <= W_{k-1} = 7) but counts in [0, 10).
     assert_eq!(h.batch(SLIDE_INPUT[2]).await, Vec::<String>::new());
     assert_eq!(h.last_dropped(), 1);
@@ -83,18 +89,18 @@ async fn sliding_append_counts_a_row_in_every_window_and_drops_it_per_window() {
 async fn sliding_update_emits_every_changed_window() {
     let mut h = Harness::new(OutputMode::Update, Some(5), SLIDE).await.unwrap();
     assert_eq!(
-        h.batch(SLIDE_INPUT[0]).await,
-        vec![
+        sorted(&h.batch(SLIDE_INPUT[0]).await),
+        sorted(&[
             "23:59:55,00:00:05,k,1,1",
             "00:00:00,00:00:10,k,1,1",
             "00:00:05,00:00:15,k,1,2",
             "00:00:10,00:00:20,k,1,2"
-        ]
+        ])
     );
-    assert_eq!(h.batch(SLIDE_INPUT[1]).await, vec!["00:00:00,00:00:10,k,2,4", "00:00:05,00:00:15,k,2,5"]);
+    assert_eq!(sorted(&h.batch(SLIDE_INPUT[1]).await), sorted(&["00:00:00,00:00:10,k,2,4", "00:00:05,00:00:15,k,2,5"]));
     assert_eq!(
-        h.batch(SLIDE_INPUT[2]).await,
-        vec!["00:00:00,00:00:10,k,3,9", "00:00:25,00:00:35,k,1,4", "00:00:30,00:00:40,k,1,4"]
+        sorted(&h.batch(SLIDE_INPUT[2]).await),
+        sorted(&["00:00:00,00:00:10,k,3,9", "00:00:25,00:00:35,k,1,4", "00:00:30,00:00:40,k,1,4"])
     );
     assert_eq!(h.last_dropped(), 1);
     assert_eq!(h.no_data_batch().await, Some(vec![]));
@@ -107,15 +113,15 @@ async fn sliding_complete_keeps_every_window() {
     h.batch(SLIDE_INPUT[0]).await;
     h.batch(SLIDE_INPUT[1]).await;
     assert_eq!(
-        h.batch(SLIDE_INPUT[2]).await,
-        vec![
+        sorted(&h.batch(SLIDE_INPUT[2]).await),
+        sorted(&[
             "23:59:55,00:00:05,k,2,6",
             "00:00:00,00:00:10,k,3,9",
             "00:00:05,00:00:15,k,2,5",
             "00:00:10,00:00:20,k,1,2",
             "00:00:25,00:00:35,k,1,4",
             "00:00:30,00:00:40,k,1,4",
-        ]
+        ])
     );
     assert_eq!(h.last_dropped(), 0);
 }

@@ -40,7 +40,8 @@ impl JoinHarness {
         let sink = MemorySink::new();
         let for_query = sink.clone();
         ctx.register_sink("out", mode, move || Box::new(for_query.clone()));
-        let definitions = ctx.execute(&format!("INSERT INTO out {select}")).await?;
+        let sql = format!("SET spark.sql.shuffle.partitions = {TEST_PARTITIONS}; INSERT INTO out {select}");
+        let definitions = ctx.execute(&sql).await?;
         let query = ctx.start(&definitions[0], checkpoint).await?;
         Ok(Self { impressions, clicks, sink, query })
     }
@@ -103,7 +104,10 @@ async fn left_outer_join_emits_unmatched_rows_once_when_evicted() {
     assert_eq!(out[0], strings(&["a,00:00:10,00:00:20,1,10"]));
     assert_eq!(out[1], strings(&["a,00:00:10,00:00:22,1,15"]));
     // W = 30 evicts impressions before 15 s: a matched (no null row), b and c did not.
-    assert_eq!(out[2], strings(&["d,00:00:40,00:00:50,4,12", "b,00:00:12,null,2,null", "c,00:00:14,null,3,null"]));
+    assert_eq!(
+        sorted(&out[2]),
+        sorted(&["d,00:00:40,00:00:50,4,12", "b,00:00:12,null,2,null", "c,00:00:14,null,3,null"])
+    );
     assert_eq!(out[3], NONE);
     assert_eq!(out[4], strings(&["e,00:00:45,00:00:47,5,13"]));
 }
@@ -114,7 +118,7 @@ async fn right_outer_join_pads_a_click_evicted_in_its_own_batch() {
     let out = h.run_all().await;
     // The click at 20 arrives with W_1 = 4 < 20 < W_2 = 30, finds no impression and is evicted
     // (ts < W) in the same batch.
-    assert_eq!(out[2], strings(&["d,00:00:40,00:00:50,4,12", "null,null,00:00:20,null,14"]));
+    assert_eq!(sorted(&out[2]), sorted(&["d,00:00:40,00:00:50,4,12", "null,null,00:00:20,null,14"]));
     assert_eq!(out[4], strings(&["e,00:00:45,00:00:47,5,13"]));
 }
 
@@ -123,8 +127,8 @@ async fn full_outer_join_pads_both_sides() {
     let mut h = JoinHarness::new(OutputMode::Append, &select("FULL JOIN"), "memory://").await.unwrap();
     let out = h.run_all().await;
     assert_eq!(
-        out[2],
-        strings(&[
+        sorted(&out[2]),
+        sorted(&[
             "d,00:00:40,00:00:50,4,12",
             "b,00:00:12,null,2,null",
             "c,00:00:14,null,3,null",
@@ -242,7 +246,7 @@ async fn streams_join_on_equal_windows_and_evict_by_the_window_end() {
     );
     // W = 2 (the impressions lag): nothing is evicted yet.
     assert_eq!(
-        h.run(Some((&[("c", 30, 3)], &[("b", 15, 12), ("c", 35, 13)]))).await,
+        sorted(&h.run(Some((&[("c", 30, 3)], &[("b", 15, 12), ("c", 35, 13)]))).await),
         strings(&["b,00:00:10,2,12", "c,00:00:30,3,13"])
     );
     assert_eq!(h.query.recent_progress().last().unwrap().state_rows, 7);
