@@ -23,6 +23,7 @@ pub mod execution;
 pub mod format;
 pub mod operator;
 pub mod plan;
+mod row_ranges;
 pub mod sink;
 pub mod source;
 pub mod sql;

@@ -6,7 +6,7 @@
 //! `GroupsAccumulator::merge_batch`, and emits final values through `evaluate`, so every built-in
 //! aggregate (and every UDAF) runs incrementally without keeping raw rows (DESIGN §4).
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, RecordBatch};
@@ -254,7 +254,7 @@ impl AggregateState {
         if let Some(sessions) = &mut self.sessions {
             sessions.insert(&keys, &partial.columns()[..self.group_count])?;
         }
-        let mut seen: HashSet<&[u8]> = HashSet::new();
+        let mut seen: HashSet<&[u8]> = HashSet::default();
         let distinct: Vec<&[u8]> = keys.iter().map(|k| &**k).filter(|k| seen.insert(k)).collect();
         let (stored, new): (Vec<&[u8]>, Vec<&[u8]>) = distinct.into_iter().partition(|k| self.store.get(k).is_some());
         let touched: Vec<&[u8]> = stored.iter().chain(&new).copied().collect();

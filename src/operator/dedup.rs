@@ -9,7 +9,7 @@
 //! key keeps `expiry = first event time + delay` (later duplicates do not extend it) and leaves the
 //! state at the end of the first batch with `expiry <= W_k`.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, UInt32Array, UInt64Array};
@@ -153,7 +153,7 @@ impl BatchOperator for DedupState {
             None => None,
         };
         // The first row of each new key: lowest ORDER BY value, then first to arrive.
-        let mut first: HashMap<&[u8], usize> = HashMap::new();
+        let mut first: HashMap<&[u8], usize> = HashMap::default();
         for (i, key) in keys.iter().enumerate() {
             if self.store.get(key.data()).is_some() {
                 continue;

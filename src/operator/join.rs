@@ -13,7 +13,7 @@
 //! the rows it matches or evicts: its work follows the rows that arrive and leave, not the rows
 //! buffered. The indexes are rebuilt from the store on restore.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{new_null_array, Array, ArrayRef, AsArray, RecordBatch};

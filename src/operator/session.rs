@@ -7,7 +7,7 @@
 //! session whose bounds grow is taken out of the store and re-enters as a partial row with the new
 //! bounds. The ordinary aggregation merge then folds every piece of a session into one state row.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, StructArray, UInt32Array};
@@ -65,7 +65,7 @@ impl SessionIndex {
     pub fn try_new(group_types: &[DataType], session: usize) -> Result<Self> {
         let others: Vec<usize> = (0..group_types.len()).filter(|i| *i != session).collect();
         let converter = RowConverter::new(others.iter().map(|i| SortField::new(group_types[*i].clone())).collect())?;
-        Ok(Self { others, converter, sessions: HashMap::new(), other_of: HashMap::new() })
+        Ok(Self { others, converter, sessions: HashMap::default(), other_of: HashMap::default() })
     }
 
     /// The other-columns key of each row of `group_columns`.
@@ -138,7 +138,7 @@ pub fn merge_sessions(inputs: &SessionInputs, partial: RecordBatch) -> Result<(R
     let index = inputs.index;
     let partial_others = index.other_keys(&partial.columns()[..inputs.group_count])?;
     let (p_starts, p_ends) = bounds(partial.column(inputs.session))?;
-    let mut pieces: HashMap<&[u8], Vec<(i64, i64, Piece)>> = HashMap::new();
+    let mut pieces: HashMap<&[u8], Vec<(i64, i64, Piece)>> = HashMap::default();
     for i in 0..partial.num_rows() {
         pieces.entry(partial_others.row(i).data()).or_default().push((p_starts[i], p_ends[i], Piece::Partial(i)));
     }

@@ -6,6 +6,7 @@
 use std::fmt;
 use std::sync::{Arc, RwLock};
 
+use crate::row_ranges::split_rows;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -64,24 +65,11 @@ impl StreamScanExec {
         let total: usize = current.iter().map(RecordBatch::num_rows).sum();
         let parts =
             self.properties.output_partitioning().partition_count().min(total.div_ceil(MIN_ROWS_PER_INPUT_PARTITION));
-        if m >= parts {
-            return Ok(Vec::new());
+        let Some(rows) = split_rows(&current, parts).into_iter().nth(m) else { return Ok(Vec::new()) };
+        match &self.projection {
+            Some(p) => rows.iter().map(|b| Ok(b.project(p)?)).collect(),
+            None => Ok(rows),
         }
-        let (from, to) = (total * m / parts, total * (m + 1) / parts);
-        let mut rows = Vec::new();
-        let mut at = 0;
-        for batch in current.iter() {
-            let (start, end) = (from.max(at), to.min(at + batch.num_rows()));
-            if start < end {
-                let slice = batch.slice(start - at, end - start);
-                rows.push(match &self.projection {
-                    Some(p) => slice.project(p)?,
-                    None => slice,
-                });
-            }
-            at += batch.num_rows();
-        }
-        Ok(rows)
     }
 }
 

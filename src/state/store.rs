@@ -1,6 +1,6 @@
 //! A versioned key-value store of arrow rows: the state of one partition of one stateful operator.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use crate::checkpoint::CheckpointLocation;
 use crate::state::codec;

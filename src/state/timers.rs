@@ -6,7 +6,9 @@
 //! The index lives in memory beside the [`super::StateStore`], which stays the truth: operators
 //! rebuild it from the store after a restore.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use foldhash::HashMap;
 
 /// Keys ordered by a time in ms since the epoch; at most one time per key.
 #[derive(Debug, Default)]

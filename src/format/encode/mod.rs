@@ -10,6 +10,7 @@ use arrow::datatypes::{Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 
 use super::{with_time_zone, Format};
+use crate::row_ranges::split_rows;
 use crate::{Result, SluiceError};
 
 mod csv;
@@ -44,10 +45,42 @@ pub fn encode(schema: &SchemaRef, batches: &[RecordBatch], format: Format, time_
     let utc: Tz = "UTC".parse()?;
     let time_zone = time_zone.unwrap_or(&utc);
     match format {
-        Format::Json => json::encode_json(&batches, time_zone),
+        Format::Json => encode_in_parallel(&batches, |piece| json::encode_json(piece, time_zone)),
         Format::Csv => csv::encode_csv(schema, &batches, time_zone),
         Format::Parquet => encode_parquet(schema, &batches),
     }
+}
+
+/// Rows below which a file is encoded on one thread.
+const PARALLEL_ENCODE_ROWS: usize = 65_536;
+
+/// `encode` of `batches`, run on contiguous pieces of the rows in parallel (one per core, each of
+/// at least [`PARALLEL_ENCODE_ROWS`] rows) and joined in order: for formats where the encoding of
+/// consecutive rows is the concatenation of their encodings (JSON lines).
+fn encode_in_parallel(
+    batches: &[RecordBatch],
+    encode: impl Fn(&[RecordBatch]) -> Result<Vec<u8>> + Sync,
+) -> Result<Vec<u8>> {
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let pieces = cores.min(rows / PARALLEL_ENCODE_ROWS);
+    if pieces <= 1 {
+        return encode(batches);
+    }
+    let runs = split_rows(batches, pieces);
+    let encoded = std::thread::scope(|scope| {
+        let threads: Vec<_> = runs.iter().map(|run| scope.spawn(|| encode(run))).collect();
+        threads.into_iter().map(|t| t.join()).collect::<Vec<_>>()
+    });
+    let mut out = Vec::new();
+    for piece in encoded {
+        let piece = piece.map_err(|_| SluiceError::Sink {
+            sink: "encoder".to_string(),
+            message: "a thread encoding part of the file failed".to_string(),
+        })??;
+        out.extend_from_slice(&piece);
+    }
+    Ok(out)
 }
 
 /// `batch` relabelled with `schema` (names, nullability, metadata), so every file of a sink has
@@ -344,5 +377,28 @@ mod tests {
         let b = batch(None);
         let other = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, true)]));
         assert!(encode(&other, &[b], Format::Json, None).is_err());
+    }
+
+    /// A file large enough to be encoded in pieces on several threads is byte for byte the file
+    /// one thread writes.
+    #[test]
+    fn json_encoded_in_parallel_pieces_equals_one_piece() {
+        let rows = 3 * PARALLEL_ENCODE_ROWS + 17;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("v", DataType::Int64, false),
+            Field::new("x", DataType::Float64, true),
+        ]));
+        let batches: Vec<RecordBatch> = (0..rows as i64)
+            .collect::<Vec<_>>()
+            .chunks(50_000)
+            .map(|c| {
+                let x = Float64Array::from_iter(c.iter().map(|v| (v % 7 != 0).then_some(*v as f64 / 8.0)));
+                RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(c.to_vec())), Arc::new(x)]).unwrap()
+            })
+            .collect();
+        let utc: Tz = "UTC".parse().unwrap();
+        let whole = json::encode_json(&batches, &utc).unwrap();
+        assert_eq!(encode(&schema, &batches, Format::Json, None).unwrap(), whole);
+        assert_eq!(String::from_utf8(whole).unwrap().lines().count(), rows);
     }
 }

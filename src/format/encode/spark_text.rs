@@ -21,7 +21,7 @@ use arrow::datatypes::{DataType, Float32Type, Float64Type, Int64Type, TimeUnit};
 use arrow::temporal_conversions::{
     timestamp_ms_to_datetime, timestamp_ns_to_datetime, timestamp_s_to_datetime, timestamp_us_to_datetime,
 };
-use chrono::{Offset, TimeZone};
+use chrono::{Datelike, Offset, TimeZone, Timelike};
 
 /// Java's `Double.toString(v)`, appended to `out`.
 pub(crate) fn write_double(out: &mut String, v: f64) {
@@ -112,7 +112,16 @@ pub(crate) fn write_timestamp(out: &mut String, unit: TimeUnit, value: i64, time
         TimeUnit::Nanosecond => timestamp_ns_to_datetime(value),
     }?;
     let local = time_zone.from_utc_datetime(&utc);
-    let _ = write!(out, "{}", local.format("%Y-%m-%dT%H:%M:%S%.3f"));
+    if (0..=9999).contains(&local.year()) {
+        // chrono's `format` parses its pattern on every call; this is the same text, written directly.
+        let (date, time) = (local.date_naive(), local.time());
+        let millis = time.nanosecond() % 1_000_000_000 / 1_000_000;
+        let (y, mo, d) = (date.year(), date.month(), date.day());
+        let (h, mi, s) = (time.hour(), time.minute(), time.second());
+        let _ = write!(out, "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{millis:03}");
+    } else {
+        let _ = write!(out, "{}", local.format("%Y-%m-%dT%H:%M:%S%.3f"));
+    }
     if local.offset().fix().local_minus_utc() == 0 {
         out.push('Z');
     } else {
@@ -269,5 +278,24 @@ mod tests {
         s.clear();
         write_timestamp(&mut s, TimeUnit::Microsecond, -1, &"UTC".parse().unwrap()).unwrap();
         assert_eq!(s, "1969-12-31T23:59:59.999Z");
+    }
+
+    /// The pattern-free path writes what chrono's `%Y-%m-%dT%H:%M:%S%.3f` writes, from year 0 to
+    /// 9999 (chrono's own formatting is kept outside).
+    #[test]
+    fn timestamps_match_chronos_pattern_over_the_years() {
+        let utc: Tz = "UTC".parse().unwrap();
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..20_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            // From year -1000 to 11000, in ms.
+            let ms = (state % 378_000_000_000_000) as i64 - 93_700_000_000_000;
+            let mut fast = String::new();
+            write_timestamp(&mut fast, TimeUnit::Millisecond, ms, &utc).unwrap();
+            let expected = chrono::DateTime::from_timestamp_millis(ms).unwrap().format("%Y-%m-%dT%H:%M:%S%.3fZ");
+            assert_eq!(fast, expected.to_string(), "{ms} ms");
+        }
     }
 }
