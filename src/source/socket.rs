@@ -214,6 +214,8 @@ impl SocketSource {
 impl Drop for SocketSource {
     /// A stopped query closes its connection, which ends the reading thread.
     fn drop(&mut self) {
+        // Let go of the lines first: the reading thread, alone with them, ends without a warning.
+        drop(std::mem::take(&mut self.received));
         if let Some(connection) = &self.connection {
             let _ = connection.shutdown(Shutdown::Both);
         }
