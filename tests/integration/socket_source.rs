@@ -206,7 +206,7 @@ fn sluice_run_of_the_example_warns_that_the_checkpoint_cannot_replay_socket_line
     let sql = dir.path().join("q.sql");
     std::fs::write(&sql, script).unwrap();
     let checkpoint = dir.path().join("cp");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+    let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["run", sql.to_str().unwrap(), "--checkpoint", checkpoint.to_str().unwrap()])
         .stderr(Stdio::piped())
         .spawn()
