@@ -21,7 +21,7 @@ use crate::checkpoint::CheckpointLocation;
 use crate::execution::query::{QueryParts, QuerySource};
 use crate::execution::recovery::{check_state_layout, check_stateful_operators, load_or_create_metadata};
 use crate::execution::StreamingQuery;
-use crate::format::decode::DecodeOptions;
+use crate::format::decode::{sql_type_name, DecodeOptions};
 use crate::format::{BadData, Format};
 use crate::operator::group_state::{erase, GroupState, GroupStateTimeout};
 use crate::operator::watermark::{MultipleWatermarkPolicy, WatermarkSpec, WatermarkTracker, WATERMARK_DELAY_METADATA};
@@ -38,7 +38,9 @@ use crate::sink::file::FileSink;
 use crate::sink::Sink;
 use crate::source::file::{CleanSource, FileSource, FileSourceOptions};
 use crate::source::memory::{MemorySource, MemoryStream};
+use crate::source::rate::{rate_schema, RateSource, RateSourceOptions};
 use crate::source::seen_files::DEFAULT_MAX_FILE_AGE_MS;
+use crate::source::socket::{socket_schema, SocketSource, SocketSourceOptions};
 use crate::source::Source;
 use crate::sql::functions;
 use crate::sql::generators::{explain_map_explode, rewrite_generators};
@@ -316,9 +318,11 @@ impl StreamContext {
                 "output_mode",
             ],
             "console" => &["connector", "num_rows", "truncate", "output_mode"],
+            "rate" => &["connector", "rows_per_second", "ramp_up_time", "num_partitions"],
+            "socket" => &["connector", "host", "port", "bad_data"],
             other => {
                 return Err(SluiceError::sql(format!(
-                    "table '{}': unknown connector '{other}'; built in: 'file', 'console'",
+                    "table '{}': unknown connector '{other}'; built in: 'file', 'console', 'rate', 'socket'",
                     ddl.name
                 )))
             }
@@ -330,15 +334,27 @@ impl StreamContext {
                 allowed.join(", ")
             )));
         }
-        let (schema, watermark) = if ddl.columns.is_empty() {
-            if ddl.watermark.is_some() {
+        // Options are checked now, so that a bad one fails the script before any query starts.
+        match connector.as_str() {
+            "rate" => drop(RateSourceOptions::parse(&ddl.name, &ddl.options)?),
+            "socket" => drop(SocketSourceOptions::parse(&ddl.name, &ddl.options)?),
+            _ => {}
+        }
+        let schema = match connector_schema(&connector) {
+            Some(schema) => Some(self.check_connector_columns(&ddl, &connector, schema)?),
+            None if ddl.columns.is_empty() => None,
+            None => Some(self.declared_schema(&ddl)?),
+        };
+        let (schema, watermark) = match schema {
+            None if ddl.watermark.is_some() => {
                 return Err(SluiceError::sql(format!("table '{}': a WATERMARK needs declared columns", ddl.name)));
             }
-            (None, None)
-        } else {
-            let schema = self.declared_schema(&ddl)?;
-            let watermark = ddl.watermark.as_ref().map(|w| self.watermark_spec(&ddl.name, &schema, w)).transpose()?;
-            (Some(mark_event_time(&ddl.name, schema, watermark.as_ref())?), watermark)
+            None => (None, None),
+            Some(schema) => {
+                let watermark =
+                    ddl.watermark.as_ref().map(|w| self.watermark_spec(&ddl.name, &schema, w)).transpose()?;
+                (Some(mark_event_time(&ddl.name, schema, watermark.as_ref())?), watermark)
+            }
         };
         if let Some(schema) = &schema {
             // Registered for planning only; every query scans its own StreamTable.
@@ -347,6 +363,43 @@ impl StreamContext {
         }
         self.tables.insert(ddl.name.clone(), StreamTableDef::Connector { ddl: Box::new(ddl), schema, watermark });
         Ok(())
+    }
+
+    /// The columns of a connector that fixes them (`rate`, `socket`): those declared, if any, must
+    /// be exactly the connector's, so that a script states what it reads without changing it.
+    fn check_connector_columns(
+        &self,
+        ddl: &CreateStreamTable,
+        connector: &str,
+        schema: SchemaRef,
+    ) -> Result<SchemaRef> {
+        if ddl.columns.is_empty() {
+            return Ok(schema);
+        }
+        let declared = self.declared_schema(ddl)?;
+        let same = declared.fields().len() == schema.fields().len()
+            && declared
+                .fields()
+                .iter()
+                .zip(schema.fields())
+                .all(|(d, f)| d.name() == f.name() && sql_type_name(d.data_type()) == sql_type_name(f.data_type()));
+        if !same {
+            let columns = |s: &Schema| {
+                s.fields()
+                    .iter()
+                    .map(|f| format!("{} {}", f.name(), sql_type_name(f.data_type())))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            return Err(SluiceError::sql(format!(
+                "table '{}': connector '{connector}' produces the columns ({}), but the table declares ({}); declare exactly \
+                 those, or no columns",
+                ddl.name,
+                columns(&schema),
+                columns(&declared)
+            )));
+        }
+        Ok(schema)
     }
 
     /// Column types through DataFusion's own SQL type mapping, plus `MAP<K, V>`
@@ -468,7 +521,7 @@ impl StreamContext {
             let name = table.name().to_string();
             let (source, watermark) = match &self.tables[&name] {
                 StreamTableDef::Connector { ddl, schema: Some(schema), watermark } => {
-                    (self.open_file_source(ddl, schema.clone())?, watermark)
+                    (self.open_source(ddl, schema.clone())?, watermark)
                 }
                 StreamTableDef::Memory { stream, watermark } => {
                     (Box::new(MemorySource::new(&name, stream.clone())) as Box<dyn Source>, watermark)
@@ -495,15 +548,26 @@ impl StreamContext {
         StreamingQuery::open(parts).await
     }
 
+    /// The source reading table `ddl`, of `schema` (declared, or fixed by the connector).
+    fn open_source(&self, ddl: &CreateStreamTable, schema: SchemaRef) -> Result<Box<dyn Source>> {
+        let connector = ddl.options.get("connector").map(|c| c.to_ascii_lowercase()).unwrap_or_default();
+        match connector.as_str() {
+            "file" => self.open_file_source(ddl, schema),
+            "rate" => {
+                Ok(Box::new(RateSource::new(&ddl.name, schema, RateSourceOptions::parse(&ddl.name, &ddl.options)?)))
+            }
+            "socket" => {
+                Ok(Box::new(SocketSource::new(&ddl.name, schema, SocketSourceOptions::parse(&ddl.name, &ddl.options)?)))
+            }
+            other => Err(SluiceError::sql(format!(
+                "table '{}' uses connector '{other}', which cannot be read as a stream",
+                ddl.name
+            ))),
+        }
+    }
+
     fn open_file_source(&self, ddl: &CreateStreamTable, schema: SchemaRef) -> Result<Box<dyn Source>> {
         let option = |k: &str| ddl.options.get(k).map(String::as_str);
-        if option("connector") != Some("file") {
-            return Err(SluiceError::sql(format!(
-                "table '{}' uses connector '{}', which cannot be read as a stream",
-                ddl.name,
-                option("connector").unwrap_or_default()
-            )));
-        }
         let path =
             option("path").ok_or_else(|| SluiceError::sql(format!("file table '{}' needs a path option", ddl.name)))?;
         let max_files_per_trigger = option("max_files_per_trigger")
@@ -578,7 +642,13 @@ impl StreamContext {
             StreamTableDef::Connector { ddl, schema, .. } => {
                 let option = |k: &str| ddl.options.get(k).map(String::as_str);
                 let mode = option("output_mode").map(OutputMode::parse).transpose()?.unwrap_or_default();
-                let sink: Box<dyn Sink> = match option("connector").unwrap_or_default() {
+                let sink: Box<dyn Sink> = match option("connector").unwrap_or_default().to_ascii_lowercase().as_str() {
+                    connector @ ("rate" | "socket") => {
+                        return Err(SluiceError::sql(format!(
+                            "table '{name}' uses connector '{connector}', which is a source only; write to a 'file' or \
+                             'console' table"
+                        )))
+                    }
                     "console" => {
                         let num_rows = option("num_rows")
                             .map(|v| {
@@ -601,6 +671,15 @@ impl StreamContext {
                 Ok((sink, mode, schema.clone()))
             }
         }
+    }
+}
+
+/// The columns of a connector that fixes them; `None` when the table declares its own.
+fn connector_schema(connector: &str) -> Option<SchemaRef> {
+    match connector {
+        "rate" => Some(rate_schema()),
+        "socket" => Some(socket_schema()),
+        _ => None,
     }
 }
 

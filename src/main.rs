@@ -32,8 +32,15 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Warnings (a source that cannot replay, a failed clean-up) are shown unless RUST_LOG says
+    // otherwise; without a default only errors would be.
+    let filter = tracing_subscriber::EnvFilter::builder()
+        .with_default_directive(tracing_subscriber::filter::LevelFilter::WARN.into())
+        .from_env_lossy();
+    // Colours only on a terminal: a log file or a test reading stderr gets plain text.
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();

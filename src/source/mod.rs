@@ -2,11 +2,14 @@
 //!
 //! A source hands the micro-batch loop an end offset for each batch (capped by its rate limit),
 //! and later the rows between two offsets. Reading the same range again returns the same rows,
-//! which is what lets a crashed batch run again identically (DESIGN §1).
+//! which is what lets a crashed batch run again identically (DESIGN §1). The socket source is the
+//! exception, as in Spark: its lines live only in the process (see [`socket`]).
 
 pub mod file;
 pub mod memory;
+pub mod rate;
 pub mod seen_files;
+pub mod socket;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;

@@ -262,7 +262,7 @@ fn reading_schema(schema: &SchemaRef, time_zone: Option<&Arc<str>>) -> SchemaRef
 
 /// The SQL name of a declared column type for messages (`BIGINT`, `TIMESTAMP`), arrow's name for
 /// the others.
-fn sql_type_name(data_type: &DataType) -> String {
+pub(crate) fn sql_type_name(data_type: &DataType) -> String {
     match data_type {
         DataType::Int8 => "TINYINT".into(),
         DataType::Int16 => "SMALLINT".into(),
