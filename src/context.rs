@@ -467,6 +467,7 @@ impl StreamContext {
             sources.push(QuerySource { source, table });
         }
         let parts = QueryParts {
+            id: metadata.id.clone(),
             name: definition.sink.clone(),
             state,
             plan,

@@ -33,6 +33,8 @@ pub struct BatchWatermarks {
 pub struct OperatorProgress {
     /// Operator name, e.g. `aggregate[window, key]`.
     pub name: String,
+    /// Spark's short name of the operator kind, e.g. `stateStoreSave` (`StateStoreWriter.shortName`).
+    pub operator_name: &'static str,
     /// State row counts.
     pub state: StateMetrics,
     /// Rows dropped as late by this batch. Counted after partial aggregation, as Spark counts

@@ -18,6 +18,7 @@ mod file_stream;
 mod group_state;
 mod nested_data;
 mod output_modes;
+mod progress;
 mod recovery;
 mod session_windows;
 mod spark_functions;
