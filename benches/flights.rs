@@ -99,7 +99,7 @@ fn main() {
         let (b, l) = (batches.clone(), late.clone());
         query.on_progress(move |p| {
             b.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            l.fetch_add(p.late_rows_dropped, std::sync::atomic::Ordering::Relaxed);
+            l.fetch_add(p.late_rows_dropped(), std::sync::atomic::Ordering::Relaxed);
         });
         let started = Instant::now();
         query.run(Trigger::AvailableNow).await.expect("run");
@@ -178,7 +178,7 @@ fn join_benchmark(runtime: &tokio::runtime::Runtime, weather_src: &Path, flights
         (elapsed, batches)
     });
     let (elapsed, batches) = progress;
-    let rows: u64 = batches.iter().map(|p| p.input_rows).sum();
+    let rows: u64 = batches.iter().map(|p| p.num_input_rows).sum();
     let rate = rows as f64 / elapsed.as_secs_f64();
     println!(
         "flights_weather join: {rows} rows (flights + weather), {} micro-batches in {elapsed:.2?} = {rate:.0} events/s \
@@ -186,12 +186,12 @@ fn join_benchmark(runtime: &tokio::runtime::Runtime, weather_src: &Path, flights
         batches.len(),
         rate / decode_rate
     );
-    let last_data = batches.iter().rev().find(|p| p.input_rows > 0).expect("a batch with data");
+    let last_data = batches.iter().rev().find(|p| p.num_input_rows > 0).expect("a batch with data");
     for (when, p) in [("after the last data batch", last_data), ("at the end", batches.last().expect("batches"))] {
-        for op in &p.operators {
+        for op in &p.state_operators {
             println!(
                 "  {} state {when} (batch {}): {} rows, {} bytes",
-                op.name, p.batch_id, op.state.rows_total, op.state.memory_bytes
+                op.description, p.batch_id, op.num_rows_total, op.memory_used_bytes
             );
         }
     }

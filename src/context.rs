@@ -534,6 +534,7 @@ impl StreamContext {
             sources.push(QuerySource { source, table });
         }
         let parts = QueryParts {
+            id: metadata.id.clone(),
             name: definition.sink.clone(),
             output_schema: Arc::new(plan.schema().as_arrow().clone()),
             physical,

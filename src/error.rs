@@ -86,6 +86,14 @@ pub enum SluiceError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// The metrics endpoint cannot serve on the address asked for.
+    #[error("metrics endpoint {address}: {message}")]
+    Metrics {
+        /// The address, as given (e.g. `127.0.0.1:9090`).
+        address: String,
+        /// What is wrong and what to do.
+        message: String,
+    },
 }
 
 impl SluiceError {

@@ -21,6 +21,7 @@ pub mod context;
 pub mod error;
 pub mod execution;
 pub mod format;
+pub mod metrics;
 pub mod operator;
 pub mod plan;
 mod row_ranges;
@@ -34,6 +35,6 @@ mod proptest_cases;
 
 pub use context::{QueryDefinition, StreamContext};
 pub use error::{Result, SluiceError};
-pub use execution::{BatchProgress, StopHandle, StreamingQuery, Trigger};
+pub use execution::{QueryProgress, StopHandle, StreamingQuery, StreamingQueryListener, Trigger};
 pub use operator::group_state::{GroupState, GroupStateTimeout};
 pub use plan::OutputMode;

@@ -2,8 +2,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use sluice::execution::progress_file::ProgressFile;
+use sluice::metrics::PrometheusMetrics;
 use sluice::{SluiceError, StopHandle, StreamContext, Trigger};
 
 #[derive(Parser)]
@@ -27,25 +30,37 @@ enum Command {
         /// the next batch as soon as the last one ends and new data is there.
         #[arg(long)]
         trigger: Option<String>,
+        /// Appends every batch's progress report (Spark's `StreamingQueryProgress` JSON) to this
+        /// file, one line per report.
+        #[arg(long, value_name = "FILE")]
+        progress: Option<PathBuf>,
+        /// Serves Prometheus metrics of every query at http://ADDRESS/metrics while they run,
+        /// e.g. `127.0.0.1:9090`.
+        #[arg(long, value_name = "ADDRESS")]
+        metrics: Option<String>,
     },
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    // Warnings (a source that cannot replay, a failed clean-up) are shown unless RUST_LOG says
-    // otherwise; without a default only errors would be.
+    // `RUST_LOG` chooses what is logged; by default, from info up: a line per batch, and warnings
+    // (a source that cannot replay, a failed clean-up) that an errors-only default would hide.
     let filter = tracing_subscriber::EnvFilter::builder()
-        .with_default_directive(tracing_subscriber::filter::LevelFilter::WARN.into())
+        .with_default_directive(tracing_subscriber::filter::LevelFilter::INFO.into())
         .from_env_lossy();
     // Colours only on a terminal: a log file or a test reading stderr gets plain text.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { file, checkpoint, trigger } => run(&file, checkpoint, trigger).await.map_err(|e| (file, e)),
+        Command::Run { file, checkpoint, trigger, progress, metrics } => {
+            let reports = Reports { progress, metrics };
+            run(&file, checkpoint, trigger, reports).await.map_err(|e| (file, e))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -65,8 +80,19 @@ fn describe(file: &Path, error: &SluiceError) -> String {
     }
 }
 
-async fn run(file: &Path, checkpoint: Option<String>, trigger: Option<String>) -> sluice::Result<()> {
+/// Where `sluice run` reports on its queries besides the log.
+struct Reports {
+    /// `--progress FILE`.
+    progress: Option<PathBuf>,
+    /// `--metrics ADDRESS`.
+    metrics: Option<String>,
+}
+
+async fn run(file: &Path, checkpoint: Option<String>, trigger: Option<String>, reports: Reports) -> sluice::Result<()> {
     let trigger = trigger.as_deref().map(Trigger::parse).transpose()?.unwrap_or_default();
+    let progress_file = reports.progress.map(|p| ProgressFile::append(&p).map(Arc::new)).transpose()?;
+    let metrics = Arc::new(PrometheusMetrics::new());
+    let server = reports.metrics.map(|address| sluice::metrics::serve(&address, metrics.clone())).transpose()?;
     let sql = std::fs::read_to_string(file).map_err(|e| SluiceError::io(file, e))?;
     let mut ctx = StreamContext::new();
     let definitions = ctx.execute(&sql).await?;
@@ -87,8 +113,12 @@ async fn run(file: &Path, checkpoint: Option<String>, trigger: Option<String>) -
     for definition in &definitions {
         let location = if several { format!("{root}/{}", definition.sink) } else { root.clone() };
         let mut query = ctx.start(definition, &location).await?;
-        let prefix = if several { format!("[{}] ", query.name()) } else { String::new() };
-        query.on_progress(move |p| eprintln!("{prefix}{}", p.line()));
+        if let Some(file) = &progress_file {
+            query.add_listener(file.clone());
+        }
+        if server.is_some() {
+            query.add_listener(metrics.clone());
+        }
         queries.push(query);
     }
     stop_on_signals(queries.iter().map(|q| q.stop_handle()).collect());
@@ -113,7 +143,7 @@ fn stop_on_signals(stops: Vec<StopHandle>) {
             _ = tokio::signal::ctrl_c() => {}
             _ = terminate => {}
         }
-        eprintln!("stopping after the current batch");
+        tracing::info!("stopping after the current batch");
         stops.iter().for_each(|s| s.stop());
     });
 }

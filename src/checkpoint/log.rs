@@ -49,7 +49,9 @@ pub struct CommitEntry {
 /// Settings fixed by a query's first run (`metadata`): changing them would scatter existing state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QueryMetadata {
-    /// A random id naming the query, kept across restarts (Spark's query `id`).
+    /// A random id naming the query, kept across restarts (Spark's query `id`, a UUID). Empty in
+    /// a `metadata` written without one; the query then gives itself one.
+    #[serde(default)]
     pub id: String,
     /// Number of state partitions `P`; keys are assigned to a partition by hash.
     pub state_partitions: usize,

@@ -12,8 +12,10 @@ use datafusion::physical_plan::{collect_partitioned, ExecutionPlan};
 use serde_json::Value;
 use tokio::sync::Notify;
 
-use super::progress::BatchProgress;
+use super::listener::{ProgressFn, StreamingQueryListener};
+use super::progress::{QueryProgress, SinkProgress, SourceProgress, StateOperatorProgress};
 use super::recovery::{resume_point, source_mismatch};
+use super::reporter::{BatchOutcome, Phase, ProgressReporter, TriggerTimer};
 use super::trigger::{Trigger, IDLE_POLL};
 use crate::checkpoint::log::SourceRange;
 use crate::checkpoint::{BatchLog, CheckpointLocation, CommitEntry, OffsetEntry};
@@ -25,14 +27,8 @@ use crate::sink::Sink;
 use crate::source::Source;
 use crate::Result;
 
-/// A callback receiving each batch's progress.
-type ProgressListener = Box<dyn Fn(&BatchProgress) + Send + Sync>;
-
 /// Batches of log and state history kept for recovery (Spark's `minBatchesToRetain`).
 pub const MIN_BATCHES_TO_RETAIN: u64 = 100;
-
-/// Progress entries kept by [`StreamingQuery::recent_progress`].
-const RECENT_PROGRESS: usize = 100;
 
 /// Asks a running query to stop after its current batch; clones share the request.
 #[derive(Debug, Clone, Default)]
@@ -91,8 +87,7 @@ pub struct StreamingQuery {
     /// `W` of the last batch run (the next batch's late-row watermark).
     last_watermark_ms: i64,
     stop: StopHandle,
-    progress: Vec<BatchProgress>,
-    on_progress: Option<ProgressListener>,
+    reporter: ProgressReporter,
 }
 
 impl std::fmt::Debug for StreamingQuery {
@@ -103,6 +98,8 @@ impl std::fmt::Debug for StreamingQuery {
 
 /// Everything a [`StreamingQuery`] is built from; see [`crate::StreamContext`].
 pub(crate) struct QueryParts {
+    /// The query's id from the checkpoint's `metadata`.
+    pub id: String,
     pub name: String,
     pub output_schema: SchemaRef,
     pub physical: Arc<dyn ExecutionPlan>,
@@ -120,6 +117,7 @@ impl StreamingQuery {
     /// and schedules the replay of an uncommitted batch.
     pub(crate) async fn open(parts: QueryParts) -> Result<Self> {
         let QueryParts {
+            id,
             name,
             output_schema,
             physical,
@@ -160,6 +158,7 @@ impl StreamingQuery {
             }
         }
         Ok(Self {
+            reporter: ProgressReporter::new(id, name.clone()),
             name,
             output_schema,
             physical,
@@ -177,8 +176,6 @@ impl StreamingQuery {
             source_starts,
             last_watermark_ms: resume.last_watermark_ms,
             stop: StopHandle::default(),
-            progress: Vec::new(),
-            on_progress: None,
         })
     }
 
@@ -197,14 +194,44 @@ impl StreamingQuery {
         self.stop.clone()
     }
 
-    /// Calls `f` with the progress of every batch as it completes.
-    pub fn on_progress(&mut self, f: impl Fn(&BatchProgress) + Send + Sync + 'static) {
-        self.on_progress = Some(Box::new(f));
+    /// The query's id, kept across restarts in the checkpoint's `metadata` (Spark's `id`).
+    pub fn id(&self) -> &str {
+        self.reporter.id()
     }
 
-    /// The progress of the most recent batches, oldest first (Spark's `recentProgress`).
-    pub fn recent_progress(&self) -> &[BatchProgress] {
-        &self.progress
+    /// The id of the current run, new at each start (Spark's `runId`); `None` before the first
+    /// trigger and after the run ends.
+    pub fn run_id(&self) -> Option<&str> {
+        self.reporter.run_id()
+    }
+
+    /// Registers `listener` for the query's events from now on (Spark's
+    /// `streams.addListener`, here per query).
+    pub fn add_listener(&mut self, listener: Arc<dyn StreamingQueryListener>) {
+        self.reporter.add_listener(listener);
+    }
+
+    /// Sets how long the query must have been idle (no new data, no batch due) since its last
+    /// report before it reports idleness (Spark's `spark.sql.streaming.noDataProgressEventInterval`,
+    /// by default [`super::reporter::NO_DATA_PROGRESS_EVENT_INTERVAL`]).
+    pub fn set_no_data_progress_event_interval(&mut self, interval: Duration) {
+        self.reporter.set_no_data_interval(interval);
+    }
+
+    /// Calls `f` with the progress of every batch as it completes.
+    pub fn on_progress(&mut self, f: impl Fn(&QueryProgress) + Send + Sync + 'static) {
+        self.add_listener(Arc::new(ProgressFn(f)));
+    }
+
+    /// The most recent progress reports, oldest first, at most 100 (Spark's `recentProgress`);
+    /// idle reports included.
+    pub fn recent_progress(&self) -> &[QueryProgress] {
+        self.reporter.recent()
+    }
+
+    /// The latest progress report (Spark's `lastProgress`).
+    pub fn last_progress(&self) -> Option<&QueryProgress> {
+        self.reporter.recent().last()
     }
 
     /// Runs micro-batches under `trigger` until the trigger ends (available-now) or a stop is
@@ -213,6 +240,12 @@ impl StreamingQuery {
     /// # Errors
     /// The first error of any batch: the batch is not committed and runs again on restart.
     pub async fn run(&mut self, trigger: Trigger) -> Result<()> {
+        let result = self.run_triggers(trigger).await;
+        self.reporter.terminate(result.as_ref().err().map(ToString::to_string));
+        result
+    }
+
+    async fn run_triggers(&mut self, trigger: Trigger) -> Result<()> {
         match trigger {
             Trigger::AvailableNow => {
                 for s in &mut self.sources {
@@ -253,8 +286,9 @@ impl StreamingQuery {
     /// # Errors
     /// As [`Self::run`].
     pub async fn run_next_batch(&mut self) -> Result<bool> {
+        let mut timer = self.reporter.start_trigger();
         if let Some(entry) = self.replay.take() {
-            self.run_batch(entry).await?;
+            self.run_batch(entry, timer).await?;
             return Ok(true);
         }
         let batch_id = self.next_batch_id;
@@ -268,12 +302,16 @@ impl StreamingQuery {
             ranges.insert(name, SourceRange { start, end });
         }
         let watermark_ms = self.watermarks.next_watermark(self.last_watermark_ms);
+        timer.lap(Phase::LatestOffset);
         if !has_data {
             let mut due = false;
             for op in &self.operators {
                 due |= op.needs_no_data_batch(watermark_ms).await;
             }
             if !due {
+                let last_batch_id = self.next_batch_id.checked_sub(1);
+                let watermark = self.watermarks.is_active().then_some(self.last_watermark_ms);
+                self.reporter.finish_idle_trigger(timer, last_batch_id, watermark);
                 return Ok(false);
             }
         }
@@ -288,52 +326,59 @@ impl StreamingQuery {
             input_watermarks_ms: self.watermarks.inputs().clone(),
         };
         self.offsets.write(batch_id, &entry).await?;
-        self.run_batch(entry).await?;
+        timer.lap(Phase::WalCommit);
+        self.run_batch(entry, timer).await?;
         Ok(true)
     }
 
     /// Runs the batch `entry` describes: read, execute, sink, commit.
-    async fn run_batch(&mut self, entry: OffsetEntry) -> Result<()> {
-        let started = Instant::now();
+    async fn run_batch(&mut self, entry: OffsetEntry, mut timer: TriggerTimer) -> Result<()> {
         let batch_id = entry.batch_id;
         let watermarks = batch_watermarks(&entry);
         for op in &self.operators {
             op.begin_batch(watermarks).await;
         }
-        let mut progress = BatchProgress { batch_id, watermark_ms: entry.watermark_ms, ..Default::default() };
+        let mut outcome = BatchOutcome {
+            batch_id,
+            watermark_ms: self.watermarks.is_active().then_some(entry.watermark_ms),
+            ..Default::default()
+        };
         for s in &mut self.sources {
             let name = s.source.name().to_string();
             let range = entry.sources.get(&name).ok_or_else(|| source_mismatch(&self.location, &name))?;
             let data = s.source.read(&range.start, &range.end).await?;
-            self.watermarks.observe(&name, &data.batches)?;
+            if let Some(stats) = self.watermarks.observe(&name, &data.batches)? {
+                outcome.event_time = Some(outcome.event_time.map_or(stats, |e| e.merge(stats)));
+            }
             let rows: u64 = data.batches.iter().map(|b| b.num_rows() as u64).sum();
-            progress.input_rows += rows;
-            progress.input_rows_per_source.insert(name.clone(), rows);
-            progress.bad_records_dropped += data.dropped_records;
+            outcome.sources.push(SourceProgress::read(s.source.description(), range, rows, data.dropped_records));
             s.table.set_batch(data.batches);
             self.source_starts.insert(name, range.end.clone());
         }
+        timer.lap(Phase::GetBatch);
         self.clock.set(entry.timestamp_ms);
-        // Partitions in order: the sink receives the same rows in the same order on a replay.
         let plan = reset_plan_states(Arc::clone(&self.physical))?;
+        timer.lap(Phase::QueryPlanning);
+        // Partitions in order: the sink receives the same rows in the same order on a replay.
         let output: Vec<_> =
             collect_partitioned(plan, Arc::clone(&self.task_context)).await?.into_iter().flatten().collect();
         for s in &self.sources {
             s.table.set_batch(Vec::new());
         }
+        timer.lap(Phase::AddBatch);
         // Progress first: a commit resets the operators' per-batch counts.
-        progress.output_rows = output.iter().map(|b| b.num_rows() as u64).sum();
         for op in &self.operators {
-            let p = op.progress().await;
-            progress.state_rows += p.state.rows_total;
-            progress.state_bytes += p.state.memory_bytes;
-            progress.late_rows_dropped += p.rows_dropped_by_watermark;
-            progress.operators.push(p);
+            outcome.state_operators.push(StateOperatorProgress::from(op.progress().await));
         }
         for op in &self.operators {
             op.commit(batch_id).await?;
         }
-        self.sink.get_mut().expect("sink lock").add_batch(batch_id, &self.output_schema, &output)?;
+        timer.lap(Phase::StateCommit);
+        let sink = self.sink.get_mut().expect("sink lock");
+        sink.add_batch(batch_id, &self.output_schema, &output)?;
+        let num_output_rows = output.iter().map(|b| b.num_rows() as u64).sum();
+        outcome.sink = SinkProgress { description: sink.description(), num_output_rows };
+        timer.lap(Phase::AddBatch);
         let next_watermark_ms = self.watermarks.next_watermark(entry.watermark_ms);
         let commit = CommitEntry { batch_id, input_watermarks_ms: self.watermarks.inputs().clone(), next_watermark_ms };
         self.commits.write(batch_id, &commit).await?;
@@ -342,19 +387,11 @@ impl StreamingQuery {
             let range = entry.sources.get(name).ok_or_else(|| source_mismatch(&self.location, name))?;
             s.source.commit(&self.location, batch_id, &range.end).await?;
         }
+        timer.lap(Phase::CommitOffsets);
         self.last_watermark_ms = entry.watermark_ms;
         self.next_batch_id = batch_id + 1;
         self.purge(batch_id).await?;
-
-        progress.duration_ms = started.elapsed().as_millis() as u64;
-        progress.rows_per_second = progress.input_rows as f64 / started.elapsed().as_secs_f64().max(1e-9);
-        if let Some(f) = &self.on_progress {
-            f(&progress);
-        }
-        if self.progress.len() == RECENT_PROGRESS {
-            self.progress.remove(0);
-        }
-        self.progress.push(progress);
+        self.reporter.finish_trigger(timer, outcome);
         Ok(())
     }
 

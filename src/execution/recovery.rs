@@ -81,7 +81,8 @@ pub fn check_state_layout(location: &CheckpointLocation, metadata: &QueryMetadat
     ))
 }
 
-/// Reads `metadata`, or writes it on a query's first run.
+/// Reads `metadata`, or writes it on a query's first run; gives a `metadata` written without a
+/// query id one (and writes it back, so it stays the same from then on).
 ///
 /// # Errors
 /// [`SluiceError::Checkpoint`] when the file is corrupted (also: a number of state partitions
@@ -95,30 +96,31 @@ pub async fn load_or_create_metadata(location: &CheckpointLocation, state_partit
                 format!("corrupted query metadata ({why}); restore it or use a new checkpoint location"),
             )
         };
-        let metadata: QueryMetadata = serde_json::from_slice(&bytes).map_err(|e| corrupted(e.to_string()))?;
+        let mut metadata: QueryMetadata = serde_json::from_slice(&bytes).map_err(|e| corrupted(e.to_string()))?;
         if !(1..=MAX_STATE_PARTITIONS).contains(&metadata.state_partitions) {
             return Err(corrupted(format!(
                 "state_partitions is {}, not from 1 to {MAX_STATE_PARTITIONS}",
                 metadata.state_partitions
             )));
         }
+        if metadata.id.is_empty() {
+            metadata.id = uuid::Uuid::new_v4().to_string();
+            write_metadata(location, &metadata).await?;
+        }
         return Ok(metadata);
     }
     let metadata = QueryMetadata {
-        id: format!("{:016x}{:016x}", rand_u64(), rand_u64()),
+        id: uuid::Uuid::new_v4().to_string(),
         state_partitions,
         sluice_version: env!("CARGO_PKG_VERSION").to_string(),
         state_layout: STATE_LAYOUT,
     };
-    location.put("metadata", serde_json::to_vec_pretty(&metadata).expect("metadata serializes").into()).await?;
+    write_metadata(location, &metadata).await?;
     Ok(metadata)
 }
 
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
-    h.finish()
+async fn write_metadata(location: &CheckpointLocation, metadata: &QueryMetadata) -> Result<()> {
+    location.put("metadata", serde_json::to_vec_pretty(metadata).expect("metadata serializes").into()).await
 }
 
 /// Error for a checkpoint whose sources differ from the query's.
@@ -175,4 +177,19 @@ pub async fn check_stateful_operators(location: &CheckpointLocation, operators: 
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn metadata_without_a_query_id_loads_and_gets_one_that_stays() {
+        let location = CheckpointLocation::open("memory://").unwrap();
+        location.put("metadata", r#"{"state_partitions": 4, "sluice_version": "0.1.0"}"#.into()).await.unwrap();
+        let first = load_or_create_metadata(&location, 2).await.unwrap();
+        assert_eq!(first.state_partitions, 4, "the checkpoint's setting wins");
+        assert_eq!(first.id.len(), 36, "a UUID: {}", first.id);
+        assert_eq!(load_or_create_metadata(&location, 2).await.unwrap().id, first.id, "written back");
+    }
 }

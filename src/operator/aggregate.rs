@@ -388,6 +388,11 @@ impl BatchOperator for AggregateState {
     fn progress(&self) -> OperatorProgress {
         OperatorProgress {
             name: self.name.clone(),
+            operator_name: if self.event_time.is_some_and(|e| e.is_session) {
+                "sessionWindowStateStoreSaveExec"
+            } else {
+                "stateStoreSave"
+            },
             state: self.store.metrics(),
             rows_dropped_by_watermark: self.dropped,
         }

@@ -207,6 +207,11 @@ impl BatchOperator for DedupState {
     fn progress(&self) -> OperatorProgress {
         OperatorProgress {
             name: self.spec.name.clone(),
+            operator_name: if self.spec.within_watermark_delay_ms.is_some() {
+                "dedupeWithinWatermark"
+            } else {
+                "dedupe"
+            },
             state: self.store.metrics(),
             rows_dropped_by_watermark: self.dropped,
         }

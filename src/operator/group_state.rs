@@ -369,6 +369,7 @@ impl BatchOperator for GroupStateOperator {
     fn progress(&self) -> OperatorProgress {
         OperatorProgress {
             name: self.spec.name.clone(),
+            operator_name: "flatMapGroupsWithState",
             state: self.store.metrics(),
             rows_dropped_by_watermark: self.dropped,
         }

@@ -411,6 +411,7 @@ impl BatchOperator for JoinState {
     fn progress(&self) -> OperatorProgress {
         OperatorProgress {
             name: self.spec.name.clone(),
+            operator_name: "symmetricHashJoin",
             state: self.store.metrics(),
             rows_dropped_by_watermark: self.dropped,
         }

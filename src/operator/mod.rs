@@ -34,6 +34,8 @@ pub struct BatchWatermarks {
 pub struct OperatorProgress {
     /// Operator name, e.g. `aggregate[window, key]`.
     pub name: String,
+    /// Spark's short name of the operator kind, e.g. `stateStoreSave` (`StateStoreWriter.shortName`).
+    pub operator_name: &'static str,
     /// State row counts.
     pub state: StateMetrics,
     /// Rows dropped as late by this batch. Counted after partial aggregation, as Spark counts
@@ -45,6 +47,7 @@ impl OperatorProgress {
     /// Adds the counts of `partition`, one state partition of the same operator.
     pub fn absorb(&mut self, partition: OperatorProgress) {
         self.name = partition.name;
+        self.operator_name = partition.operator_name;
         self.state.rows_total += partition.state.rows_total;
         self.state.rows_updated += partition.state.rows_updated;
         self.state.rows_removed += partition.state.rows_removed;

@@ -100,27 +100,28 @@ impl WatermarkTracker {
         }
     }
 
-    /// Folds the rows `source` delivered in a batch into its watermark.
+    /// Folds the rows `source` delivered in a batch into its watermark; returns their event-time
+    /// statistics (`None` for a source without watermark or rows with an event time).
     ///
     /// # Errors
     /// [`SluiceError::Source`] when the event-time column is missing or not a timestamp.
-    pub fn observe(&mut self, source: &str, batches: &[RecordBatch]) -> Result<()> {
-        let Some(spec) = self.specs.get(source) else { return Ok(()) };
-        let mut max_ms: Option<i64> = None;
+    pub fn observe(&mut self, source: &str, batches: &[RecordBatch]) -> Result<Option<EventTimeStats>> {
+        let Some(spec) = self.specs.get(source) else { return Ok(None) };
+        let mut stats: Option<EventTimeStats> = None;
         for batch in batches {
             let column = batch.column_by_name(&spec.column).ok_or_else(|| SluiceError::Source {
                 source_name: source.to_string(),
                 message: format!("watermark column '{}' is missing", spec.column),
             })?;
-            if let Some(m) = max_event_time_ms(column.as_ref())? {
-                max_ms = Some(max_ms.map_or(m, |x| x.max(m)));
+            if let Some(s) = event_time_stats(column.as_ref())? {
+                stats = Some(stats.map_or(s, |x| x.merge(s)));
             }
         }
-        if let Some(m) = max_ms {
+        if let Some(s) = stats {
             let slot = self.inputs.get_mut(source).expect("specs and inputs share keys");
-            *slot = (*slot).max(m - spec.delay_ms);
+            *slot = (*slot).max(s.max_ms - spec.delay_ms);
         }
-        Ok(())
+        Ok(stats)
     }
 
     /// `W_{k+1} = max(W_k, combine(inputs))`.
@@ -206,17 +207,53 @@ pub fn drop_late_rows(input: RecordBatch, column: TimeColumn, late_ms: i64) -> R
     Ok((kept, dropped))
 }
 
-/// Largest non-null value of a timestamp column, floored to ms.
+/// Min, max and sum of the event times of a batch's rows, ms (Spark's `EventTimeStats`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EventTimeStats {
+    /// Earliest event time.
+    pub min_ms: i64,
+    /// Latest event time.
+    pub max_ms: i64,
+    /// Sum of the event times, for the average.
+    pub sum_ms: i128,
+    /// Rows with an event time.
+    pub count: u64,
+}
+
+impl EventTimeStats {
+    /// The statistics of both.
+    pub fn merge(self, other: EventTimeStats) -> EventTimeStats {
+        EventTimeStats {
+            min_ms: self.min_ms.min(other.min_ms),
+            max_ms: self.max_ms.max(other.max_ms),
+            sum_ms: self.sum_ms + other.sum_ms,
+            count: self.count + other.count,
+        }
+    }
+
+    /// The mean event time truncated to a ms, as Spark's `avg.toLong`.
+    pub fn avg_ms(&self) -> i64 {
+        (self.sum_ms / i128::from(self.count.max(1))) as i64
+    }
+}
+
+/// Min, max and mean of a timestamp column's non-null values, each floored to ms; `None`
+/// without such values.
 ///
 /// # Errors
 /// [`SluiceError::Sql`] when the column is not a timestamp.
-pub fn max_event_time_ms(column: &dyn Array) -> Result<Option<i64>> {
+pub fn event_time_stats(column: &dyn Array) -> Result<Option<EventTimeStats>> {
     let nanos = unit_nanos(column.data_type()).ok_or_else(|| {
         SluiceError::sql(format!("an event-time column must be a TIMESTAMP, found {}", column.data_type()))
     })?;
     let values = arrow::compute::cast(&arrow::array::make_array(column.to_data()), &DataType::Int64)?;
-    let max = arrow::compute::max(values.as_primitive::<Int64Type>());
-    Ok(max.map(|m| (i128::from(m) * i128::from(nanos)).div_euclid(1_000_000) as i64))
+    let to_ms = |v: i64| (i128::from(v) * i128::from(nanos)).div_euclid(1_000_000) as i64;
+    let mut stats: Option<EventTimeStats> = None;
+    for ms in values.as_primitive::<Int64Type>().iter().flatten().map(to_ms) {
+        let one = EventTimeStats { min_ms: ms, max_ms: ms, sum_ms: i128::from(ms), count: 1 };
+        stats = Some(stats.map_or(one, |s| s.merge(one)));
+    }
+    Ok(stats)
 }
 
 #[cfg(test)]
@@ -263,6 +300,16 @@ mod tests {
         t.observe("b", &[batch(&[20])]).unwrap();
         assert_eq!(t.next_watermark(0), 70);
         assert_eq!(t.next_watermark(80), 80);
+    }
+
+    #[test]
+    fn event_time_stats_are_min_max_and_truncated_mean_of_non_null_rows() {
+        let ts = TimestampNanosecondArray::from(vec![Some(1_500_000), None, Some(4_000_000), Some(2_000_000)]);
+        let stats = event_time_stats(&ts).unwrap().unwrap();
+        // 1.5 ms floors to 1 ms, as the watermark does; the mean of 1, 4 and 2 ms truncates to 2.
+        assert_eq!((stats.min_ms, stats.max_ms, stats.count, stats.avg_ms()), (1, 4, 3, 2));
+        assert_eq!(event_time_stats(&TimestampNanosecondArray::from(vec![None::<i64>])).unwrap(), None);
+        assert!(event_time_stats(&Int64Array::from(vec![1])).is_err(), "not a timestamp");
     }
 
     #[test]

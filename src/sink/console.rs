@@ -62,6 +62,11 @@ impl ConsoleSink {
 }
 
 impl Sink for ConsoleSink {
+    /// `ConsoleSink`.
+    fn description(&self) -> String {
+        "ConsoleSink".to_string()
+    }
+
     /// Prints the banner and table of the batch, then flushes the writer.
     ///
     /// Printing has no lasting effect to undo, so a replayed batch is simply printed again (as

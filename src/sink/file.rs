@@ -127,6 +127,11 @@ impl FileSink {
 }
 
 impl Sink for FileSink {
+    /// `FileSink[/dir]`, as Spark.
+    fn description(&self) -> String {
+        format!("FileSink[{}]", self.dir.display())
+    }
+
     /// Writes the batch's rows (if any) as one data file, then its manifest.
     ///
     /// A batch with no rows writes no data file, only a manifest with an empty file list.

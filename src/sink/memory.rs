@@ -33,6 +33,11 @@ impl MemorySink {
 }
 
 impl Sink for MemorySink {
+    /// `MemorySink`, as Spark's.
+    fn description(&self) -> String {
+        "MemorySink".to_string()
+    }
+
     fn add_batch(&mut self, batch_id: u64, _schema: &SchemaRef, batches: &[RecordBatch]) -> Result<()> {
         let rows: Vec<RecordBatch> = batches.iter().filter(|b| b.num_rows() > 0).cloned().collect();
         self.batches.lock().expect("memory sink lock").insert(batch_id, rows);

@@ -28,6 +28,12 @@ pub trait Sink: Send {
     /// the query stops and the batch is replayed on restart.
     fn add_batch(&mut self, batch_id: u64, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<()>;
 
+    /// The sink as progress reports describe it (Spark's `SinkProgress.description`); by
+    /// default `Sink`.
+    fn description(&self) -> String {
+        "Sink".to_string()
+    }
+
     /// Checks, before the query starts, that the sink can write rows of `schema` (e.g. CSV holds
     /// no struct, list or map column). The default accepts everything.
     ///

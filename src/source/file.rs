@@ -213,6 +213,11 @@ impl Source for FileSource {
         &self.name
     }
 
+    /// `FileStreamSource[file:/dir]`, as Spark.
+    fn description(&self) -> String {
+        format!("FileStreamSource[file:{}]", self.options.dir.display())
+    }
+
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
     }

@@ -145,6 +145,11 @@ impl Source for MemorySource {
         &self.name
     }
 
+    /// `MemoryStream[name]`, after Spark's `MemoryStream`.
+    fn description(&self) -> String {
+        format!("MemoryStream[{}]", self.name)
+    }
+
     fn schema(&self) -> SchemaRef {
         self.stream.schema()
     }

@@ -34,6 +34,12 @@ pub trait Source: Send + Sync + std::fmt::Debug {
     /// The source's table name.
     fn name(&self) -> &str;
 
+    /// The source as progress reports describe it (Spark's `SourceProgress.description`);
+    /// by default its name.
+    fn description(&self) -> String {
+        self.name().to_string()
+    }
+
     /// The schema of every batch it returns.
     fn schema(&self) -> SchemaRef;
 

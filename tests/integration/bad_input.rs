@@ -36,7 +36,7 @@ async fn a_malformed_record_stops_the_query_naming_file_line_and_field() {
     write_file(&input, "1.json", GOOD, 1);
     let progress = run_script(&sql, &dir.path().join("cp")).await.unwrap();
     assert_eq!(progress[0].batch_id, 1);
-    assert_eq!(progress[0].input_rows, 1);
+    assert_eq!(progress[0].num_input_rows, 1);
 }
 
 #[tokio::test]
@@ -46,8 +46,8 @@ async fn bad_data_drop_skips_and_counts_malformed_records() {
     write_file(&input, "0.json", BAD, 0);
     let sql = script(&input, &dir.path().join("out"), ", bad_data = 'drop'");
     let progress = run_script(&sql, &dir.path().join("cp")).await.unwrap();
-    assert_eq!(progress[0].input_rows, 2);
-    assert_eq!(progress[0].bad_records_dropped, 1);
+    assert_eq!(progress[0].num_input_rows, 2);
+    assert_eq!(progress[0].bad_records_dropped(), 1);
     assert!(progress[0].line().contains("bad records dropped 1"));
 }
 

@@ -182,6 +182,11 @@ fn sigterm_stops_after_the_current_batch_like_ctrl_c() {
     assert_eq!(got, expected);
 }
 
+/// The progress lines `sluice run` logs on stderr (`<time>  INFO batch N | ...`), from `batch`.
+fn progress_lines(stderr: &str) -> Vec<&str> {
+    stderr.lines().filter_map(|l| l.find(" INFO batch ").map(|i| &l[i + " INFO ".len()..])).collect()
+}
+
 /// Writes `sql` as `q.sql` in `dir` (with `{dir}` replaced by the directory) and runs it with
 /// `args`; returns the exit code and stderr.
 fn run_sql(dir: &Path, name: &str, sql: &str, args: &[&str]) -> (Option<i32>, String) {
@@ -224,8 +229,9 @@ fn progress_lines_name_their_query_when_a_script_has_several() {
                INSERT INTO q2 SELECT k FROM e;";
     let (code, stderr) = run_sql(dir.path(), "two.sql", sql, &["--trigger", "available-now"]);
     assert_eq!(code, Some(0), "{stderr}");
-    assert!(stderr.lines().any(|l| l.starts_with("[q1] batch 0 | input 1 rows")), "{stderr}");
-    assert!(stderr.lines().any(|l| l.starts_with("[q2] batch 0 | input 1 rows")), "{stderr}");
+    let lines = progress_lines(&stderr);
+    assert!(lines.iter().any(|l| l.starts_with("batch 0 | input 1 rows") && l.ends_with("query=q1")), "{stderr}");
+    assert!(lines.iter().any(|l| l.starts_with("batch 0 | input 1 rows") && l.ends_with("query=q2")), "{stderr}");
 }
 
 #[test]
@@ -266,7 +272,96 @@ fn trigger_once_runs_one_batch_with_everything_available() {
                INSERT INTO o SELECT k, ts FROM e;";
     let (code, stderr) = run_sql(dir.path(), "q.sql", sql, &["--trigger", "once", "--checkpoint", "{dir}/cp"]);
     assert_eq!(code, Some(0), "{stderr}");
-    let batches: Vec<&str> = stderr.lines().filter(|l| l.starts_with("batch ")).collect();
+    let batches = progress_lines(&stderr);
     assert_eq!(batches.len(), 1, "{stderr}");
     assert!(batches[0].starts_with("batch 0 | input 3 rows"), "{stderr}");
+}
+
+#[test]
+fn progress_file_has_a_line_of_spark_json_per_batch_and_the_query_id_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    copy_in_order(Path::new("tests/data/tumble_append/input/events"), &input);
+    let sql = crate::worked_example::SCRIPT.replace("{in}", "{dir}/in").replace("{out}", "{dir}/out");
+    let args = ["--trigger", "available-now", "--checkpoint", "{dir}/cp", "--progress", "{dir}/progress.jsonl"];
+    let (code, stderr) = run_sql(dir.path(), "q.sql", &sql, &args);
+    assert_eq!(code, Some(0), "{stderr}");
+    let read = || -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(dir.path().join("progress.jsonl")).unwrap();
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    let lines = read();
+    assert_eq!(lines.iter().map(|l| l["batchId"].as_i64().unwrap()).collect::<Vec<_>>(), [0, 1, 2, 3, 4, 5]);
+    let first = &lines[0];
+    for key in [
+        "id",
+        "runId",
+        "name",
+        "timestamp",
+        "batchId",
+        "batchDuration",
+        "numInputRows",
+        "inputRowsPerSecond",
+        "processedRowsPerSecond",
+        "durationMs",
+        "eventTime",
+        "stateOperators",
+        "sources",
+        "sink",
+    ] {
+        assert!(first.get(key).is_some(), "{key} missing from {first}");
+    }
+    assert_eq!(first["name"], "out");
+    assert_eq!(first["numInputRows"], 3);
+    assert_eq!(first["inputRowsPerSecond"], 0.0, "Spark's rate for a run's first trigger");
+    for phase in [
+        "latestOffset",
+        "walCommit",
+        "getBatch",
+        "queryPlanning",
+        "addBatch",
+        "stateCommit",
+        "commitOffsets",
+        "triggerExecution",
+    ] {
+        assert!(first["durationMs"][phase].is_u64(), "{phase} missing from {first}");
+    }
+    assert_eq!(first["eventTime"]["watermark"], "1970-01-01T00:00:00.000Z");
+    assert_eq!(first["stateOperators"][0]["operatorName"], "stateStoreSave");
+    let source = &first["sources"][0];
+    assert_eq!(source["description"], format!("FileStreamSource[file:{}]", input.display()));
+    assert_eq!(
+        (&source["startOffset"], &source["endOffset"], &source["numInputRows"]),
+        (&0.into(), &1.into(), &3.into())
+    );
+    assert_eq!(first["sink"]["description"], format!("FileSink[{}]", dir.path().join("out").display()));
+    assert_eq!(lines[2]["sink"]["numOutputRows"], 1);
+    let timestamp = first["timestamp"].as_str().unwrap();
+    assert!(timestamp.len() == 24 && timestamp.ends_with('Z') && timestamp.as_bytes()[10] == b'T', "{timestamp}");
+
+    // A restart: the same query id, a new run id; lines are appended.
+    crate::common::write_file(
+        &input,
+        "0005.jsonl",
+        "{\"key\": \"a\", \"ts\": \"2024-01-01T00:01:00Z\", \"value\": 1}\n",
+        3600,
+    );
+    let (code, stderr) = run_sql(dir.path(), "q.sql", &sql, &args);
+    assert_eq!(code, Some(0), "{stderr}");
+    let lines = read();
+    let restarted = &lines[6];
+    assert_eq!((restarted["batchId"].as_i64(), restarted["numInputRows"].as_u64()), (Some(6), Some(1)));
+    assert_eq!(restarted["id"], first["id"]);
+    assert_ne!(restarted["runId"], first["runId"]);
+}
+
+#[test]
+fn a_metrics_address_that_cannot_be_listened_on_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let sql = "CREATE TABLE e (k STRING) WITH (connector = 'file', path = '{dir}/in');
+               CREATE TABLE o WITH (connector = 'file', path = '{dir}/out');
+               INSERT INTO o SELECT k FROM e;";
+    let (code, stderr) = run_sql(dir.path(), "q.sql", sql, &["--metrics", "localhost"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("metrics endpoint localhost: ") && stderr.contains("127.0.0.1:9090"), "{stderr}");
 }

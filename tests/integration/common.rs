@@ -106,7 +106,7 @@ impl Harness {
     }
 
     pub fn last_dropped(&self) -> u64 {
-        self.query.recent_progress().last().unwrap().late_rows_dropped
+        self.query.recent_progress().last().unwrap().late_rows_dropped()
     }
 }
 
@@ -178,7 +178,7 @@ pub fn sink_rows_by_batch(dir: &std::path::Path) -> std::collections::BTreeMap<u
 }
 
 /// Runs the SQL script `sql` to completion with the available-now trigger at `checkpoint`.
-pub async fn run_script(sql: &str, checkpoint: &std::path::Path) -> sluice::Result<Vec<sluice::BatchProgress>> {
+pub async fn run_script(sql: &str, checkpoint: &std::path::Path) -> sluice::Result<Vec<sluice::QueryProgress>> {
     let mut ctx = StreamContext::new();
     let definitions = ctx.execute(sql).await?;
     let mut query = ctx.start(&definitions[0], checkpoint.to_str().unwrap()).await?;

@@ -22,13 +22,13 @@ async fn with_the_event_time_among_the_keys_a_key_lives_until_the_watermark_pass
     // W_2 = 20, late watermark 5: a@10 is not late, still suppressed; then a@10 and b@15 leave
     // the state at the end of this batch.
     assert_eq!(h.batch(&[("a", 10, 6)]).await, Vec::<String>::new());
-    assert_eq!(h.query.recent_progress().last().unwrap().state_rows, 1);
+    assert_eq!(h.query.recent_progress().last().unwrap().state_rows(), 1);
     // Late watermark 20: a@10 is late and dropped, so the duplicate never leaks.
     assert_eq!(h.batch(&[("a", 10, 7), ("d", 40, 8)]).await, vec!["d,00:00:40,8"]);
     assert_eq!(h.last_dropped(), 1);
     // W = 30: the no-data batch evicts c@30 and emits nothing.
     assert_eq!(h.no_data_batch().await, Some(vec![]));
-    assert_eq!(h.query.recent_progress().last().unwrap().state_rows, 1);
+    assert_eq!(h.query.recent_progress().last().unwrap().state_rows(), 1);
 }
 
 #[tokio::test]
@@ -40,7 +40,7 @@ async fn without_the_event_time_among_the_keys_a_key_stays_forever_and_late_rows
     // W_2 = 40, late watermark 10: c@5 is late; b@30 is new.
     assert_eq!(h.batch(&[("b", 30, 4), ("c", 5, 5)]).await, vec!["b,00:00:30,4"]);
     assert_eq!(h.last_dropped(), 1);
-    assert_eq!(h.query.recent_progress().last().unwrap().state_rows, 2, "keys are never evicted");
+    assert_eq!(h.query.recent_progress().last().unwrap().state_rows(), 2, "keys are never evicted");
     assert_eq!(h.batch(&[("a", 60, 6), ("b", 61, 7)]).await, Vec::<String>::new());
 }
 

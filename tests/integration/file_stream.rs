@@ -56,7 +56,7 @@ async fn a_running_query_picks_up_new_files_and_ignores_hidden_ones() {
     tokio::task::spawn_blocking(move || wait_for_parts(&out, 3)).await.unwrap();
     stop.stop();
     let progress = running.await.unwrap().unwrap();
-    let inputs: Vec<u64> = progress.iter().map(|p| p.input_rows).collect();
+    let inputs: Vec<u64> = progress.iter().map(|p| p.num_input_rows).collect();
     assert_eq!(inputs, vec![1, 2, 1], "one file per batch, hidden files never read");
     let rows = sink_rows_by_batch(&output);
     assert_eq!(rows[&0], vec![serde_json::json!({"key": "a", "v": 10})]);

@@ -55,7 +55,7 @@ async fn drop_duplicates_within_watermark_expires_a_key_at_first_time_plus_delay
     assert_eq!(h.batch(&[("a", 35, 6)]).await, Vec::<String>::new());
     // Late below 30: b@20 is dropped; a is new again.
     assert_eq!(h.batch(&[("a", 36, 7), ("b", 20, 8)]).await, strings(&["a,00:00:36,7"]));
-    assert_eq!(h.query.recent_progress().last().unwrap().late_rows_dropped, 1);
+    assert_eq!(h.query.recent_progress().last().unwrap().late_rows_dropped(), 1);
 }
 
 #[tokio::test]
@@ -92,7 +92,7 @@ async fn group_state_keeps_a_running_count_per_key() {
     .unwrap();
     assert_eq!(h.batch(&[("b", 1, 1), ("a", 2, 2), ("a", 3, 3)]).await, strings(&["a,2", "b,1"]));
     assert_eq!(h.batch(&[("a", 4, 4)]).await, strings(&["a,3"]));
-    assert_eq!(h.query.recent_progress().last().unwrap().state_rows, 2);
+    assert_eq!(h.query.recent_progress().last().unwrap().state_rows(), 2);
 }
 
 /// Counts a key's rows until the watermark passes its last row plus 5 s, then emits the count.
@@ -128,7 +128,7 @@ async fn an_event_time_timeout_fires_once_the_watermark_passes_it() {
     assert_eq!(h.batch(&[("c", 30, 4)]).await, Vec::<String>::new());
     // The no-data batch at W = 20 times out a (8 s) and b (7 s), not c (35 s).
     assert_eq!(h.batch(&[]).await, strings(&["a,2", "b,1"]));
-    assert_eq!(h.query.recent_progress().last().unwrap().state_rows, 1);
+    assert_eq!(h.query.recent_progress().last().unwrap().state_rows(), 1);
 }
 
 #[tokio::test]

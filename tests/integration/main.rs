@@ -20,6 +20,7 @@ mod nested_data;
 mod output_modes;
 mod partitioning;
 mod rate_source;
+mod progress;
 mod recovery;
 mod session_windows;
 mod socket_source;

@@ -47,7 +47,7 @@ async fn tumbling_update_emits_changed_windows_and_evicts_silently() {
     assert_eq!(sorted(&h.batch(TUMBLE_INPUT[4]).await), sorted(&["00:00:40,00:00:50,a,1,13"]));
     // The no-data batch evicts [20, 30) under W = 35 and emits nothing.
     assert_eq!(h.no_data_batch().await, Some(vec![]));
-    assert_eq!(h.query.recent_progress().last().unwrap().state_rows, 2);
+    assert_eq!(h.query.recent_progress().last().unwrap().state_rows(), 2);
 }
 
 #[tokio::test]
@@ -104,7 +104,7 @@ async fn sliding_update_emits_every_changed_window() {
     );
     assert_eq!(h.last_dropped(), 1);
     assert_eq!(h.no_data_batch().await, Some(vec![]));
-    assert_eq!(h.query.recent_progress().last().unwrap().state_rows, 2);
+    assert_eq!(h.query.recent_progress().last().unwrap().state_rows(), 2);
 }
 
 #[tokio::test]
@@ -146,7 +146,7 @@ async fn a_plain_group_by_under_a_watermark_gets_spark_no_data_batches() {
     let mut h = Harness::new(OutputMode::Update, Some(0), select).await.unwrap();
     assert_eq!(h.batch(&[("a", 20, 1)]).await, vec!["a,1"]);
     assert_eq!(h.no_data_batch().await, Some(vec![]), "the watermark moved to 20 s");
-    assert_eq!(h.query.recent_progress().last().unwrap().watermark_ms, 1_704_067_220_000);
+    assert_eq!(h.query.recent_progress().last().unwrap().watermark_ms, Some(1_704_067_220_000));
     assert_eq!(h.no_data_batch().await, None, "it did not move again");
     // Complete mode never asks for one; nor does a query without a watermark.
     let mut h = Harness::new(OutputMode::Complete, Some(0), select).await.unwrap();

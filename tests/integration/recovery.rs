@@ -120,7 +120,7 @@ async fn stop_and_restart_between_batches_is_transparent() {
     }
     // Nothing is read twice: the restart runs only the no-data batch the stopped run owed.
     assert_eq!(second.no_data_batch().await, Some(vec!["00:00:10,00:00:20,b,2,10".to_string()]));
-    assert_eq!(second.query.recent_progress()[0].input_rows, 0);
+    assert_eq!(second.query.recent_progress()[0].num_input_rows, 0);
     assert_eq!(second.no_data_batch().await, None);
     for input in &TUMBLE_INPUT[3..] {
         step(&mut second, input).await;
@@ -130,7 +130,7 @@ async fn stop_and_restart_between_batches_is_transparent() {
     let combined: BTreeMap<u64, Vec<String>> = combined.into_iter().map(|(k, v)| (k, rows(&v))).collect();
     assert_eq!(combined, output(&reference.sink));
     // Watermarks and late drops are restored too: batch by batch as in the uninterrupted run.
-    let summary = |p: &sluice::BatchProgress| (p.batch_id, p.watermark_ms, p.late_rows_dropped, p.state_rows);
+    let summary = |p: &sluice::QueryProgress| (p.batch_id, p.watermark_ms, p.late_rows_dropped(), p.state_rows());
     let restarted: Vec<_> = second.query.recent_progress().iter().map(summary).collect();
     let uninterrupted: Vec<_> = reference.query.recent_progress().iter().map(summary).collect();
     assert_eq!(restarted[..], uninterrupted[uninterrupted.len() - restarted.len()..]);
@@ -186,7 +186,7 @@ async fn checkpoint_numbers_past_their_bounds_are_named_errors() {
     h.stream.push(events(TUMBLE_INPUT[0])).unwrap();
     h.batch(TUMBLE_INPUT[1]).await;
     let progress = h.query.recent_progress().last().unwrap();
-    assert_eq!((progress.batch_id, progress.input_rows), (1, 2));
+    assert_eq!((progress.batch_id, progress.num_input_rows), (1, 2));
 }
 
 #[tokio::test]

@@ -47,8 +47,8 @@ async fn append_emits_each_merged_session_once_the_watermark_passes_its_end() {
             strings(&["c,00:00:28,00:00:35,2,16", "d,00:00:40,00:00:45,1,8"]),
         ]
     );
-    assert_eq!(h.query.recent_progress()[3].late_rows_dropped, 1);
-    assert_eq!(h.query.recent_progress().last().unwrap().state_rows, 1, "only e's session is open");
+    assert_eq!(h.query.recent_progress()[3].late_rows_dropped(), 1);
+    assert_eq!(h.query.recent_progress().last().unwrap().state_rows(), 1, "only e's session is open");
 }
 
 #[tokio::test]
@@ -68,7 +68,7 @@ async fn complete_mode_keeps_every_session_and_still_drops_late_rows() {
             "e,00:01:00,00:01:05,1,11",
         ])
     );
-    assert_eq!(h.query.recent_progress()[3].late_rows_dropped, 1, "a@14 is late in complete mode too");
+    assert_eq!(h.query.recent_progress()[3].late_rows_dropped(), 1, "a@14 is late in complete mode too");
 }
 
 #[tokio::test]

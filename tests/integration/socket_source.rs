@@ -69,7 +69,7 @@ async fn the_example_word_count_counts_the_words_of_every_line_in_complete_mode(
     drop(server.join().unwrap());
     let expected = ["be,3", "is,1", "not,1", "or,1", "question,1", "that,1", "the,1", "to,3"];
     run_until(&mut query, &sink, &expected).await;
-    let read: u64 = query.recent_progress().iter().map(|p| p.input_rows).sum();
+    let read: u64 = query.recent_progress().iter().map(|p| p.num_input_rows).sum();
     assert_eq!(read, 3, "three lines");
     // The server closing the connection does not stop the query: it keeps running with no new lines.
     assert!(!query.run_next_batch().await.unwrap(), "no new lines, no batch");
@@ -131,7 +131,7 @@ async fn read_three_lines(query: &mut StreamingQuery) -> sluice::Result<()> {
     while lines < 3 {
         assert!(Instant::now() < deadline, "3 lines not read within 10 s");
         query.run_next_batch().await?;
-        lines = query.recent_progress().iter().map(|p| p.input_rows + p.bad_records_dropped).sum();
+        lines = query.recent_progress().iter().map(|p| p.num_input_rows + p.bad_records_dropped()).sum();
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
@@ -163,7 +163,7 @@ async fn a_line_that_is_not_utf8_is_dropped_and_counted_under_bad_data_drop() {
     let (mut query, sink) = start_lines(port, "drop").await;
     read_three_lines(&mut query).await.unwrap();
     assert_eq!(rows(&sink.all()), vec!["ok", "end"]);
-    assert_eq!(query.recent_progress().iter().map(|p| p.bad_records_dropped).sum::<u64>(), 1);
+    assert_eq!(query.recent_progress().iter().map(|p| p.bad_records_dropped()).sum::<u64>(), 1);
 }
 
 #[tokio::test]
@@ -184,9 +184,9 @@ async fn a_restart_loses_the_uncommitted_lines_and_continues_the_offsets() {
     // The replayed batch has no socket rows (its lines were in the dead process), so the state of
     // the batch before it is all that is left; the new lines count from there.
     assert!(restarted.run_next_batch().await.unwrap());
-    assert_eq!(restarted.recent_progress()[0].input_rows, 0);
+    assert_eq!(restarted.recent_progress()[0].num_input_rows, 0);
     run_until(&mut restarted, &sink, &["a,1", "c,1"]).await;
-    let offsets = |id: u64| -> serde_json::Value {
+    let offsets = |id: i64| -> serde_json::Value {
         serde_json::from_slice(&std::fs::read(dir.path().join(format!("offsets/{id}"))).unwrap()).unwrap()
     };
     let (replayed, next) = (offsets(batch), offsets(batch + 1));

@@ -92,9 +92,9 @@ async fn inner_join_emits_a_pair_in_the_batch_of_its_later_row() {
     assert_eq!(out[3], NONE);
     assert_eq!(out[4], strings(&["e,00:00:45,00:00:47,5,13"]));
     let progress = h.query.recent_progress().last().unwrap().clone();
-    assert_eq!(progress.late_rows_dropped, 1, "the impression at 5 is below W_3 = 35");
+    assert_eq!(progress.late_rows_dropped(), 1, "the impression at 5 is below W_3 = 35");
     // Left: d@40, e@45 (f was late); right: b@50, d@50, e@47.
-    assert_eq!(progress.state_rows, 5);
+    assert_eq!(progress.state_rows(), 5);
 }
 
 #[tokio::test]
@@ -249,10 +249,10 @@ async fn streams_join_on_equal_windows_and_evict_by_the_window_end() {
         sorted(&h.run(Some((&[("c", 30, 3)], &[("b", 15, 12), ("c", 35, 13)]))).await),
         strings(&["b,00:00:10,2,12", "c,00:00:30,3,13"])
     );
-    assert_eq!(h.query.recent_progress().last().unwrap().state_rows, 7);
+    assert_eq!(h.query.recent_progress().last().unwrap().state_rows(), 7);
     // W = 20: windows ending at or before 20 leave both sides; c@30, b@21 and c@35 stay.
     assert_eq!(h.run(None).await, NONE);
-    assert_eq!(h.query.recent_progress().last().unwrap().state_rows, 3);
+    assert_eq!(h.query.recent_progress().last().unwrap().state_rows(), 3);
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ use std::path::Path;
 use crate::common::*;
 use serde_json::Value;
 
-const SCRIPT: &str = "
+pub const SCRIPT: &str = "
 CREATE TABLE events (key STRING, ts TIMESTAMP, value BIGINT,
                      WATERMARK FOR ts AS ts - INTERVAL '10' SECOND)
   WITH (connector = 'file', path = '{in}', format = 'json', max_files_per_trigger = '1');
@@ -49,17 +49,27 @@ async fn reproduces_spark_batch_for_batch() {
     let spark = std::fs::read_to_string("tests/data/tumble_append/batches.jsonl").unwrap();
     let spark: Vec<Value> = spark.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(progress.len(), spark.len(), "same number of batches, the no-data batch included");
-    for (ours, theirs) in progress.iter().zip(&spark) {
-        let b = ours.batch_id;
-        assert_eq!(ours.batch_id, theirs["batch"].as_u64().unwrap());
-        assert_eq!(ours.input_rows, theirs["num_input_rows"].as_u64().unwrap(), "batch {b} input");
-        assert_eq!(ours.output_rows, theirs["num_output_rows"].as_u64().unwrap(), "batch {b} output");
-        let watermark = sluice::execution::progress::format_ms(ours.watermark_ms);
-        assert_eq!(watermark, theirs["watermark"].as_str().unwrap(), "batch {b} watermark");
-        let state = &theirs["state"][0];
-        assert_eq!(ours.state_rows, state["rows_total"].as_u64().unwrap(), "batch {b} state rows");
-        assert_eq!(ours.late_rows_dropped, state["dropped_by_watermark"].as_u64().unwrap(), "batch {b} dropped");
-        assert_eq!(ours.operators[0].state.rows_updated, state["rows_updated"].as_u64().unwrap(), "batch {b} updated");
-        assert_eq!(ours.operators[0].state.rows_removed, state["rows_removed"].as_u64().unwrap(), "batch {b} removed");
+    // Compared in the JSON form, with Spark's `StreamingQueryProgress` names.
+    let ours: Vec<Value> = progress.iter().map(|p| serde_json::to_value(p).unwrap()).collect();
+    for (ours, theirs) in ours.iter().zip(&spark) {
+        let b = theirs["batch"].as_u64().unwrap();
+        assert_eq!(ours["batchId"].as_u64(), Some(b));
+        assert_eq!(ours["numInputRows"], theirs["num_input_rows"], "batch {b} input");
+        assert_eq!(ours["sources"][0]["numInputRows"], theirs["input_rows_per_source"]["events"], "batch {b} input");
+        assert_eq!(ours["sink"]["numOutputRows"], theirs["num_output_rows"], "batch {b} output");
+        assert_eq!(ours["eventTime"]["watermark"], theirs["watermark"], "batch {b} watermark");
+        // Spark reports min/max/avg only for batches with rows: batch 5 has `max` null.
+        assert_eq!(ours["eventTime"].get("max").unwrap_or(&Value::Null), &theirs["event_time_max"], "batch {b} max");
+        let (state, spark_state) = (&ours["stateOperators"][0], &theirs["state"][0]);
+        assert_eq!(state["operatorName"], spark_state["op"], "batch {b}");
+        assert_eq!(state["numRowsTotal"], spark_state["rows_total"], "batch {b} state rows");
+        assert_eq!(state["numRowsUpdated"], spark_state["rows_updated"], "batch {b} updated");
+        assert_eq!(state["numRowsRemoved"], spark_state["rows_removed"], "batch {b} removed");
+        assert_eq!(state["numRowsDroppedByWatermark"], spark_state["dropped_by_watermark"], "batch {b} dropped");
     }
+    // Batch 0 holds a@1, a@5 and b@12: min, max and their mean.
+    let event_time = &ours[0]["eventTime"];
+    assert_eq!(event_time["min"], "2024-01-01T00:00:01.000Z");
+    assert_eq!(event_time["avg"], "2024-01-01T00:00:06.000Z");
+    assert_eq!(event_time["max"], "2024-01-01T00:00:12.000Z");
 }
