@@ -78,7 +78,8 @@ pub struct StateOperatorProgress {
     pub num_rows_dropped_by_watermark: u64,
     /// Bytes of the state's keys and values held in memory (approximate).
     pub memory_used_bytes: u64,
-    /// Operator-specific counters; none yet.
+    /// Operator-specific counters. sluice's `numRowsScanned`: state rows the batch read (looked
+    /// up or visited by a scan), see [`crate::state::StateMetrics::rows_scanned`].
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub custom_metrics: BTreeMap<String, i64>,
     /// sluice's description of the operator, e.g. `aggregate[window, key]`; not in the JSON.
@@ -160,6 +161,16 @@ impl SourceProgress {
     }
 }
 
+impl StateOperatorProgress {
+    /// State rows the batch read: the custom metric `numRowsScanned` (0 when absent).
+    pub fn rows_scanned(&self) -> u64 {
+        self.custom_metrics.get(ROWS_SCANNED).map_or(0, |n| u64::try_from(*n).unwrap_or(0))
+    }
+}
+
+/// The custom metric key of [`StateOperatorProgress::rows_scanned`].
+const ROWS_SCANNED: &str = "numRowsScanned";
+
 impl From<OperatorProgress> for StateOperatorProgress {
     fn from(p: OperatorProgress) -> Self {
         StateOperatorProgress {
@@ -169,7 +180,10 @@ impl From<OperatorProgress> for StateOperatorProgress {
             num_rows_removed: p.state.rows_removed,
             num_rows_dropped_by_watermark: p.rows_dropped_by_watermark,
             memory_used_bytes: p.state.memory_bytes,
-            custom_metrics: BTreeMap::new(),
+            custom_metrics: BTreeMap::from([(
+                ROWS_SCANNED.to_string(),
+                i64::try_from(p.state.rows_scanned).unwrap_or(i64::MAX),
+            )]),
             description: p.name,
         }
     }

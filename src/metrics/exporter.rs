@@ -32,6 +32,7 @@ const DURATION_BUCKETS: [f64; 16] =
 /// | `sluice_state_rows` | gauge | query, operator_id, operator |
 /// | `sluice_state_memory_bytes` | gauge | query, operator_id, operator |
 /// | `sluice_late_rows_dropped_total` | counter | query, operator_id, operator |
+/// | `sluice_state_rows_scanned_total` (state rows read by batches, `numRowsScanned`) | counter | query, operator_id, operator |
 /// | `sluice_bad_records_dropped_total` | counter | query, source |
 pub struct PrometheusMetrics {
     registry: Registry,
@@ -47,6 +48,7 @@ pub struct PrometheusMetrics {
     state_rows: GaugeVec,
     state_bytes: GaugeVec,
     late_rows: IntCounterVec,
+    rows_scanned: IntCounterVec,
     bad_records: IntCounterVec,
     /// Query names by query id (terminated events carry only the id), and watermarks by query
     /// name, ms, for the lag at scrape time.
@@ -129,6 +131,11 @@ impl PrometheusMetrics {
                 "Rows dropped as later than the watermark, counted after partial aggregation as Spark",
                 operator,
             ),
+            rows_scanned: counter(
+                "sluice_state_rows_scanned_total",
+                "State rows read by batches (looked up or visited by a scan): the state work done",
+                operator,
+            ),
             bad_records: counter(
                 "sluice_bad_records_dropped_total",
                 "Malformed records skipped by a source with bad_data = 'drop'",
@@ -180,6 +187,7 @@ impl StreamingQueryListener for PrometheusMetrics {
             self.state_rows.with_label_values(&labels).set(op.num_rows_total as f64);
             self.state_bytes.with_label_values(&labels).set(op.memory_used_bytes as f64);
             self.late_rows.with_label_values(&labels).inc_by(op.num_rows_dropped_by_watermark);
+            self.rows_scanned.with_label_values(&labels).inc_by(op.rows_scanned());
         }
         if let Some(w) = p.watermark_ms {
             self.watermark.with_label_values(&[query]).set(w as f64 / 1000.0);

@@ -107,7 +107,9 @@ impl StatefulOperator for OperatorHandle {
     async fn restore(&self, version: Option<u64>) -> Result<()> {
         self.each(move |mut op| async move {
             op.store_mut().load(version).await?;
-            op.restored()
+            op.restored()?;
+            op.store_mut().clear_counts();
+            Ok(())
         })
         .await?;
         Ok(())

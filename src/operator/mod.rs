@@ -52,6 +52,7 @@ impl OperatorProgress {
         self.state.rows_updated += partition.state.rows_updated;
         self.state.rows_removed += partition.state.rows_removed;
         self.state.memory_bytes += partition.state.memory_bytes;
+        self.state.rows_scanned += partition.state.rows_scanned;
         self.rows_dropped_by_watermark += partition.rows_dropped_by_watermark;
     }
 }

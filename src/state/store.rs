@@ -1,5 +1,7 @@
 //! A versioned key-value store of arrow rows: the state of one partition of one stateful operator.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use foldhash::HashMap;
 
 use crate::checkpoint::CheckpointLocation;
@@ -23,6 +25,11 @@ pub struct StateMetrics {
     pub rows_removed: u64,
     /// Bytes of the keys and values held (hash-table overhead not counted).
     pub memory_bytes: u64,
+    /// Rows the batch read from the store: lookups (found or not) plus rows visited by a scan.
+    /// The measure of a batch's state work: it follows the rows that arrive and the entries that
+    /// are due, not the rows held (a complete-mode aggregation, which outputs all of them, reads
+    /// them all). Reported as the operator's custom metric `numRowsScanned`.
+    pub rows_scanned: u64,
 }
 
 #[derive(Debug, Default)]
@@ -54,6 +61,8 @@ pub struct StateStore {
     partition: Partition,
     updated: u64,
     removed: u64,
+    /// Rows read since the counts were last cleared (`get` takes `&self`, hence atomic).
+    scanned: AtomicU64,
     /// Bytes of keys and values held, kept up to date by every change.
     bytes: u64,
     /// The background snapshot task last started, if it may still run.
@@ -70,6 +79,7 @@ impl StateStore {
             partition: Partition::default(),
             updated: 0,
             removed: 0,
+            scanned: AtomicU64::new(0),
             bytes: 0,
             maintenance: None,
         }
@@ -77,6 +87,7 @@ impl StateStore {
 
     /// The value of `key`.
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
+        self.scanned.fetch_add(1, Ordering::Relaxed);
         self.partition.rows.get(key).map(|v| &**v)
     }
 
@@ -101,9 +112,12 @@ impl StateStore {
         }
     }
 
-    /// Every `(key, value)`, in no particular order.
+    /// Every `(key, value)`, in no particular order; each row visited counts as scanned.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.partition.rows.iter().map(|(k, v)| (&**k, &**v))
+        self.partition.rows.iter().map(|(k, v)| {
+            self.scanned.fetch_add(1, Ordering::Relaxed);
+            (&**k, &**v)
+        })
     }
 
     /// Number of keys.
@@ -123,7 +137,16 @@ impl StateStore {
             rows_updated: self.updated,
             rows_removed: self.removed,
             memory_bytes: self.bytes,
+            rows_scanned: self.scanned.load(Ordering::Relaxed),
         }
+    }
+
+    /// Zeroes the per-batch counts (updated, removed, scanned): at commit, and after a restore
+    /// has rebuilt the operator's indexes from the store, so that work is not billed to a batch.
+    pub fn clear_counts(&mut self) {
+        self.updated = 0;
+        self.removed = 0;
+        *self.scanned.get_mut() = 0;
     }
 
     /// Writes the changes since the last commit as version `version`, and every
@@ -137,8 +160,7 @@ impl StateStore {
         let changes = std::mem::take(&mut self.partition.changes);
         let delta = codec::encode(changes.iter().map(|(k, v)| (&**k, v.as_deref())))?;
         self.location.put(&format!("{}/{version}.delta", self.dir), delta).await?;
-        self.updated = 0;
-        self.removed = 0;
+        self.clear_counts();
         if self.maintenance.as_ref().is_some_and(|task| task.is_finished()) {
             self.wait_for_maintenance().await?;
         }
@@ -174,8 +196,7 @@ impl StateStore {
             None => Partition::default(),
         };
         self.bytes = self.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
-        self.updated = 0;
-        self.removed = 0;
+        self.clear_counts();
         Ok(())
     }
 

@@ -27,6 +27,7 @@ mod socket_source;
 mod spark_functions;
 mod spark_sql;
 mod sql_fuzz;
+mod state_work;
 mod stream_join;
 mod unsupported_operations;
 mod watermarks;
