@@ -14,6 +14,7 @@ use arrow::compute::concat_batches;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
+use datafusion::common::runtime::SpawnedTask;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result as DFResult};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -264,7 +265,15 @@ impl ExecutionPlan for StatefulExec {
                 .zip(routed)
                 .map(|(input, routed)| concat_batches(&input.schema(), &routed[partition]))
                 .collect::<Result<Vec<_>, _>>()?;
-            let out = operator.lock().await.apply(batches)?;
+            // The operator works on a blocking thread. On a runtime worker, a long `apply` would
+            // hold the sibling partitions that this task woke when the exchange finished: tokio
+            // puts them in the worker's LIFO slot, which other workers cannot steal, and the
+            // state partitions would run one after another.
+            let mut operator = operator.lock_owned().await;
+            let out = SpawnedTask::spawn_blocking(move || operator.apply(batches))
+                .join_unwind()
+                .await
+                .map_err(|e| DataFusionError::ExecutionJoin(Box::new(e)))??;
             Ok(out)
         };
         Ok(Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&self.schema), futures::stream::once(output))))
