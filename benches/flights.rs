@@ -47,6 +47,10 @@ fn split_by_day(src: &Path, dir: &Path, day_of: impl Fn(&serde_json::Value) -> S
     files
 }
 
+/// The allocator the `sluice` binary uses, so the figures are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let src = std::env::args()
         .skip(1)

@@ -93,6 +93,10 @@ fn measure(pin: &[&str], input: &Path, scratch: &Path) -> (f64, f64, f64) {
     (v[0], v[1], v[2])
 }
 
+/// The allocator the `sluice` binary uses, so the figures are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--child") {

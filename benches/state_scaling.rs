@@ -147,6 +147,10 @@ async fn prefill(stream: &MemoryStream, query: &mut StreamingQuery, n: usize) {
     }
 }
 
+/// The allocator the `sluice` binary uses, so the figures are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let sizes: Vec<usize> = std::env::args()
         .skip_while(|a| a != "--sizes")

@@ -41,6 +41,11 @@ enum Command {
     },
 }
 
+/// mimalloc instead of glibc malloc: the state partitions allocate on several threads at once,
+/// where glibc's arenas serialized them (see `benches/parallel_events.rs`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     // `RUST_LOG` chooses what is logged; by default, from info up: a line per batch, and warnings
