@@ -2,17 +2,28 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use bytes::Bytes;
+use datafusion::common::runtime::SpawnedTask;
+use datafusion::error::DataFusionError;
 use foldhash::HashMap;
 
 use crate::checkpoint::CheckpointLocation;
 use crate::state::codec;
 use crate::Result;
 
-/// Every this many versions a partition gets a full snapshot besides its delta, bounding recovery
-/// to at most this many deltas (Spark's `minDeltasForSnapshot` default). The snapshot is written
-/// in the background, from the files, as Spark's maintenance task does: a batch never waits for
-/// it.
+/// A partition gets a full snapshot besides its delta once at least this many deltas were written
+/// since its last snapshot (Spark's `minDeltasForSnapshot` default), and those deltas add up to
+/// at least [`SNAPSHOT_DELTA_RATIO`] times the bytes the state holds. The snapshot is written in
+/// the background, from the files, as Spark's maintenance task does: a batch never waits for it.
 pub const SNAPSHOT_INTERVAL: u64 = 10;
+
+/// A snapshot copies the whole state, so it waits until the deltas since the last one add up to
+/// this many times the state's bytes: its cost, spread over the batches that wrote those deltas,
+/// stays proportional to the rows they changed (a large state that changes little is not copied
+/// every ten batches), and a restore reads at most the snapshot and this many times its size in
+/// deltas. Small states, whose deltas are mostly file overhead, still get one every
+/// [`SNAPSHOT_INTERVAL`] versions.
+pub const SNAPSHOT_DELTA_RATIO: u64 = 2;
 
 /// Row counts of one batch's state changes, for progress reporting (Spark's `stateOperators`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -67,6 +78,9 @@ pub struct StateStore {
     bytes: u64,
     /// The background snapshot task last started, if it may still run.
     maintenance: Option<tokio::task::JoinHandle<Result<()>>>,
+    /// Deltas written since the last snapshot (or load), and their bytes.
+    deltas_since_snapshot: u64,
+    delta_bytes_since_snapshot: u64,
 }
 
 impl StateStore {
@@ -82,6 +96,8 @@ impl StateStore {
             scanned: AtomicU64::new(0),
             bytes: 0,
             maintenance: None,
+            deltas_since_snapshot: 0,
+            delta_bytes_since_snapshot: 0,
         }
     }
 
@@ -149,9 +165,10 @@ impl StateStore {
         *self.scanned.get_mut() = 0;
     }
 
-    /// Writes the changes since the last commit as version `version`, and every
-    /// [`SNAPSHOT_INTERVAL`] versions starts writing a snapshot of that version in the background
-    /// (skipped while the previous one is still being written: deltas suffice).
+    /// Writes the changes since the last commit as version `version`, and starts writing a
+    /// snapshot of that version in the background when one is due (see [`SNAPSHOT_INTERVAL`] and
+    /// [`SNAPSHOT_DELTA_RATIO`]; skipped while the previous one is still being written: deltas
+    /// suffice).
     ///
     /// # Errors
     /// [`crate::SluiceError::Checkpoint`] when a file cannot be written, or when the last
@@ -159,14 +176,20 @@ impl StateStore {
     pub async fn commit(&mut self, version: u64) -> Result<()> {
         let changes = std::mem::take(&mut self.partition.changes);
         let delta = codec::encode(changes.iter().map(|(k, v)| (&**k, v.as_deref())))?;
+        self.deltas_since_snapshot += 1;
+        self.delta_bytes_since_snapshot += delta.len() as u64;
         self.location.put(&format!("{}/{version}.delta", self.dir), delta).await?;
         self.clear_counts();
         if self.maintenance.as_ref().is_some_and(|task| task.is_finished()) {
             self.wait_for_maintenance().await?;
         }
-        if version % SNAPSHOT_INTERVAL == SNAPSHOT_INTERVAL - 1 && self.maintenance.is_none() {
+        let due = self.deltas_since_snapshot >= SNAPSHOT_INTERVAL
+            && self.delta_bytes_since_snapshot >= SNAPSHOT_DELTA_RATIO * self.bytes;
+        if due && self.maintenance.is_none() {
             let (location, dir) = (self.location.clone(), self.dir.clone());
             self.maintenance = Some(tokio::spawn(write_snapshot(location, dir, version)));
+            self.deltas_since_snapshot = 0;
+            self.delta_bytes_since_snapshot = 0;
         }
         Ok(())
     }
@@ -197,6 +220,10 @@ impl StateStore {
         };
         self.bytes = self.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
         self.clear_counts();
+        // The deltas since the newest snapshot are not counted: the next snapshot comes at the
+        // earliest after SNAPSHOT_INTERVAL more.
+        self.deltas_since_snapshot = 0;
+        self.delta_bytes_since_snapshot = 0;
         Ok(())
     }
 
@@ -226,46 +253,70 @@ impl StateStore {
 /// The rows of the partition in `dir` at committed `version`: the newest snapshot at or below it,
 /// then every later delta.
 async fn read_partition(location: &CheckpointLocation, dir: &str, version: u64) -> Result<Partition> {
-    let mut partition = Partition::default();
-    let files = location.list(dir).await?;
+    let files = partition_files(location, dir, version).await?;
+    let location = location.clone();
+    run_blocking(move || apply_files(&location, files)).await
+}
+
+/// The contents of the files that make up version `version` of the partition in `dir`, in the
+/// order they apply: the newest snapshot at or below it, then every later delta.
+async fn partition_files(location: &CheckpointLocation, dir: &str, version: u64) -> Result<Vec<(String, Bytes)>> {
+    let listed = location.list(dir).await?;
     let snapshot =
-        files.iter().filter_map(|f| f.strip_suffix(".snapshot")?.parse::<u64>().ok()).filter(|v| *v <= version).max();
-    let first_delta = match snapshot {
-        Some(s) => {
-            read_into(location, &format!("{dir}/{s}.snapshot"), &mut partition).await?;
-            s + 1
-        }
-        None => 0,
-    };
-    for v in first_delta..=version {
-        read_into(location, &format!("{dir}/{v}.delta"), &mut partition).await?;
+        listed.iter().filter_map(|f| f.strip_suffix(".snapshot")?.parse::<u64>().ok()).filter(|v| *v <= version).max();
+    let mut names = Vec::new();
+    if let Some(s) = snapshot {
+        names.push(format!("{dir}/{s}.snapshot"));
+    }
+    let first_delta = snapshot.map_or(0, |s| s + 1);
+    names.extend((first_delta..=version).map(|v| format!("{dir}/{v}.delta")));
+    let mut files = Vec::with_capacity(names.len());
+    for name in names {
+        let bytes = location.get(&name).await?.ok_or_else(|| {
+            location.error(
+                &name,
+                "state file missing: the checkpoint is incomplete; restore it or start over with a new checkpoint location",
+            )
+        })?;
+        files.push((name, bytes));
+    }
+    Ok(files)
+}
+
+/// Decodes state files in order into one partition (CPU work: run it off the async workers).
+fn apply_files(location: &CheckpointLocation, files: Vec<(String, Bytes)>) -> Result<Partition> {
+    let mut partition = Partition::default();
+    for (name, bytes) in files {
+        codec::decode(bytes, |k, v| match v {
+            Some(v) => {
+                partition.rows.insert(k.into(), v.into());
+            }
+            None => {
+                partition.rows.remove(k);
+            }
+        })
+        .map_err(|e| location.error(&name, format!("corrupted state file: {e}")))?;
     }
     Ok(partition)
 }
 
-async fn read_into(location: &CheckpointLocation, relative: &str, partition: &mut Partition) -> Result<()> {
-    let bytes = location.get(relative).await?.ok_or_else(|| {
-        location.error(
-            relative,
-            "state file missing: the checkpoint is incomplete; restore it or start over with a new checkpoint location",
-        )
-    })?;
-    codec::decode(bytes, |k, v| match v {
-        Some(v) => {
-            partition.rows.insert(k.into(), v.into());
-        }
-        None => {
-            partition.rows.remove(k);
-        }
-    })
-    .map_err(|e| location.error(relative, format!("corrupted state file: {e}")))
+/// Runs CPU-bound state work (decoding or encoding a whole partition) on a blocking thread, so a
+/// large partition never holds one of the runtime's workers, where it would stall the batch's own
+/// tasks queued behind it.
+async fn run_blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    SpawnedTask::spawn_blocking(work).join_unwind().await.map_err(|e| DataFusionError::ExecutionJoin(Box::new(e)))?
 }
 
 /// Writes `<version>.snapshot` of the partition in `dir`, rebuilt from the checkpoint's files (so
 /// the batches go on with the live state meanwhile).
 async fn write_snapshot(location: CheckpointLocation, dir: String, version: u64) -> Result<()> {
-    let partition = read_partition(&location, &dir, version).await?;
-    let snapshot = codec::encode(partition.rows.iter().map(|(k, v)| (&**k, Some(&**v))))?;
+    let files = partition_files(&location, &dir, version).await?;
+    let files_location = location.clone();
+    let snapshot = run_blocking(move || {
+        let partition = apply_files(&files_location, files)?;
+        codec::encode(partition.rows.iter().map(|(k, v)| (&**k, Some(&**v))))
+    })
+    .await?;
     location.put(&format!("{dir}/{version}.snapshot"), snapshot).await
 }
 
@@ -313,6 +364,36 @@ mod tests {
         let mut restored = StateStore::new(location, "0", 2);
         restored.load(Some(11)).await.unwrap();
         assert_eq!(restored.len(), 12);
+    }
+
+    /// A state much larger than its deltas is not copied every ten versions: the snapshot waits
+    /// until the deltas add up to twice the state's bytes.
+    #[tokio::test]
+    async fn a_large_state_that_changes_little_is_snapshotted_rarely() {
+        let location = CheckpointLocation::open("memory://").unwrap();
+        let mut store = StateStore::new(location.clone(), "0", 0);
+        let big = vec![7u8; 100_000];
+        store.put(b"big", &big);
+        let mut first_snapshot = None;
+        for version in 0..40u64 {
+            store.put(b"small", &version.to_le_bytes());
+            store.commit(version).await.unwrap();
+            store.wait_for_maintenance().await.unwrap();
+            let written = location.list("state/0/0").await.unwrap().iter().any(|f| f.ends_with(".snapshot"));
+            if written && first_snapshot.is_none() {
+                first_snapshot = Some(version);
+            }
+        }
+        assert_eq!(first_snapshot, None, "40 small deltas (about 40 KB with the file overhead) vs 100 KB of state");
+        for version in 40..50u64 {
+            store.put(b"big", &vec![version as u8; 100_000]);
+            store.commit(version).await.unwrap();
+        }
+        store.wait_for_maintenance().await.unwrap();
+        assert!(location.list("state/0/0").await.unwrap().iter().any(|f| f.ends_with(".snapshot")));
+        let mut restored = StateStore::new(location, "0", 0);
+        restored.load(Some(49)).await.unwrap();
+        assert_eq!(restored.get(b"big"), Some(&vec![49u8; 100_000][..]));
     }
 
     #[tokio::test]
