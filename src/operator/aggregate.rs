@@ -9,8 +9,8 @@
 use foldhash::{HashMap, HashSet};
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, RecordBatch};
-use arrow::compute::filter_record_batch;
+use arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, UInt32Array};
+use arrow::compute::{filter_record_batch, take};
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::row::{RowConverter, SortField};
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
@@ -187,14 +187,15 @@ impl AggregateState {
                 self.forget(&key);
             }
         }
-        let touched = self.merge_into_store(&partial)?;
+        let (touched, states) = self.merge_into_store(&partial)?;
         match self.mode {
             OutputMode::Complete => {
                 let all: Vec<Box<[u8]>> = self.store.iter().map(|(k, _)| k.into()).collect();
                 self.finalize(all)
             }
             OutputMode::Update => {
-                let out = self.finalize(touched)?;
+                // The touched groups' merged states are at hand: evaluated from them, not read back.
+                let out = self.evaluate(touched, states)?;
                 for key in self.closed_groups() {
                     self.forget(&key);
                 }
@@ -239,15 +240,16 @@ impl AggregateState {
         Ok(rows.iter().map(|row| Box::from(row.data())).collect())
     }
 
-    /// Merges the batch's partial states into the stored states; returns the touched keys.
+    /// Merges the batch's partial states into the stored states; returns the touched keys and
+    /// their merged state columns, in the same order.
     ///
     /// Groups are numbered stored keys first, then new keys, and each `merge_batch` call names
     /// only groups that call or an earlier one introduced. DataFusion's accumulators rely on this
     /// (its `NullState` marks every group below `total_num_groups` as seen after a call without
     /// nulls), so a new group whose values are all NULL stays NULL for `sum`, `min`, `max`.
-    fn merge_into_store(&mut self, partial: &RecordBatch) -> Result<Vec<Box<[u8]>>> {
+    fn merge_into_store(&mut self, partial: &RecordBatch) -> Result<(Vec<Box<[u8]>>, Vec<ArrayRef>)> {
         if partial.num_rows() == 0 {
-            return Ok(vec![]);
+            return Ok((vec![], vec![]));
         }
         let keys = self.group_keys(partial)?;
         self.index_closing(&keys, &partial.columns()[..self.group_count])?;
@@ -256,14 +258,24 @@ impl AggregateState {
         }
         let mut seen: HashSet<&[u8]> = HashSet::default();
         let distinct: Vec<&[u8]> = keys.iter().map(|k| &**k).filter(|k| seen.insert(k)).collect();
-        let (stored, new): (Vec<&[u8]>, Vec<&[u8]>) = distinct.into_iter().partition(|k| self.store.get(k).is_some());
+        let mut stored_values = Vec::new();
+        let mut new = Vec::new();
+        let mut stored = Vec::new();
+        for key in distinct {
+            match self.store.get(key) {
+                Some(value) => {
+                    stored.push(key);
+                    stored_values.push(value);
+                }
+                None => new.push(key),
+            }
+        }
         let touched: Vec<&[u8]> = stored.iter().chain(&new).copied().collect();
         let index: HashMap<&[u8], usize> = touched.iter().enumerate().map(|(g, k)| (*k, g)).collect();
         let mut accumulators = self.accumulators()?;
         if !stored.is_empty() {
             let parser = self.values.parser();
-            let old_values = stored.iter().map(|k| parser.parse(self.store.get(k).expect("stored key")));
-            let old_columns = self.values.convert_rows(old_values)?;
+            let old_columns = self.values.convert_rows(stored_values.iter().map(|v| parser.parse(v)))?;
             let old_groups: Vec<usize> = (0..stored.len()).collect();
             self.merge(&mut accumulators, &old_columns, &old_groups, stored.len())?;
         }
@@ -279,13 +291,13 @@ impl AggregateState {
             for key in &touched {
                 self.store.put(key, &[]);
             }
-            return Ok(touched);
+            return Ok((touched, states));
         }
         let value_rows = self.values.convert_columns(&states)?;
         for (key, value) in touched.iter().zip(value_rows.iter()) {
             self.store.put(key, value.data());
         }
-        Ok(touched)
+        Ok((touched, states))
     }
 
     /// The groups whose event time `W_k` has reached (`end <= W_k`), taken from the index: the
@@ -318,25 +330,34 @@ impl AggregateState {
         Ok(())
     }
 
-    /// Final values of `keys` (which must be in the store), sorted by key: group columns, then
-    /// each aggregate's `evaluate`.
-    fn finalize(&self, mut keys: Vec<Box<[u8]>>) -> Result<RecordBatch> {
+    /// Final values of `keys` (which must be in the store), sorted by key.
+    fn finalize(&self, keys: Vec<Box<[u8]>>) -> Result<RecordBatch> {
+        let parser = self.values.parser();
+        let values = keys.iter().map(|k| parser.parse(self.store.get(k).expect("emitted keys are in state")));
+        let states =
+            if self.state_widths.iter().sum::<usize>() == 0 { vec![] } else { self.values.convert_rows(values)? };
+        self.evaluate(keys, states)
+    }
+
+    /// Final values of the groups `keys` whose state columns are `states` (row `i` of each is
+    /// group `keys[i]`), sorted by key: group columns, then each aggregate's `evaluate`.
+    fn evaluate(&self, keys: Vec<Box<[u8]>>, states: Vec<ArrayRef>) -> Result<RecordBatch> {
         if keys.is_empty() {
             return Ok(RecordBatch::new_empty(Arc::clone(&self.output_schema)));
         }
-        keys.sort_unstable();
+        let mut order: Vec<u32> = (0..keys.len() as u32).collect();
+        order.sort_unstable_by(|a, b| keys[*a as usize].cmp(&keys[*b as usize]));
         let key_parser = self.keys.parser();
-        let value_parser = self.values.parser();
         let mut columns = if self.group_count == 0 {
             vec![]
         } else {
-            self.keys.convert_rows(keys.iter().map(|k| key_parser.parse(k)))?
+            self.keys.convert_rows(order.iter().map(|i| key_parser.parse(&keys[*i as usize])))?
         };
-        let values = keys.iter().map(|k| value_parser.parse(self.store.get(k).expect("emitted keys are in state")));
-        let state_columns = self.values.convert_rows(values)?;
+        let order = UInt32Array::from(order);
+        let states = states.iter().map(|c| take(c, &order, None)).collect::<Result<Vec<_>, _>>()?;
         let mut accumulators = self.accumulators()?;
         let groups: Vec<usize> = (0..keys.len()).collect();
-        self.merge(&mut accumulators, &state_columns, &groups, keys.len())?;
+        self.merge(&mut accumulators, &states, &groups, keys.len())?;
         for acc in &mut accumulators {
             columns.push(acc.evaluate(EmitTo::All)?);
         }
