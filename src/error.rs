@@ -86,9 +86,11 @@ pub enum SluiceError {
         /// The underlying error.
         source: std::io::Error,
     },
-    /// The metrics endpoint cannot serve on the address asked for.
-    #[error("metrics endpoint {address}: {message}")]
-    Metrics {
+    /// The HTTP server of the metrics endpoint or the web UI cannot serve on the address asked for.
+    #[error("{server} {address}: {message}")]
+    Http {
+        /// What was to be served there: `metrics endpoint`, `web UI` or both.
+        server: String,
         /// The address, as given (e.g. `127.0.0.1:9090`).
         address: String,
         /// What is wrong and what to do.

@@ -21,6 +21,7 @@ pub mod context;
 pub mod error;
 pub mod execution;
 pub mod format;
+pub mod http;
 pub mod metrics;
 pub mod operator;
 pub mod plan;
@@ -29,6 +30,7 @@ pub mod sink;
 pub mod source;
 pub mod sql;
 pub mod state;
+pub mod ui;
 
 #[cfg(test)]
 mod proptest_cases;

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use sluice::execution::progress_file::ProgressFile;
+use sluice::http::{Endpoints, HttpServer};
 use sluice::metrics::PrometheusMetrics;
+use sluice::ui::LiveUi;
 use sluice::{SluiceError, StopHandle, StreamContext, Trigger};
 
 #[derive(Parser)]
@@ -38,6 +40,11 @@ enum Command {
         /// e.g. `127.0.0.1:9090`.
         #[arg(long, value_name = "ADDRESS")]
         metrics: Option<String>,
+        /// Serves a live web UI of every query at http://ADDRESS/ while they run (charts, plan,
+        /// last error; updated as batches complete), e.g. `127.0.0.1:4040`. May be the address
+        /// of `--metrics`: one server then serves both.
+        #[arg(long, value_name = "ADDRESS")]
+        ui: Option<String>,
     },
 }
 
@@ -62,8 +69,8 @@ async fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { file, checkpoint, trigger, progress, metrics } => {
-            let reports = Reports { progress, metrics };
+        Command::Run { file, checkpoint, trigger, progress, metrics, ui } => {
+            let reports = Reports { progress, metrics, ui };
             run(&file, checkpoint, trigger, reports).await.map_err(|e| (file, e))
         }
     };
@@ -91,13 +98,33 @@ struct Reports {
     progress: Option<PathBuf>,
     /// `--metrics ADDRESS`.
     metrics: Option<String>,
+    /// `--ui ADDRESS`.
+    ui: Option<String>,
+}
+
+impl Reports {
+    /// The HTTP servers of `--metrics` and `--ui`: one when both name the same address. Started
+    /// before the script is read, so that a bad address fails at once.
+    fn serve(&self, metrics: &Arc<PrometheusMetrics>, ui: &Arc<LiveUi>) -> sluice::Result<Vec<HttpServer>> {
+        let mut servers = Vec::new();
+        let shared = self.metrics.is_some() && self.metrics == self.ui;
+        if let Some(address) = &self.metrics {
+            let ui = shared.then(|| ui.clone());
+            servers.push(sluice::http::serve(address, Endpoints { metrics: Some(metrics.clone()), ui })?);
+        }
+        if let Some(address) = self.ui.as_ref().filter(|_| !shared) {
+            servers.push(sluice::ui::serve(address, ui.clone())?);
+        }
+        Ok(servers)
+    }
 }
 
 async fn run(file: &Path, checkpoint: Option<String>, trigger: Option<String>, reports: Reports) -> sluice::Result<()> {
     let trigger = trigger.as_deref().map(Trigger::parse).transpose()?.unwrap_or_default();
-    let progress_file = reports.progress.map(|p| ProgressFile::append(&p).map(Arc::new)).transpose()?;
+    let progress_file = reports.progress.as_ref().map(|p| ProgressFile::append(p).map(Arc::new)).transpose()?;
     let metrics = Arc::new(PrometheusMetrics::new());
-    let server = reports.metrics.map(|address| sluice::metrics::serve(&address, metrics.clone())).transpose()?;
+    let ui = Arc::new(LiveUi::new());
+    let _servers = reports.serve(&metrics, &ui)?;
     let sql = std::fs::read_to_string(file).map_err(|e| SluiceError::io(file, e))?;
     let mut ctx = StreamContext::new();
     let definitions = ctx.execute(&sql).await?;
@@ -121,8 +148,11 @@ async fn run(file: &Path, checkpoint: Option<String>, trigger: Option<String>, r
         if let Some(file) = &progress_file {
             query.add_listener(file.clone());
         }
-        if server.is_some() {
+        if reports.metrics.is_some() {
             query.add_listener(metrics.clone());
+        }
+        if reports.ui.is_some() {
+            ui.watch(&mut query);
         }
         queries.push(query);
     }

@@ -189,6 +189,14 @@ impl StreamingQuery {
         &self.output_schema
     }
 
+    /// The incremental physical plan every batch executes, one node per line, indented by depth
+    /// (DataFusion's `EXPLAIN` form). A stateful operator's line reads
+    /// `StatefulExec: aggregate[0], state partitions=4`, its name as in
+    /// [`super::progress::StateOperatorProgress::description`].
+    pub fn explain(&self) -> String {
+        datafusion::physical_plan::displayable(self.physical.as_ref()).indent(false).to_string()
+    }
+
     /// A handle that stops the query gracefully from another task.
     pub fn stop_handle(&self) -> StopHandle {
         self.stop.clone()

@@ -177,7 +177,8 @@ pub struct StatefulExec {
 }
 
 impl StatefulExec {
-    /// A node named `name` (for `EXPLAIN`) feeding `inputs`, partitioned by `keys` (one list per
+    /// A node named `name` (for `EXPLAIN`; the operator's name in progress reports, e.g.
+    /// `aggregate[0]`) feeding `inputs`, partitioned by `keys` (one list per
     /// input), to `operator`, producing `schema`.
     pub fn new(
         name: &str,

@@ -190,7 +190,13 @@ impl ExtensionPlanner for StreamingExtensionPlanner {
             .filter(|(i, _)| Some(*i) != session)
             .map(|(i, f)| Arc::new(Column::new(f.name(), i)) as Arc<dyn PhysicalExpr>)
             .collect();
-        Ok(Some(Arc::new(StatefulExec::new("aggregate", vec![partial], vec![keys], operator, output_schema))))
+        Ok(Some(Arc::new(StatefulExec::new(
+            &format!("aggregate[{}]", node.operator_id),
+            vec![partial],
+            vec![keys],
+            operator,
+            output_schema,
+        ))))
     }
 }
 
@@ -235,7 +241,13 @@ impl StreamingExtensionPlanner {
             };
             Ok(Box::new(DedupState::try_new(spec, &input_schema, store)?))
         })?;
-        Ok(Arc::new(StatefulExec::new("dedup", vec![Arc::clone(input)], vec![keys], operator, output_schema)))
+        Ok(Arc::new(StatefulExec::new(
+            &format!("dedup[{}]", node.operator_id),
+            vec![Arc::clone(input)],
+            vec![keys],
+            operator,
+            output_schema,
+        )))
     }
 }
 
@@ -286,7 +298,13 @@ impl StreamingExtensionPlanner {
             };
             Ok(Box::new(JoinState::try_new(spec, store)?))
         })?;
-        Ok(Arc::new(StatefulExec::new("join", physical_inputs.to_vec(), keys, operator, output_schema)))
+        Ok(Arc::new(StatefulExec::new(
+            &format!("join[{}]", node.operator_id),
+            physical_inputs.to_vec(),
+            keys,
+            operator,
+            output_schema,
+        )))
     }
 }
 
@@ -325,7 +343,7 @@ impl StreamingExtensionPlanner {
             .map(|i| Arc::new(Column::new(input_schema.field(*i).name(), *i)) as Arc<dyn PhysicalExpr>)
             .collect();
         Ok(Arc::new(StatefulExec::new(
-            "groups_with_state",
+            &format!("groups_with_state[{}]", node.operator_id),
             vec![Arc::clone(input)],
             vec![partition_keys],
             operator,

@@ -29,6 +29,7 @@ mod spark_sql;
 mod sql_fuzz;
 mod state_work;
 mod stream_join;
+mod ui;
 mod unsupported_operations;
 mod watermarks;
 mod worked_example;
