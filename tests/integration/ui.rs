@@ -268,7 +268,7 @@ async fn the_page_draws_its_charts_in_headless_chromium_while_the_flights_stream
         }
         panic!(
             "the web UI test needs headless Chromium: `apt-get install -y --no-install-recommends chromium` \
-             (.ci/run does), or set SLUICE_SKIP_BROWSER=1 to skip it"
+             (scripts/test.sh does), or set SLUICE_SKIP_BROWSER=1 to skip it"
         );
     }
     let dir = tempfile::tempdir().unwrap();
