@@ -35,8 +35,10 @@ use crate::plan::window::parse_duration_ns;
 use crate::plan::{checks, dedup, fingerprint, incremental, join, stage, OutputMode};
 use crate::sink::console::ConsoleSink;
 use crate::sink::file::FileSink;
+use crate::sink::kafka::{KafkaSink, KAFKA_SINK_OPTIONS};
 use crate::sink::Sink;
 use crate::source::file::{CleanSource, FileSource, FileSourceOptions};
+use crate::source::kafka::{KafkaColumns, KafkaSource, KafkaSourceOptions, CLIENT_OPTION_PREFIX, KAFKA_SOURCE_OPTIONS};
 use crate::source::memory::{MemorySource, MemoryStream};
 use crate::source::rate::{rate_schema, RateSource, RateSourceOptions};
 use crate::source::seen_files::DEFAULT_MAX_FILE_AGE_MS;
@@ -304,6 +306,7 @@ impl StreamContext {
                 ddl.name
             ))
         })?;
+        let kafka_options = [KAFKA_SOURCE_OPTIONS, KAFKA_SINK_OPTIONS].concat();
         let allowed: &[&str] = match connector.as_str() {
             "file" => &[
                 "connector",
@@ -320,14 +323,17 @@ impl StreamContext {
             "console" => &["connector", "num_rows", "truncate", "output_mode"],
             "rate" => &["connector", "rows_per_second", "ramp_up_time", "num_partitions"],
             "socket" => &["connector", "host", "port", "bad_data"],
+            "kafka" => &kafka_options,
             other => {
                 return Err(SluiceError::sql(format!(
-                    "table '{}': unknown connector '{other}'; built in: 'file', 'console', 'rate', 'socket'",
+                    "table '{}': unknown connector '{other}'; built in: 'file', 'console', 'rate', 'socket', 'kafka'",
                     ddl.name
                 )))
             }
         };
-        if let Some(unknown) = ddl.options.keys().find(|k| !allowed.contains(&k.as_str())) {
+        // Kafka's client settings pass through under `kafka.` (librdkafka checks them).
+        let pass_through = |k: &str| connector == "kafka" && k.starts_with(CLIENT_OPTION_PREFIX);
+        if let Some(unknown) = ddl.options.keys().find(|k| !allowed.contains(&k.as_str()) && !pass_through(k)) {
             return Err(SluiceError::sql(format!(
                 "table '{}': unknown option '{unknown}' for connector '{connector}'; accepted: {}",
                 ddl.name,
@@ -338,6 +344,7 @@ impl StreamContext {
         match connector.as_str() {
             "rate" => drop(RateSourceOptions::parse(&ddl.name, &ddl.options)?),
             "socket" => drop(SocketSourceOptions::parse(&ddl.name, &ddl.options)?),
+            "kafka" => drop(KafkaSourceOptions::parse(&ddl.name, &ddl.options)?),
             _ => {}
         }
         let schema = match connector_schema(&connector) {
@@ -356,6 +363,10 @@ impl StreamContext {
                 (Some(mark_event_time(&ddl.name, schema, watermark.as_ref())?), watermark)
             }
         };
+        if let (Some(schema), "kafka") = (&schema, connector.as_str()) {
+            let format = KafkaSourceOptions::parse(&ddl.name, &ddl.options)?.format;
+            drop(KafkaColumns::new(&ddl.name, schema.clone(), format)?);
+        }
         if let Some(schema) = &schema {
             // Registered for planning only; every query scans its own StreamTable.
             self.ctx.deregister_table(ddl.name.as_str())?;
@@ -560,6 +571,12 @@ impl StreamContext {
             "socket" => {
                 Ok(Box::new(SocketSource::new(&ddl.name, schema, SocketSourceOptions::parse(&ddl.name, &ddl.options)?)))
             }
+            "kafka" => {
+                let options = KafkaSourceOptions::parse(&ddl.name, &ddl.options)?;
+                let decode =
+                    DecodeOptions { time_zone: self.time_zone.as_deref().map(Arc::from), ..DecodeOptions::default() };
+                Ok(Box::new(KafkaSource::try_new(&ddl.name, schema, options, decode)?))
+            }
             other => Err(SluiceError::sql(format!(
                 "table '{}' uses connector '{other}', which cannot be read as a stream",
                 ddl.name
@@ -644,6 +661,7 @@ impl StreamContext {
                 let option = |k: &str| ddl.options.get(k).map(String::as_str);
                 let mode = option("output_mode").map(OutputMode::parse).transpose()?.unwrap_or_default();
                 let sink: Box<dyn Sink> = match option("connector").unwrap_or_default().to_ascii_lowercase().as_str() {
+                    "kafka" => Box::new(KafkaSink::new(name, &ddl.options)?.with_time_zone(self.time_zone.as_deref())?),
                     connector @ ("rate" | "socket") => {
                         return Err(SluiceError::sql(format!(
                             "table '{name}' uses connector '{connector}', which is a source only; write to a 'file' or \

@@ -1,4 +1,4 @@
-//! The `sluice` command line: `sluice run FILE.sql`.
+//! The `sluice` command line: `sluice run FILE.sql`, `sluice produce --topic T FILE...`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -9,6 +9,7 @@ use sluice::execution::progress_file::ProgressFile;
 use sluice::http::{Endpoints, HttpServer};
 use sluice::metrics::PrometheusMetrics;
 use sluice::ui::LiveUi;
+use sluice::source::kafka::produce::{produce_files, ProduceOptions};
 use sluice::{SluiceError, StopHandle, StreamContext, Trigger};
 
 #[derive(Parser)]
@@ -46,6 +47,25 @@ enum Command {
         #[arg(long, value_name = "ADDRESS")]
         ui: Option<String>,
     },
+    /// Writes JSON lines files (.gz too) into a Kafka topic, one message per line: partitions
+    /// round robin, or by the hash of the --key column.
+    Produce {
+        /// The brokers, `HOST:PORT[,HOST:PORT...]`.
+        #[arg(long, value_name = "HOST:PORT")]
+        bootstrap_servers: String,
+        /// The topic.
+        #[arg(long)]
+        topic: String,
+        /// Creates the topic with N partitions if it does not exist (otherwise it must).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(1..))]
+        partitions: Option<i32>,
+        /// The JSON field whose value keys each message.
+        #[arg(long, value_name = "COLUMN")]
+        key: Option<String>,
+        /// The files, in the order their lines are written.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 /// mimalloc instead of glibc malloc: the state partitions allocate on several threads at once,
@@ -72,6 +92,16 @@ async fn main() -> ExitCode {
         Command::Run { file, checkpoint, trigger, progress, metrics, ui } => {
             let reports = Reports { progress, metrics, ui };
             run(&file, checkpoint, trigger, reports).await.map_err(|e| (file, e))
+        }
+        Command::Produce { bootstrap_servers, topic, partitions, key, files } => {
+            let options = ProduceOptions { bootstrap_servers, topic, partitions, key };
+            match produce_files(&options, &files).await {
+                Ok(count) => {
+                    eprintln!("wrote {count} messages to topic '{}'", options.topic);
+                    Ok(())
+                }
+                Err(e) => Err((files[0].clone(), e)),
+            }
         }
     };
     match result {

@@ -14,6 +14,7 @@ use crate::{Result, SluiceError};
 
 pub mod console;
 pub mod file;
+pub mod kafka;
 pub mod memory;
 
 /// A destination for the result rows of a streaming query.

@@ -6,6 +6,7 @@
 //! exception, as in Spark: its lines live only in the process (see [`socket`]).
 
 pub mod file;
+pub mod kafka;
 pub mod memory;
 pub mod rate;
 pub mod seen_files;

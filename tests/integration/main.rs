@@ -16,6 +16,7 @@ mod dedup;
 mod examples;
 mod file_stream;
 mod group_state;
+mod kafka_source;
 mod nested_data;
 mod output_modes;
 mod partitioning;

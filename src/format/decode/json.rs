@@ -16,7 +16,6 @@ use crate::Result;
 /// spelled key wins over a differently spelled one in the same object, as Spark resolves column
 /// names case-insensitively.
 pub(super) fn decode_json(buf: &[u8], batch_size: usize, out: &mut Collector<'_>) -> Result<()> {
-    let schema = out.schema.clone();
     let lines: Vec<Unit<'_>> = buf
         .split(|b| *b == b'\n')
         .enumerate()
@@ -25,12 +24,18 @@ pub(super) fn decode_json(buf: &[u8], batch_size: usize, out: &mut Collector<'_>
             (!bytes.is_empty()).then_some(Unit { line: i as u64 + 1, bytes })
         })
         .collect();
+    decode_json_units(&lines, batch_size, out)
+}
+
+/// Decodes `lines`, each one JSON object, into `out`, `batch_size` lines at a time.
+pub(super) fn decode_json_units(lines: &[Unit<'_>], batch_size: usize, out: &mut Collector<'_>) -> Result<()> {
+    let schema = out.schema.clone();
     let decode_schema = out.reading_schema.clone();
     // Validate the schema once, so an unsupported type is a file-level error rather than every
     // record being "malformed".
     json_decoder(&decode_schema, 1)
         .map_err(|e| out.file_error(format!("cannot decode JSON into the declared schema: {e}")))?;
-    decode_units(&lines, batch_size, out, |chunk| json_chunk(&decode_schema, &schema, chunk))
+    decode_units(lines, batch_size, out, |chunk| json_chunk(&decode_schema, &schema, chunk))
 }
 
 fn json_decoder(

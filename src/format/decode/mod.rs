@@ -103,6 +103,69 @@ pub fn decode_file(path: &Path, format: Format, schema: &SchemaRef, options: &De
     Ok(out.finish())
 }
 
+/// Decodes in-memory records, such as the values of Kafka messages, into batches of `schema`:
+/// each record is one complete JSON object (`format` JSON) or one CSV line read by position, with
+/// no header (`format` CSV). Records are handled as the lines of a file are by [`decode_file`];
+/// besides, an empty record, and for CSV a record holding a line break, is malformed.
+///
+/// Returns the decoded rows, in record order, and the 0-based indices of the records dropped
+/// (always empty with [`BadData::Fail`]), so that a caller can pair the rows with what it knows
+/// of each record.
+///
+/// # Errors
+/// As [`decode_file`]; the [`SluiceError::MalformedRecord`] names `origin` as its path and the
+/// 1-based index of the record in `records` as its line. [`SluiceError::Source`] for a format
+/// other than JSON and CSV.
+pub fn decode_records(
+    records: &[&[u8]],
+    format: Format,
+    schema: &SchemaRef,
+    options: &DecodeOptions,
+    origin: &Path,
+) -> Result<(Decoded, Vec<usize>)> {
+    let batch_size = options.batch_size.max(1);
+    let mut out = Collector::new(origin, schema, options.bad_data, options.time_zone.clone());
+    // The records handed to the decoder, by their 0-based index in `records`.
+    let mut kept = Vec::with_capacity(records.len());
+    for (i, record) in records.iter().enumerate() {
+        let line = i as u64 + 1;
+        if record.trim_ascii().is_empty() {
+            out.bad(line, "the record is empty".into())?;
+        } else if format == Format::Csv && record.iter().any(|b| matches!(b, b'\n' | b'\r')) {
+            out.bad(line, "a CSV record must be one line, but this one holds a line break".into())?;
+        } else {
+            kept.push(i);
+        }
+    }
+    let decoded = match format {
+        _ if kept.is_empty() => Ok(()),
+        Format::Json => {
+            let units: Vec<Unit<'_>> =
+                kept.iter().map(|&i| Unit { line: i as u64 + 1, bytes: records[i].trim_ascii() }).collect();
+            json::decode_json_units(&units, batch_size, &mut out)
+        }
+        Format::Csv => {
+            // One line per kept record: line n of the text is record kept[n - 1].
+            let text = kept.iter().map(|&i| records[i]).collect::<Vec<_>>().join(&b'\n');
+            let before = out.dropped_lines.len();
+            let decoded = csv::decode_csv(&text, false, batch_size, &mut out);
+            for line in &mut out.dropped_lines[before..] {
+                *line = kept[(*line - 1) as usize] as u64 + 1;
+            }
+            decoded.map_err(|e| match e {
+                SluiceError::MalformedRecord { path, line, message } => {
+                    SluiceError::MalformedRecord { path, line: kept[(line - 1) as usize] as u64 + 1, message }
+                }
+                other => other,
+            })
+        }
+        Format::Parquet => Err(out.file_error("records cannot be decoded as Parquet; use 'json' or 'csv'")),
+    };
+    decoded?;
+    let dropped = out.dropped_lines.iter().map(|line| (*line - 1) as usize).collect();
+    Ok((out.finish(), dropped))
+}
+
 fn is_gzip(path: &Path) -> bool {
     path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gz"))
 }
@@ -148,12 +211,23 @@ struct Collector<'a> {
     batches: Vec<RecordBatch>,
     rows: u64,
     dropped: u64,
+    /// The lines of the records dropped, in the order they were dropped.
+    dropped_lines: Vec<u64>,
 }
 
 impl<'a> Collector<'a> {
     fn new(path: &'a Path, schema: &SchemaRef, bad_data: BadData, time_zone: Option<Arc<str>>) -> Self {
         let reading_schema = reading_schema(schema, time_zone.as_ref());
-        Collector { path, schema: schema.clone(), reading_schema, bad_data, batches: Vec::new(), rows: 0, dropped: 0 }
+        Collector {
+            path,
+            schema: schema.clone(),
+            reading_schema,
+            bad_data,
+            batches: Vec::new(),
+            rows: 0,
+            dropped: 0,
+            dropped_lines: Vec::new(),
+        }
     }
 
     fn push(&mut self, batch: RecordBatch) {
@@ -169,6 +243,7 @@ impl<'a> Collector<'a> {
             BadData::Fail => Err(SluiceError::MalformedRecord { path: self.path.to_path_buf(), line, message }),
             BadData::Drop => {
                 self.dropped += 1;
+                self.dropped_lines.push(line);
                 Ok(())
             }
         }
@@ -380,6 +455,34 @@ mod tests {
             let ts = |d: Decoded| rows(&d).into_iter().map(|r| r.0).collect::<Vec<_>>();
             assert_eq!(ts(decode(&path, format, paris.clone()).unwrap()), vec![T0, T0, T0], "{format:?}");
             assert_eq!(ts(decode(&path, format, DecodeOptions::default()).unwrap()), vec![T0 + hour, T0, T0]);
+        }
+    }
+
+    /// In-memory records (Kafka values) decode as lines do; bad ones are named by their index.
+    #[test]
+    fn records_decode_as_lines_and_bad_ones_are_named_by_index() {
+        let ts = "2013-01-01T10:15:00Z";
+        let csv = [format!("{ts},a,1"), String::new(), format!("{ts},b,x"), "x\ny".into(), format!("{ts},c,3")];
+        let json = [
+            format!(r#"{{"ts":"{ts}","key":"a","value":1}}"#),
+            " ".into(),
+            "{bad".into(),
+            format!(r#"{{"ts":"{ts}","key":"c","value":3}}"#),
+        ];
+        for (records, format, good, bad) in
+            [(&csv[..], Format::Csv, vec![0, 4], vec![1, 2, 3]), (&json[..], Format::Json, vec![0, 3], vec![1, 2])]
+        {
+            let bytes: Vec<&[u8]> = records.iter().map(|r| r.as_bytes()).collect();
+            let (decoded, mut dropped) =
+                decode_records(&bytes, format, &schema(), &opts(BadData::Drop, 2), Path::new("t")).unwrap();
+            dropped.sort_unstable();
+            assert_eq!(dropped, bad, "{format:?}");
+            let keys: Vec<Option<String>> = rows(&decoded).into_iter().map(|r| r.1).collect();
+            let expected: Vec<Option<String>> =
+                good.iter().map(|&i| Some(if i == 0 { "a".to_string() } else { "c".to_string() })).collect();
+            assert_eq!(keys, expected, "{format:?}");
+            let err = decode_records(&bytes, format, &schema(), &opts(BadData::Fail, 2), Path::new("t")).unwrap_err();
+            assert_eq!(malformed(err).1, 2, "{format:?}: the first bad record is the second");
         }
     }
 

@@ -1,0 +1,222 @@
+//! The blocking side of the Kafka source: one librdkafka consumer that lists partitions and their
+//! offsets and reads exact offset ranges by assigning partitions (no consumer group membership,
+//! no committed offsets). Every call blocks; the source runs them on tokio's blocking threads.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::options::KafkaSourceOptions;
+
+/// One message as read: what the source's columns are made of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaRecord {
+    /// The message's offset in its partition.
+    pub offset: i64,
+    /// The key, if any.
+    pub key: Option<Vec<u8>>,
+    /// The value; `None` for a tombstone.
+    pub value: Option<Vec<u8>>,
+    /// The message's timestamp, ms since the epoch, if it has one.
+    pub timestamp_ms: Option<i64>,
+}
+
+/// The offsets `[start, end)` of one partition to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionRange {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// The first offset to read.
+    pub start: i64,
+    /// The offset after the last to read.
+    pub end: i64,
+}
+
+/// The consumer and how long its requests may take.
+pub struct KafkaClient {
+    consumer: BaseConsumer,
+    servers: String,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for KafkaClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaClient").field("servers", &self.servers).field("timeout", &self.timeout).finish()
+    }
+}
+
+impl KafkaClient {
+    /// A consumer for `options`, in consumer group `group_id` (used for nothing but the
+    /// brokers' bookkeeping). It connects lazily.
+    ///
+    /// # Errors
+    /// A message when librdkafka cannot create the client.
+    pub fn new(options: &KafkaSourceOptions, group_id: &str) -> Result<Self, String> {
+        let consumer: BaseConsumer =
+            options.client_config(group_id).create().map_err(|e| format!("cannot create the Kafka consumer: {e}"))?;
+        Ok(Self { consumer, servers: options.bootstrap_servers.clone(), timeout: options.poll_timeout })
+    }
+
+    fn unreachable(&self, what: &str, e: &KafkaError) -> String {
+        format!(
+            "cannot {what} from the Kafka brokers at {} within poll_timeout_ms = {} ({e}); check bootstrap_servers and \
+             that the brokers are running",
+            self.servers,
+            self.timeout.as_millis()
+        )
+    }
+
+    /// The partitions of each of `topics` that exists (a topic that does not exist yet has none).
+    ///
+    /// # Errors
+    /// A message naming the brokers when they cannot be reached within the timeout, or naming
+    /// the topic when the brokers report an error other than "unknown topic" for it.
+    pub fn partitions(&self, topics: &[String]) -> Result<BTreeMap<String, Vec<i32>>, String> {
+        let metadata =
+            self.consumer.fetch_metadata(None, self.timeout).map_err(|e| self.unreachable("fetch the topics", &e))?;
+        let mut partitions = BTreeMap::new();
+        for topic in metadata.topics().iter().filter(|t| topics.iter().any(|s| s == t.name())) {
+            match topic.error() {
+                None => {
+                    let mut ids: Vec<i32> = topic.partitions().iter().map(|p| p.id()).collect();
+                    ids.sort_unstable();
+                    partitions.insert(topic.name().to_string(), ids);
+                }
+                Some(e) if RDKafkaErrorCode::from(e) == RDKafkaErrorCode::UnknownTopicOrPartition => {}
+                Some(e) => {
+                    return Err(format!(
+                        "the brokers report an error for topic '{}': {}",
+                        topic.name(),
+                        RDKafkaErrorCode::from(e)
+                    ))
+                }
+            }
+        }
+        Ok(partitions)
+    }
+
+    /// The low and high watermarks of a partition: its earliest offset held and the offset the
+    /// next message will get.
+    ///
+    /// # Errors
+    /// A message naming the brokers when they cannot be reached within the timeout.
+    pub fn watermarks(&self, topic: &str, partition: i32) -> Result<(i64, i64), String> {
+        self.consumer
+            .fetch_watermarks(topic, partition, self.timeout)
+            .map_err(|e| self.unreachable(&format!("fetch the offsets of topic '{topic}' partition {partition}"), &e))
+    }
+
+    /// The messages of every range, by (topic, partition), in offset order. A range is done when
+    /// a message at or past its end was received or the consumer's position reached its end,
+    /// so offsets without a message (transaction markers, compacted records) are skipped.
+    ///
+    /// # Errors
+    /// A message naming the partitions still incomplete when no message arrives for the
+    /// timeout, or the Kafka error that stopped reading (`OffsetOutOfRange` when the range was
+    /// deleted meanwhile).
+    pub fn read(&self, ranges: &[PartitionRange]) -> Result<BTreeMap<(String, i32), Vec<KafkaRecord>>, String> {
+        let mut out: BTreeMap<(String, i32), Vec<KafkaRecord>> = BTreeMap::new();
+        // (topic, partition) -> (next offset wanted, end)
+        let mut remaining: BTreeMap<(String, i32), (i64, i64)> = BTreeMap::new();
+        let mut assignment = TopicPartitionList::new();
+        for r in ranges.iter().filter(|r| r.start < r.end) {
+            assignment
+                .add_partition_offset(&r.topic, r.partition, Offset::Offset(r.start))
+                .map_err(|e| format!("cannot assign topic '{}' partition {}: {e}", r.topic, r.partition))?;
+            remaining.insert((r.topic.clone(), r.partition), (r.start, r.end));
+            out.insert((r.topic.clone(), r.partition), Vec::new());
+        }
+        if remaining.is_empty() {
+            return Ok(out);
+        }
+        self.consumer.assign(&assignment).map_err(|e| format!("cannot assign the partitions to read: {e}"))?;
+        let result = self.poll_ranges(&mut remaining, &mut out);
+        // Stops fetching; the next read assigns its own partitions.
+        let _ = self.consumer.unassign();
+        result.map(|()| out)
+    }
+
+    fn poll_ranges(
+        &self,
+        remaining: &mut BTreeMap<(String, i32), (i64, i64)>,
+        out: &mut BTreeMap<(String, i32), Vec<KafkaRecord>>,
+    ) -> Result<(), String> {
+        let mut last_progress = Instant::now();
+        let mut last_error: Option<KafkaError> = None;
+        while !remaining.is_empty() {
+            match self.consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(message)) => {
+                    let key = (message.topic().to_string(), message.partition());
+                    let Some((next, end)) = remaining.get_mut(&key) else { continue };
+                    let offset = message.offset();
+                    if offset >= *next && offset < *end {
+                        out.entry(key.clone()).or_default().push(KafkaRecord {
+                            offset,
+                            key: message.key().map(<[u8]>::to_vec),
+                            value: message.payload().map(<[u8]>::to_vec),
+                            timestamp_ms: message.timestamp().to_millis(),
+                        });
+                        *next = offset + 1;
+                        last_progress = Instant::now();
+                    }
+                    if offset + 1 >= *end {
+                        remaining.remove(&key);
+                    }
+                }
+                Some(Err(KafkaError::MessageConsumption(code)))
+                    if matches!(code, RDKafkaErrorCode::OffsetOutOfRange | RDKafkaErrorCode::AutoOffsetReset) =>
+                {
+                    let partitions: Vec<String> = remaining
+                        .iter()
+                        .map(|((t, p), (n, e))| format!("topic '{t}' partition {p} offsets {n}..{e}"))
+                        .collect();
+                    return Err(format!(
+                        "offsets to read are no longer held by the brokers ({code}) while reading {}: the data was deleted \
+                         (retention) or the topic recreated",
+                        partitions.join(", ")
+                    ));
+                }
+                Some(Err(e)) => last_error = Some(e),
+                None => {
+                    self.drop_finished(remaining)?;
+                    if last_progress.elapsed() > self.timeout {
+                        let partitions: Vec<String> = remaining
+                            .iter()
+                            .map(|((t, p), (n, e))| format!("topic '{t}' partition {p} at offset {n} of {e}"))
+                            .collect();
+                        let cause = last_error.map_or_else(String::new, |e| format!(" (last error: {e})"));
+                        return Err(format!(
+                            "no records received from the Kafka brokers at {} for poll_timeout_ms = {} while reading {}{cause}; \
+                             check that the brokers are running",
+                            self.servers,
+                            self.timeout.as_millis(),
+                            partitions.join(", ")
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the ranges whose partition position reached their end without a message there.
+    fn drop_finished(&self, remaining: &mut BTreeMap<(String, i32), (i64, i64)>) -> Result<(), String> {
+        let positions = self.consumer.position().map_err(|e| format!("cannot read the consumer's positions: {e}"))?;
+        for element in positions.elements() {
+            if let Offset::Offset(position) = element.offset() {
+                let key = (element.topic().to_string(), element.partition());
+                if remaining.get(&key).is_some_and(|(_, end)| position >= *end) {
+                    remaining.remove(&key);
+                }
+            }
+        }
+        Ok(())
+    }
+}
