@@ -8,8 +8,8 @@ use clap::{Parser, Subcommand};
 use sluice::execution::progress_file::ProgressFile;
 use sluice::http::{Endpoints, HttpServer};
 use sluice::metrics::PrometheusMetrics;
-use sluice::ui::LiveUi;
 use sluice::source::kafka::produce::{produce_files, ProduceOptions};
+use sluice::ui::LiveUi;
 use sluice::{SluiceError, StopHandle, StreamContext, Trigger};
 
 #[derive(Parser)]

@@ -24,6 +24,7 @@ use crate::operator::{BatchWatermarks, StatefulOperator};
 use crate::plan::batch_time::BatchClock;
 use crate::plan::stream_table::StreamTable;
 use crate::sink::Sink;
+use crate::source::backpressure::BatchFeedback;
 use crate::source::Source;
 use crate::Result;
 
@@ -88,6 +89,10 @@ pub struct StreamingQuery {
     last_watermark_ms: i64,
     stop: StopHandle,
     reporter: ProgressReporter,
+    /// The processing-time trigger's interval while one runs (what backpressure aims at).
+    trigger_interval: Option<Duration>,
+    /// How late the current trigger started after it was due.
+    scheduling_delay: Duration,
 }
 
 impl std::fmt::Debug for StreamingQuery {
@@ -124,11 +129,12 @@ impl StreamingQuery {
             task_context,
             clock,
             mut sources,
-            sink,
+            mut sink,
             operators,
             location,
             mut watermarks,
         } = parts;
+        sink.open(&id).await?;
         let offsets = BatchLog::new(location.clone(), "offsets");
         let commits = BatchLog::new(location.clone(), "commits");
         let resume = resume_point(&offsets, &commits).await?;
@@ -176,6 +182,8 @@ impl StreamingQuery {
             source_starts,
             last_watermark_ms: resume.last_watermark_ms,
             stop: StopHandle::default(),
+            trigger_interval: None,
+            scheduling_delay: Duration::ZERO,
         })
     }
 
@@ -254,6 +262,7 @@ impl StreamingQuery {
     }
 
     async fn run_triggers(&mut self, trigger: Trigger) -> Result<()> {
+        self.trigger_interval = None;
         match trigger {
             Trigger::AvailableNow => {
                 for s in &mut self.sources {
@@ -269,9 +278,14 @@ impl StreamingQuery {
                 self.run_next_batch().await?;
             }
             Trigger::ProcessingTime(interval) => {
+                self.trigger_interval = Some(interval).filter(|i| !i.is_zero());
+                let mut late = Duration::ZERO;
                 while !self.stop.is_stopped() {
                     let started = Instant::now();
-                    let ran = self.run_next_batch().await?;
+                    self.scheduling_delay = late;
+                    let ran = self.run_next_batch().await;
+                    late = started.elapsed().saturating_sub(interval);
+                    let ran = ran?;
                     let wait = if interval.is_zero() {
                         if ran {
                             Duration::ZERO
@@ -359,7 +373,9 @@ impl StreamingQuery {
                 outcome.event_time = Some(outcome.event_time.map_or(stats, |e| e.merge(stats)));
             }
             let rows: u64 = data.batches.iter().map(|b| b.num_rows() as u64).sum();
-            outcome.sources.push(SourceProgress::read(s.source.description(), range, rows, data.dropped_records));
+            let mut progress = SourceProgress::read(s.source.description(), range, rows, data.dropped_records);
+            progress.metrics.extend(s.source.progress_metrics());
+            outcome.sources.push(progress);
             s.table.set_batch(data.batches);
             self.source_starts.insert(name, range.end.clone());
         }
@@ -396,6 +412,15 @@ impl StreamingQuery {
             s.source.commit(&self.location, batch_id, &range.end).await?;
         }
         timer.lap(Phase::CommitOffsets);
+        for (s, progress) in self.sources.iter_mut().zip(&outcome.sources) {
+            s.source.batch_finished(&BatchFeedback {
+                finished: Instant::now(),
+                rows: progress.num_input_rows,
+                processing: timer.elapsed(),
+                scheduling_delay: self.scheduling_delay,
+                interval: self.trigger_interval,
+            });
+        }
         self.last_watermark_ms = entry.watermark_ms;
         self.next_batch_id = batch_id + 1;
         self.purge(batch_id).await?;

@@ -69,6 +69,11 @@ impl TriggerTimer {
         Self { start_ms: now_ms(), start: now, lap: now, phases: BTreeMap::new() }
     }
 
+    /// The time since the trigger started.
+    pub fn elapsed(&self) -> Duration {
+        self.start.elapsed()
+    }
+
     /// Adds the time since the previous lap (or the trigger's start) to `phase`.
     pub fn lap(&mut self, phase: Phase) {
         let now = Instant::now();

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use arrow::array::new_null_array;
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
 
 use crate::{Result, SluiceError};
 
@@ -18,7 +19,18 @@ pub mod kafka;
 pub mod memory;
 
 /// A destination for the result rows of a streaming query.
+#[async_trait]
 pub trait Sink: Send {
+    /// Prepares the sink for the query whose id (kept across restarts in the checkpoint's
+    /// `metadata`, Spark's `LogicalWriteInfo.queryId`) is `query_id`, before the query runs or
+    /// replays any batch. The default does nothing.
+    ///
+    /// # Errors
+    /// [`crate::SluiceError::Sink`] when the sink cannot be prepared; the query does not start.
+    async fn open(&mut self, _query_id: &str) -> Result<()> {
+        Ok(())
+    }
+
     /// Writes the output of micro-batch `batch_id` (rows of `schema`, possibly none).
     ///
     /// Called once per batch, after the batch's stateful operators ran and before `commits/N`

@@ -5,12 +5,15 @@
 //! which is what lets a crashed batch run again identically (DESIGN §1). The socket source is the
 //! exception, as in Spark: its lines live only in the process (see [`socket`]).
 
+pub mod backpressure;
 pub mod file;
 pub mod kafka;
 pub mod memory;
 pub mod rate;
 pub mod seen_files;
 pub mod socket;
+
+use std::collections::BTreeMap;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
@@ -19,6 +22,7 @@ use serde_json::Value;
 
 use crate::checkpoint::CheckpointLocation;
 use crate::Result;
+use backpressure::BatchFeedback;
 
 /// Rows a source read for one batch.
 #[derive(Debug, Default)]
@@ -78,6 +82,17 @@ pub trait Source: Send + Sync + std::fmt::Debug {
     /// [`crate::SluiceError::MalformedRecord`] (naming file and line) for a bad record unless the
     /// source drops them; [`crate::SluiceError::Io`] for unreadable data.
     async fn read(&mut self, start: &Value, end: &Value) -> Result<SourceData>;
+
+    /// Tells the source how the batch it just read went (rows, duration, the trigger's interval),
+    /// after the batch committed: what an adaptive rate limit (backpressure) adjusts to. The
+    /// default ignores it.
+    fn batch_finished(&mut self, _feedback: &BatchFeedback) {}
+
+    /// Source-specific counters for the batch's progress ([`crate::execution::progress::SourceProgress::metrics`]),
+    /// taken after the batch is read; by default none.
+    fn progress_metrics(&self) -> BTreeMap<String, String> {
+        BTreeMap::new()
+    }
 
     /// Informs the source that batch `batch_id`, which read up to `end`, is committed: no batch
     /// will read an offset below `end` again, so the source may release what it kept to replay

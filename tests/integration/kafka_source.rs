@@ -23,35 +23,38 @@ use sluice::{OutputMode, StreamContext, StreamingQuery, Trigger};
 use crate::common::{rows, sorted};
 
 /// A Kafka-protocol broker for one test.
-struct Broker {
+pub(crate) struct Broker {
     /// The mock cluster, unless `SLUICE_KAFKA_BOOTSTRAP` names a real broker.
-    mock: Option<MockCluster<'static, DefaultProducerContext>>,
-    servers: String,
+    pub(crate) mock: Option<MockCluster<'static, DefaultProducerContext>>,
+    pub(crate) servers: String,
     /// Prefix of this test's topic names (unique on a shared real broker).
     prefix: String,
 }
 
 impl Broker {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         match std::env::var("SLUICE_KAFKA_BOOTSTRAP") {
             Ok(servers) if !servers.is_empty() => {
                 Broker { mock: None, servers, prefix: format!("t{}-", uuid::Uuid::new_v4().simple()) }
             }
-            _ => {
-                let mock = MockCluster::new(1).unwrap();
-                let servers = mock.bootstrap_servers();
-                Broker { mock: Some(mock), servers, prefix: String::new() }
-            }
+            _ => Self::mock(),
         }
     }
 
+    /// Always the mock cluster (for what a real broker such as tansu lacks: transactions).
+    pub(crate) fn mock() -> Self {
+        let mock = MockCluster::new(1).unwrap();
+        let servers = mock.bootstrap_servers();
+        Broker { mock: Some(mock), servers, prefix: String::new() }
+    }
+
     /// This test's name for topic `name`.
-    fn topic(&self, name: &str) -> String {
+    pub(crate) fn topic(&self, name: &str) -> String {
         format!("{}{name}", self.prefix)
     }
 
     /// Creates topic `name` with `partitions` partitions.
-    async fn create_topic(&self, name: &str, partitions: i32) {
+    pub(crate) async fn create_topic(&self, name: &str, partitions: i32) {
         let topic = self.topic(name);
         match &self.mock {
             Some(mock) => mock.create_topic(&topic, partitions, 1).unwrap(),
@@ -67,7 +70,7 @@ impl Broker {
     }
 
     /// Writes `(key, value)` messages to `partition` of topic `name`, in order.
-    fn produce(&self, name: &str, partition: i32, messages: &[(Option<&str>, &str)]) {
+    pub(crate) fn produce(&self, name: &str, partition: i32, messages: &[(Option<&str>, &str)]) {
         let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &self.servers).create().unwrap();
         let topic = self.topic(name);
         for (key, value) in messages {
@@ -81,7 +84,7 @@ impl Broker {
     }
 
     /// `count` JSON events `{"id": first + i, "v": "p<partition>"}` to `partition`, unkeyed.
-    fn produce_ids(&self, name: &str, partition: i32, first: i64, count: i64) {
+    pub(crate) fn produce_ids(&self, name: &str, partition: i32, first: i64, count: i64) {
         let values: Vec<String> =
             (first..first + count).map(|id| format!(r#"{{"id":{id},"v":"p{partition}"}}"#)).collect();
         let messages: Vec<(Option<&str>, &str)> = values.iter().map(|v| (None, v.as_str())).collect();
@@ -90,7 +93,7 @@ impl Broker {
 
     /// `CREATE TABLE events (...) WITH (connector = 'kafka', ...)` over topics `names` (comma
     /// list) with the extra `options`.
-    fn events_table(&self, columns: &str, names: &str, options: &str) -> String {
+    pub(crate) fn events_table(&self, columns: &str, names: &str, options: &str) -> String {
         let topics: Vec<String> = names.split(',').map(|n| self.topic(n)).collect();
         format!(
             "CREATE TABLE events ({columns}) WITH (connector = 'kafka', bootstrap_servers = '{}', topic = '{}'{options});",
@@ -101,7 +104,7 @@ impl Broker {
 }
 
 /// Starts `script`'s query writing its rows to a memory sink `out` (append mode).
-async fn start(script: &str, checkpoint: &str) -> sluice::Result<(StreamingQuery, MemorySink)> {
+pub(crate) async fn start(script: &str, checkpoint: &str) -> sluice::Result<(StreamingQuery, MemorySink)> {
     let mut ctx = StreamContext::new();
     let sink = MemorySink::new();
     let for_query = sink.clone();
@@ -111,7 +114,7 @@ async fn start(script: &str, checkpoint: &str) -> sluice::Result<(StreamingQuery
 }
 
 /// The `(partition, offset, id)` of every row of `batches` (columns in that order).
-fn triples(batches: &[RecordBatch]) -> Vec<(i32, i64, i64)> {
+pub(crate) fn triples(batches: &[RecordBatch]) -> Vec<(i32, i64, i64)> {
     let mut out = Vec::new();
     for b in batches {
         let p = b.column(0).as_primitive::<Int32Type>();
@@ -123,9 +126,9 @@ fn triples(batches: &[RecordBatch]) -> Vec<(i32, i64, i64)> {
     out
 }
 
-const SELECT_TRIPLES: &str = "INSERT INTO out SELECT partition, offset, id FROM events;";
+pub(crate) const SELECT_TRIPLES: &str = "INSERT INTO out SELECT partition, offset, id FROM events;";
 
-fn temp_checkpoint() -> (tempfile::TempDir, String) {
+pub(crate) fn temp_checkpoint() -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("checkpoint").to_str().unwrap().to_string();
     (dir, path)

@@ -5,13 +5,13 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-use super::options::KafkaSourceOptions;
+use super::options::{KafkaSourceOptions, Subscription};
 
 /// One message as read: what the source's columns are made of.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,9 +59,17 @@ impl KafkaClient {
     /// # Errors
     /// A message when librdkafka cannot create the client.
     pub fn new(options: &KafkaSourceOptions, group_id: &str) -> Result<Self, String> {
-        let consumer: BaseConsumer =
-            options.client_config(group_id).create().map_err(|e| format!("cannot create the Kafka consumer: {e}"))?;
-        Ok(Self { consumer, servers: options.bootstrap_servers.clone(), timeout: options.poll_timeout })
+        Self::with_config(&options.client_config(group_id), &options.bootstrap_servers, options.poll_timeout)
+    }
+
+    /// A consumer of `config` (which must not commit offsets by itself) for the brokers at
+    /// `servers`, whose requests fail after `timeout`. It connects lazily.
+    ///
+    /// # Errors
+    /// A message when librdkafka cannot create the client.
+    pub fn with_config(config: &ClientConfig, servers: &str, timeout: Duration) -> Result<Self, String> {
+        let consumer: BaseConsumer = config.create().map_err(|e| format!("cannot create the Kafka consumer: {e}"))?;
+        Ok(Self { consumer, servers: servers.to_string(), timeout })
     }
 
     fn unreachable(&self, what: &str, e: &KafkaError) -> String {
@@ -73,16 +81,19 @@ impl KafkaClient {
         )
     }
 
-    /// The partitions of each of `topics` that exists (a topic that does not exist yet has none).
+    /// The partitions of each topic of `subscription` that exists (a topic that does not exist
+    /// yet has none).
     ///
     /// # Errors
     /// A message naming the brokers when they cannot be reached within the timeout, or naming
     /// the topic when the brokers report an error other than "unknown topic" for it.
-    pub fn partitions(&self, topics: &[String]) -> Result<BTreeMap<String, Vec<i32>>, String> {
+    pub fn partitions(&self, subscription: &Subscription) -> Result<BTreeMap<String, Vec<i32>>, String> {
         let metadata =
             self.consumer.fetch_metadata(None, self.timeout).map_err(|e| self.unreachable("fetch the topics", &e))?;
+        let names: Vec<&str> = metadata.topics().iter().map(|t| t.name()).collect();
+        let selected = subscription.selects(&names)?;
         let mut partitions = BTreeMap::new();
-        for topic in metadata.topics().iter().filter(|t| topics.iter().any(|s| s == t.name())) {
+        for (topic, _) in metadata.topics().iter().zip(selected).filter(|(_, s)| *s) {
             match topic.error() {
                 None => {
                     let mut ids: Vec<i32> = topic.partitions().iter().map(|p| p.id()).collect();
@@ -111,6 +122,18 @@ impl KafkaClient {
         self.consumer
             .fetch_watermarks(topic, partition, self.timeout)
             .map_err(|e| self.unreachable(&format!("fetch the offsets of topic '{topic}' partition {partition}"), &e))
+    }
+
+    /// Commits `offsets` (topic, partition, next offset) to the consumer's group.
+    ///
+    /// # Errors
+    /// A message naming the group coordinator's error.
+    pub fn commit(&self, offsets: &[(&str, i32, i64)]) -> Result<(), String> {
+        let mut list = TopicPartitionList::new();
+        for (topic, partition, offset) in offsets {
+            list.add_partition_offset(topic, *partition, Offset::Offset(*offset)).map_err(|e| e.to_string())?;
+        }
+        self.consumer.commit(&list, CommitMode::Sync).map_err(|e| e.to_string())
     }
 
     /// The messages of every range, by (topic, partition), in offset order. A range is done when

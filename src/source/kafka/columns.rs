@@ -52,13 +52,13 @@ pub struct KafkaColumns {
     format: ValueFormat,
 }
 
-/// The rows of one partition's records, and how many records were dropped as malformed.
+/// The rows of one partition's records, and which records were dropped as malformed.
 #[derive(Debug)]
 pub struct PartitionRows {
     /// The rows, in offset order; `None` when no record gave a row.
     pub batch: Option<RecordBatch>,
-    /// Records dropped under `bad_data = 'drop'`.
-    pub dropped: u64,
+    /// The offsets of the records dropped under [`BadData::Drop`], in offset order.
+    pub dropped: Vec<i64>,
 }
 
 impl KafkaColumns {
@@ -137,7 +137,7 @@ impl KafkaColumns {
         };
         // Records whose key (or raw value) does not fit are bad before their value is decoded.
         let mut candidates: Vec<&KafkaRecord> = Vec::with_capacity(records.len());
-        let mut dropped = 0u64;
+        let mut dropped = Vec::new();
         let utf8_key =
             self.columns.iter().zip(self.schema.fields()).any(|(c, f)| *c == Column::Key && is_text(f.data_type()));
         let raw_utf8 = self.format == ValueFormat::Raw && is_text(self.value_schema.field(0).data_type());
@@ -152,7 +152,7 @@ impl KafkaColumns {
             match (problem, decode.bad_data) {
                 (None, _) => candidates.push(record),
                 (Some(problem), BadData::Fail) => return Err(malformed(record, problem)),
-                (Some(_), BadData::Drop) => dropped += 1,
+                (Some(_), BadData::Drop) => dropped.push(record.offset),
             }
         }
         let (kept, values): (Vec<&KafkaRecord>, RecordBatch) = match self.format {
@@ -175,7 +175,8 @@ impl KafkaColumns {
                         }
                         other => other,
                     })?;
-                dropped += bad.len() as u64;
+                dropped.extend(bad.iter().map(|&i| candidates[i].offset));
+                dropped.sort_unstable();
                 let mut is_bad = vec![false; candidates.len()];
                 bad.iter().for_each(|&i| is_bad[i] = true);
                 let kept = candidates.into_iter().zip(is_bad).filter(|(_, b)| !b).map(|(r, _)| r).collect();
@@ -265,7 +266,7 @@ mod tests {
             vec![record(7, Some(b"a"), br#"{"n":1}"#), record(8, None, b"{bad"), record(9, Some(b"c"), br#"{"n":3}"#)];
         let drop = DecodeOptions { bad_data: BadData::Drop, ..DecodeOptions::default() };
         let rows = columns.rows("k", "t", 2, &records, &drop).unwrap();
-        assert_eq!(rows.dropped, 1);
+        assert_eq!(rows.dropped, vec![8]);
         let batch = rows.batch.unwrap();
         assert_eq!(batch.schema(), s);
         assert_eq!(batch.column(0).as_primitive::<Int64Type>().values().to_vec(), vec![1, 3]);

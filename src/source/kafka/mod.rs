@@ -2,6 +2,18 @@
 //! receivers and no consumer group offsets; the offsets log is the only record of what was read,
 //! and Kafka itself is the replayable store.
 //!
+//! - The topics are `topic` (a list) or `topic_pattern` (a regular expression on whole names,
+//!   checked at every batch, so matching topics created later are read).
+//! - `isolation_level` (default `read_committed`) is the consumer's: under `read_committed`,
+//!   batches plan up to the last stable offset and records of aborted transactions are skipped.
+//! - `commit_offsets_to_group = 'true'` commits each committed batch's end offsets to the
+//!   consumer group `kafka.group.id`, for monitoring tools only.
+//! - `backpressure = 'true'` adds an adaptive limit to `max_offsets_per_trigger` under a
+//!   processing-time trigger (Spark Streaming's PID rate estimator), reported in progress as
+//!   the metrics `backpressureRate` (rows per second) and `backpressureMaxOffsets`.
+//! - `bad_data = 'dead_letter'` writes malformed records to `dead_letter_topic` (see
+//!   `dead_letter.rs`) and goes on without them.
+//!
 //! - An offset is an offset per topic and partition ([`PartitionOffsets`], written as Spark's
 //!   `KafkaSourceOffset` JSON `{"topic":{"0":23,"1":45}}`): the next offset to read.
 //! - A new query resolves `starting_offsets` against the brokers when it starts (its first batch
@@ -21,6 +33,7 @@
 
 mod client;
 mod columns;
+mod dead_letter;
 mod offsets;
 mod options;
 pub mod produce;
@@ -35,12 +48,18 @@ use serde_json::Value;
 pub use self::client::{KafkaRecord, PartitionRange};
 pub use self::columns::KafkaColumns;
 pub use self::offsets::PartitionOffsets;
-pub use self::options::{KafkaSourceOptions, StartingOffsets, ValueFormat, CLIENT_OPTION_PREFIX, KAFKA_SOURCE_OPTIONS};
+pub use self::options::{
+    KafkaBadData, KafkaSourceOptions, StartingOffsets, Subscription, ValueFormat, CLIENT_OPTION_PREFIX,
+    KAFKA_SOURCE_OPTIONS,
+};
+use super::backpressure::{BatchFeedback, RateEstimator};
 use super::{Source, SourceData};
 use crate::checkpoint::CheckpointLocation;
 use crate::format::decode::DecodeOptions;
+use crate::format::BadData;
 use crate::{Result, SluiceError};
-use client::KafkaClient;
+pub(crate) use client::KafkaClient;
+use dead_letter::DeadLetters;
 
 /// The Kafka source. See the module documentation.
 #[derive(Debug)]
@@ -52,12 +71,17 @@ pub struct KafkaSource {
     decode: DecodeOptions,
     /// The consumer, created when the query starts.
     client: Option<Arc<KafkaClient>>,
+    /// The producer of `bad_data = 'dead_letter'`, created when the query starts.
+    dead_letters: Option<Arc<DeadLetters>>,
     /// The resolved starting offsets of a new query.
     initial: PartitionOffsets,
     /// Under `available-now`: the high watermarks when the trigger started.
     frozen: Option<PartitionOffsets>,
     /// Lifts `max_offsets_per_trigger` (`Trigger.Once`).
     read_all: bool,
+    /// The adaptive limit of `backpressure`, and the trigger interval it aims at.
+    estimator: RateEstimator,
+    interval: Option<std::time::Duration>,
 }
 
 impl KafkaSource {
@@ -68,7 +92,11 @@ impl KafkaSource {
     /// [`SluiceError::Sql`] when the declared columns do not fit (see [`KafkaColumns::new`]).
     pub fn try_new(name: &str, schema: SchemaRef, options: KafkaSourceOptions, decode: DecodeOptions) -> Result<Self> {
         let columns = KafkaColumns::new(name, schema.clone(), options.format)?;
-        let decode = DecodeOptions { bad_data: options.bad_data, ..decode };
+        let bad_data = match options.bad_data {
+            KafkaBadData::Decode(bad_data) => bad_data,
+            KafkaBadData::DeadLetter(_) => BadData::Drop,
+        };
+        let decode = DecodeOptions { bad_data, ..decode };
         Ok(Self {
             name: name.to_string(),
             schema,
@@ -76,9 +104,12 @@ impl KafkaSource {
             columns,
             decode,
             client: None,
+            dead_letters: None,
             initial: PartitionOffsets::default(),
             frozen: None,
             read_all: false,
+            estimator: RateEstimator::new(),
+            interval: None,
         })
     }
 
@@ -98,10 +129,10 @@ impl KafkaSource {
 
     /// The low and high watermarks of every partition of the source's topics.
     async fn latest(&self) -> Result<BTreeMap<(String, i32), (i64, i64)>> {
-        let topics = self.options.topics.clone();
+        let subscription = self.options.subscription.clone();
         self.with_client(move |client| {
             let mut out = BTreeMap::new();
-            for (topic, partitions) in client.partitions(&topics)? {
+            for (topic, partitions) in client.partitions(&subscription)? {
                 for partition in partitions {
                     out.insert((topic.clone(), partition), client.watermarks(&topic, partition)?);
                 }
@@ -152,6 +183,11 @@ impl KafkaSource {
         })
     }
 
+    /// The offsets the next batch may take under `backpressure`, if it limits them now.
+    fn backpressure_limit(&self) -> Option<u64> {
+        self.options.backpressure.then(|| self.estimator.limit(self.interval)).flatten()
+    }
+
     /// Offsets that are lost: an error with `fail_on_data_loss`, else a warning.
     fn data_loss(&self, message: String) -> Result<()> {
         if self.options.fail_on_data_loss {
@@ -171,7 +207,7 @@ impl Source for KafkaSource {
     }
 
     fn description(&self) -> String {
-        format!("KafkaV2[Subscribe[{}]]", self.options.topics.join(","))
+        format!("KafkaV2[{}]", self.options.subscription.describe())
     }
 
     fn schema(&self) -> SchemaRef {
@@ -189,6 +225,14 @@ impl Source for KafkaSource {
             let group_id = format!("sluice-kafka-source-{}-{}", self.name, uuid::Uuid::new_v4());
             let client = KafkaClient::new(&self.options, &group_id).map_err(|e| self.error(e))?;
             self.client = Some(Arc::new(client));
+        }
+        if let (KafkaBadData::DeadLetter(topic), None) = (&self.options.bad_data, &self.dead_letters) {
+            let mut config = rdkafka::ClientConfig::new();
+            config.set("bootstrap.servers", &self.options.bootstrap_servers);
+            for (key, value) in &self.options.client_settings {
+                config.set(key, value);
+            }
+            self.dead_letters = Some(Arc::new(DeadLetters::new(&config, topic).map_err(|e| self.error(e))?));
         }
         if through_batch.is_none() {
             self.initial = self.resolve_starting_offsets().await?;
@@ -233,7 +277,9 @@ impl Source for KafkaSource {
                 None => end.remove(&topic, partition),
             }
         }
-        if let (Some(limit), false) = (self.options.max_offsets_per_trigger, self.read_all) {
+        let adaptive = self.backpressure_limit();
+        let limit = [self.options.max_offsets_per_trigger, adaptive].into_iter().flatten().min();
+        if let (Some(limit), false) = (limit, self.read_all) {
             end = PartitionOffsets::rate_limited(&start, &end, limit);
         }
         Ok(end.to_json())
@@ -277,9 +323,56 @@ impl Source for KafkaSource {
         for range in &ranges {
             let records = records.remove(&(range.topic.clone(), range.partition)).unwrap_or_default();
             let rows = self.columns.rows(&self.name, &range.topic, range.partition, &records, &self.decode)?;
-            data.dropped_records += rows.dropped;
+            data.dropped_records += rows.dropped.len() as u64;
             data.batches.extend(rows.batch);
+            if let (Some(dead_letters), false) = (&self.dead_letters, rows.dropped.is_empty()) {
+                let (dead_letters, range) = (dead_letters.clone(), range.clone());
+                let joined = tokio::task::spawn_blocking(move || {
+                    let bad: Vec<&KafkaRecord> =
+                        records.iter().filter(|r| rows.dropped.binary_search(&r.offset).is_ok()).collect();
+                    dead_letters.write(&range.topic, range.partition, &bad)
+                })
+                .await;
+                joined
+                    .map_err(|e| self.error(format!("the dead letter thread failed: {e}")))?
+                    .map_err(|e| self.error(e))?;
+            }
         }
         Ok(data)
+    }
+
+    fn batch_finished(&mut self, feedback: &BatchFeedback) {
+        if self.options.backpressure {
+            self.estimator.update(feedback);
+            self.interval = feedback.interval;
+        }
+    }
+
+    fn progress_metrics(&self) -> BTreeMap<String, String> {
+        let mut metrics = BTreeMap::new();
+        if let (Some(rate), Some(limit)) = (self.estimator.rate(), self.backpressure_limit()) {
+            metrics.insert("backpressureRate".to_string(), format!("{rate:.1}"));
+            metrics.insert("backpressureMaxOffsets".to_string(), limit.to_string());
+        }
+        metrics
+    }
+
+    /// With `commit_offsets_to_group`, commits `end` to the consumer group for monitoring; a
+    /// failure is only a warning (the checkpoint, not the group, records what was read).
+    async fn commit(&mut self, _location: &CheckpointLocation, batch_id: u64, end: &Value) -> Result<()> {
+        if !self.options.commit_offsets_to_group {
+            return Ok(());
+        }
+        let end = self.parse_offsets(end)?;
+        let committed = self
+            .with_client(move |client| {
+                let offsets: Vec<(&str, i32, i64)> = end.iter().collect();
+                client.commit(&offsets)
+            })
+            .await;
+        if let Err(e) = committed {
+            tracing::warn!(source = %self.name, batch_id, "cannot commit the offsets to the consumer group: {e}");
+        }
+        Ok(())
     }
 }

@@ -162,6 +162,29 @@ pub(crate) fn send<K: ToBytes + ?Sized, P: ToBytes + ?Sized>(
     }
 }
 
+/// Waits until the brokers acknowledged every message `producer` sent (their delivery reports
+/// served), at most `timeout`.
+///
+/// `rdkafka`'s `BaseProducer::flush` polls in slices of 100 ms that always run to their end, so
+/// it takes at least 100 ms whenever a message is in flight: a floor on every sink batch. This
+/// waits in slices of 1 ms instead.
+///
+/// # Errors
+/// A message when messages are still unacknowledged after `timeout`.
+pub(crate) fn wait_delivered(
+    producer: &BaseProducer<Deliveries>,
+    timeout: Duration,
+) -> std::result::Result<(), String> {
+    let deadline = std::time::Instant::now() + timeout;
+    while producer.in_flight_count() > 0 {
+        if std::time::Instant::now() >= deadline {
+            return Err(format!("{} messages not acknowledged within {timeout:?}", producer.in_flight_count()));
+        }
+        producer.poll(Duration::from_millis(1));
+    }
+    Ok(())
+}
+
 /// Creates the topic with `partitions` partitions; an existing topic must have as many.
 async fn create_topic(options: &ProduceOptions, config: &ClientConfig, partitions: i32) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> =
