@@ -25,12 +25,12 @@ use std::time::Duration;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
 use serde_json::json;
 
-use crate::source::kafka::produce::{send, wait_delivered, Deliveries};
+use crate::source::kafka::produce::{send, wait_delivered, KafkaProducer};
 use crate::source::kafka::{KafkaClient, PartitionRange, Subscription};
 
 /// How long a transaction request (init, commit, abort) may take.
@@ -64,7 +64,7 @@ impl Transactions {
     /// # Errors
     /// A message when the brokers refuse or do not answer, naming the step.
     pub(super) async fn start(
-        producer: &BaseProducer<Deliveries>,
+        producer: &KafkaProducer,
         reader: &KafkaClient,
         admin: &ClientConfig,
         query_id: &str,
@@ -95,7 +95,7 @@ impl Transactions {
     ///
     /// # Errors
     /// librdkafka's message when the transaction cannot begin.
-    pub(super) fn begin(&self, producer: &BaseProducer<Deliveries>, batch_id: u64) -> Result<bool, String> {
+    pub(super) fn begin(&self, producer: &KafkaProducer, batch_id: u64) -> Result<bool, String> {
         if self.last_committed.is_some_and(|last| batch_id <= last) {
             return Ok(false);
         }
@@ -108,7 +108,7 @@ impl Transactions {
     ///
     /// # Errors
     /// A message naming the batch and librdkafka's error; a fenced producer is named as such.
-    pub(super) fn commit(&mut self, producer: &BaseProducer<Deliveries>, batch_id: u64) -> Result<(), String> {
+    pub(super) fn commit(&mut self, producer: &KafkaProducer, batch_id: u64) -> Result<(), String> {
         let marker = json!({ "query_id": self.query_id, "batch_id": batch_id }).to_string();
         let record = BaseRecord::to(&self.marker_topic).partition(0).key(&self.transactional_id).payload(&marker);
         // The marker acknowledged first: `commit_transaction` then finds nothing to flush (its
@@ -127,7 +127,7 @@ impl Transactions {
 
     /// Aborts the open transaction of batch `batch_id` after `message` (best effort: a failed
     /// abort is left to the next run's `init_transactions`); returns the message to report.
-    pub(super) fn abort(&self, producer: &BaseProducer<Deliveries>, batch_id: u64, message: String) -> String {
+    pub(super) fn abort(&self, producer: &KafkaProducer, batch_id: u64, message: String) -> String {
         match producer.abort_transaction(TRANSACTION_TIMEOUT) {
             Ok(()) => format!("{message}; the transaction of batch {batch_id} was aborted"),
             Err(e) => format!("{message}; aborting the transaction of batch {batch_id} failed too: {e}"),

@@ -20,14 +20,14 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, SchemaRef};
 use async_trait::async_trait;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::ClientConfig;
 
 use self::exactly_once::{default_marker_topic, transactional_id, Transactions};
 use super::Sink;
 use crate::format::encode::encode;
 use crate::format::Format;
-use crate::source::kafka::produce::{send, wait_delivered, Deliveries};
+use crate::source::kafka::produce::{send, wait_delivered, Deliveries, KafkaProducer};
 use crate::source::kafka::{KafkaClient, CLIENT_OPTION_PREFIX};
 use crate::{Result, SluiceError};
 
@@ -59,7 +59,7 @@ pub struct KafkaSink {
     marker_topic: String,
     /// Created by [`KafkaSink::new`] (at-least-once) or [`Sink::open`] (exactly-once, whose
     /// transactional id comes from the query id).
-    producer: Option<BaseProducer<Deliveries>>,
+    producer: Option<KafkaProducer>,
     /// The exactly-once state, from [`Sink::open`].
     transactions: Option<Transactions>,
 }
@@ -133,7 +133,7 @@ impl KafkaSink {
         Ok(self)
     }
 
-    fn create_producer(&self, config: &ClientConfig) -> Result<BaseProducer<Deliveries>> {
+    fn create_producer(&self, config: &ClientConfig) -> Result<KafkaProducer> {
         config.create_with_context(Deliveries::default()).map_err(|e| {
             SluiceError::sql(format!(
                 "table '{}': the Kafka producer refuses the {CLIENT_OPTION_PREFIX}* options: {e}",
@@ -146,7 +146,7 @@ impl KafkaSink {
         SluiceError::Sink { sink: self.name.clone(), message }
     }
 
-    fn producer(&self) -> Result<&BaseProducer<Deliveries>> {
+    fn producer(&self) -> Result<&KafkaProducer> {
         self.producer.as_ref().ok_or_else(|| {
             self.error("the exactly-once Kafka sink was used before the query opened it with its id".into())
         })

@@ -6,18 +6,18 @@
 use std::time::Duration;
 
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+use rdkafka::producer::{BaseRecord, Producer as _};
 use rdkafka::ClientConfig;
 
 use super::client::KafkaRecord;
-use super::produce::{send, wait_delivered, Deliveries};
+use super::produce::{send, wait_delivered, Deliveries, KafkaProducer};
 
 /// How long the dead letters of a batch may wait for the brokers' acknowledgement.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The producer of a source's dead letters.
 pub struct DeadLetters {
-    producer: BaseProducer<Deliveries>,
+    producer: KafkaProducer,
     topic: String,
 }
 

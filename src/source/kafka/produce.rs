@@ -8,14 +8,14 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::ToBytes;
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
 
@@ -35,17 +35,31 @@ pub struct ProduceOptions {
     pub key: Option<String>,
 }
 
+/// The producer of sluice's Kafka writers: its own thread serves the delivery reports.
+pub(crate) type KafkaProducer = ThreadedProducer<Deliveries>;
+
 /// A producer's context that keeps the first delivery error (librdkafka reports deliveries
-/// asynchronously; the default context drops failures).
+/// asynchronously; the default context drops failures) and counts the messages not yet reported.
 #[derive(Debug, Default)]
 pub(crate) struct Deliveries {
     first_error: Mutex<Option<String>>,
+    /// Messages handed to librdkafka whose delivery (or failure) is not reported yet.
+    outstanding: Mutex<u64>,
+    reported: Condvar,
 }
 
 impl Deliveries {
     /// The first delivery error since the last call, if any.
     pub(crate) fn take_error(&self) -> Option<String> {
-        self.first_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+        self.first_error.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+
+    fn add_outstanding(&self, delta: i64) {
+        let mut outstanding = self.outstanding.lock().unwrap_or_else(PoisonError::into_inner);
+        *outstanding = outstanding.saturating_add_signed(delta);
+        if *outstanding == 0 {
+            self.reported.notify_all();
+        }
     }
 }
 
@@ -56,9 +70,10 @@ impl ProducerContext for Deliveries {
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         if let Err((e, _)) = result {
-            let mut first = self.first_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut first = self.first_error.lock().unwrap_or_else(PoisonError::into_inner);
             first.get_or_insert_with(|| e.to_string());
         }
+        self.add_outstanding(-1);
     }
 }
 
@@ -79,7 +94,7 @@ pub async fn produce_files(options: &ProduceOptions, files: &[PathBuf]) -> Resul
     if let Some(n) = options.partitions {
         create_topic(options, &config, n).await?;
     }
-    let producer: BaseProducer<Deliveries> = config
+    let producer: KafkaProducer = config
         .create_with_context(Deliveries::default())
         .map_err(|e| error(options, format!("cannot create the Kafka producer: {e}")))?;
     let metadata = producer
@@ -134,7 +149,7 @@ pub async fn produce_files(options: &ProduceOptions, files: &[PathBuf]) -> Resul
             count += 1;
         }
     }
-    producer.flush(Duration::from_secs(60)).map_err(|e| error(options, format!("messages not delivered: {e}")))?;
+    wait_delivered(&producer, Duration::from_secs(60)).map_err(|e| error(options, e))?;
     if let Some(e) = producer.context().take_error() {
         return Err(error(options, format!("a message was not delivered: {e}")));
     }
@@ -147,42 +162,47 @@ pub async fn produce_files(options: &ProduceOptions, files: &[PathBuf]) -> Resul
 /// A message with librdkafka's error when it refuses the message (e.g. larger than
 /// `message.max.bytes`).
 pub(crate) fn send<K: ToBytes + ?Sized, P: ToBytes + ?Sized>(
-    producer: &BaseProducer<Deliveries>,
+    producer: &KafkaProducer,
     mut record: BaseRecord<'_, K, P>,
 ) -> std::result::Result<(), String> {
+    // Counted before the send: the delivery report may come before `send` returns.
+    producer.context().add_outstanding(1);
     loop {
         match producer.send(record) {
             Ok(()) => return Ok(()),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                 record = back;
-                producer.poll(Duration::from_millis(50));
+                // The producer's thread serves delivery reports, which frees the queue.
+                std::thread::sleep(Duration::from_millis(5));
             }
-            Err((e, _)) => return Err(format!("cannot send a message: {e}")),
+            Err((e, _)) => {
+                producer.context().add_outstanding(-1);
+                return Err(format!("cannot send a message: {e}"));
+            }
         }
     }
 }
 
-/// Waits until the brokers acknowledged every message `producer` sent (their delivery reports
-/// served), at most `timeout`.
+/// Waits until the delivery of every message sent through [`send`] was reported, at most
+/// `timeout`.
 ///
-/// `rdkafka`'s `BaseProducer::flush` polls in slices of 100 ms that always run to their end, so
-/// it takes at least 100 ms whenever a message is in flight: a floor on every sink batch. This
-/// waits in slices of 1 ms instead.
+/// `rdkafka`'s `flush` polls in slices of 100 ms that always run to their end, so it takes at
+/// least 100 ms whenever a message is in flight: a floor on every sink batch. This waits on the
+/// delivery reports the producer's thread serves instead.
 ///
 /// # Errors
-/// A message when messages are still unacknowledged after `timeout`.
-pub(crate) fn wait_delivered(
-    producer: &BaseProducer<Deliveries>,
-    timeout: Duration,
-) -> std::result::Result<(), String> {
-    let deadline = std::time::Instant::now() + timeout;
-    while producer.in_flight_count() > 0 {
-        if std::time::Instant::now() >= deadline {
-            return Err(format!("{} messages not acknowledged within {timeout:?}", producer.in_flight_count()));
-        }
-        producer.poll(Duration::from_millis(1));
+/// A message when deliveries are still unreported after `timeout`.
+pub(crate) fn wait_delivered(producer: &KafkaProducer, timeout: Duration) -> std::result::Result<(), String> {
+    let deliveries = producer.context();
+    let outstanding = deliveries.outstanding.lock().unwrap_or_else(PoisonError::into_inner);
+    let (outstanding, _) = deliveries
+        .reported
+        .wait_timeout_while(outstanding, timeout, |n| *n > 0)
+        .unwrap_or_else(PoisonError::into_inner);
+    match *outstanding {
+        0 => Ok(()),
+        n => Err(format!("{n} messages not acknowledged within {timeout:?}")),
     }
-    Ok(())
 }
 
 /// Creates the topic with `partitions` partitions; an existing topic must have as many.
