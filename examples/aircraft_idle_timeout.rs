@@ -87,7 +87,7 @@ async fn main() -> sluice::Result<()> {
     ]));
     let definition = definition.flat_map_groups_with_state(&["tailnum"], output, GroupStateTimeout::EventTime, track);
     let checkpoint = tempfile::tempdir().map_err(|e| sluice::SluiceError::io(std::env::temp_dir(), e))?;
-    let mut query = ctx.start(&definition, checkpoint.path().to_str().expect("utf-8 path")).await?;
+    let query = ctx.start(&definition, checkpoint.path().to_str().expect("utf-8 path")).await?;
     query.on_progress(|p| eprintln!("{}", p.line()));
     query.run(Trigger::AvailableNow).await
 }

@@ -51,7 +51,7 @@ async fn main() -> sluice::Result<()> {
         )
         .await?;
     let checkpoint = tempfile::tempdir().map_err(|e| sluice::SluiceError::io(std::env::temp_dir(), e))?;
-    let mut query = ctx.start(&queries[0], checkpoint.path().to_str().expect("utf-8 path")).await?;
+    let query = ctx.start(&queries[0], checkpoint.path().to_str().expect("utf-8 path")).await?;
 
     // Each push is read by the next micro-batch. s2@4 s arrives after the watermark reached 7 s,
     // but its window [0 s, 10 s) is still open, so it counts; s1@2 s arrives after that window

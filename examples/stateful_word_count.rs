@@ -46,7 +46,7 @@ async fn main() -> sluice::Result<()> {
     let definition =
         definition.flat_map_groups_with_state(&["word"], output, GroupStateTimeout::NoTimeout, update_count);
     let checkpoint = tempfile::tempdir().map_err(|e| sluice::SluiceError::io(std::env::temp_dir(), e))?;
-    let mut query = ctx.start(&definition, checkpoint.path().to_str().expect("utf-8 path")).await?;
+    let query = ctx.start(&definition, checkpoint.path().to_str().expect("utf-8 path")).await?;
 
     for text in [
         vec!["to be or not to be", "that is the question"],

@@ -86,6 +86,15 @@ pub enum SluiceError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// A streaming query that cannot do what was asked: it failed earlier (a failed query runs
+    /// no more batches; start it again from its checkpoint), or it is already running.
+    #[error("query '{query}': {message}")]
+    Query {
+        /// The query's name.
+        query: String,
+        /// What happened, and the error that stopped it if it failed.
+        message: String,
+    },
     /// The HTTP server of the metrics endpoint or the web UI cannot serve on the address asked for.
     #[error("{server} {address}: {message}")]
     Http {

@@ -18,6 +18,7 @@
 
 pub mod checkpoint;
 pub mod context;
+pub mod dataframe;
 pub mod error;
 pub mod execution;
 pub mod format;
@@ -36,7 +37,12 @@ pub mod ui;
 mod proptest_cases;
 
 pub use context::{QueryDefinition, StreamContext};
+pub use dataframe::{
+    session_window, window, window_with_slide, DataStreamReader, DataStreamWriter, GroupedStreamFrame, StreamFrame,
+};
 pub use error::{Result, SluiceError};
-pub use execution::{QueryProgress, StopHandle, StreamingQuery, StreamingQueryListener, Trigger};
+pub use execution::{
+    QueryProgress, QueryStatus, StopHandle, StreamingQuery, StreamingQueryListener, StreamingQueryManager, Trigger,
+};
 pub use operator::group_state::{GroupState, GroupStateTimeout};
 pub use plan::OutputMode;

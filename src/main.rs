@@ -173,8 +173,8 @@ async fn run(file: &Path, checkpoint: Option<String>, trigger: Option<String>, r
     let mut queries = Vec::new();
     let several = definitions.len() > 1;
     for definition in &definitions {
-        let location = if several { format!("{root}/{}", definition.sink) } else { root.clone() };
-        let mut query = ctx.start(definition, &location).await?;
+        let location = if several { format!("{root}/{}", definition.sink()) } else { root.clone() };
+        let query = ctx.start(definition, &location).await?;
         if let Some(file) = &progress_file {
             query.add_listener(file.clone());
         }
@@ -182,12 +182,12 @@ async fn run(file: &Path, checkpoint: Option<String>, trigger: Option<String>, r
             query.add_listener(metrics.clone());
         }
         if reports.ui.is_some() {
-            ui.watch(&mut query);
+            ui.watch(&query);
         }
         queries.push(query);
     }
     stop_on_signals(queries.iter().map(|q| q.stop_handle()).collect());
-    futures::future::try_join_all(queries.iter_mut().map(|q| q.run(trigger))).await?;
+    futures::future::try_join_all(queries.iter().map(|q| q.run(trigger))).await?;
     Ok(())
 }
 

@@ -7,9 +7,13 @@ pub mod progress_file;
 pub mod query;
 pub mod recovery;
 pub mod reporter;
+pub(crate) mod status;
+pub mod streaming_query;
 pub mod trigger;
 
 pub use listener::{QueryIdleEvent, QueryStartedEvent, QueryTerminatedEvent, StreamingQueryListener};
 pub use progress::QueryProgress;
-pub use query::{StopHandle, StreamingQuery};
+pub use query::StopHandle;
+pub use status::QueryStatus;
+pub use streaming_query::{StreamingQuery, StreamingQueryManager};
 pub use trigger::Trigger;

@@ -12,10 +12,10 @@ use datafusion::physical_plan::{collect_partitioned, ExecutionPlan};
 use serde_json::Value;
 use tokio::sync::Notify;
 
-use super::listener::{ProgressFn, StreamingQueryListener};
-use super::progress::{QueryProgress, SinkProgress, SourceProgress, StateOperatorProgress};
+use super::progress::{SinkProgress, SourceProgress, StateOperatorProgress};
 use super::recovery::{resume_point, source_mismatch};
 use super::reporter::{BatchOutcome, Phase, ProgressReporter, TriggerTimer};
+use super::status::QueryShared;
 use super::trigger::{Trigger, IDLE_POLL};
 use crate::checkpoint::log::SourceRange;
 use crate::checkpoint::{BatchLog, CheckpointLocation, CommitEntry, OffsetEntry};
@@ -64,8 +64,10 @@ pub(crate) struct QuerySource {
     pub table: Arc<StreamTable>,
 }
 
-/// A continuous query: sources, an incremental plan, stateful operators, a sink and a checkpoint.
-pub struct StreamingQuery {
+/// The micro-batch loop of a continuous query (Spark's `MicroBatchExecution`): sources, an
+/// incremental plan, stateful operators, a sink and a checkpoint. Run through the query's
+/// [`super::StreamingQuery`] handles.
+pub(crate) struct MicroBatchExecution {
     name: String,
     output_schema: SchemaRef,
     /// The physical plan, built once when the query starts and executed by every batch.
@@ -95,13 +97,13 @@ pub struct StreamingQuery {
     scheduling_delay: Duration,
 }
 
-impl std::fmt::Debug for StreamingQuery {
+impl std::fmt::Debug for MicroBatchExecution {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StreamingQuery").field("name", &self.name).field("checkpoint", &self.location).finish()
+        f.debug_struct("MicroBatchExecution").field("name", &self.name).field("checkpoint", &self.location).finish()
     }
 }
 
-/// Everything a [`StreamingQuery`] is built from; see [`crate::StreamContext`].
+/// Everything a [`MicroBatchExecution`] is built from; see [`crate::StreamContext`].
 pub(crate) struct QueryParts {
     /// The query's id from the checkpoint's `metadata`.
     pub id: String,
@@ -117,7 +119,7 @@ pub(crate) struct QueryParts {
     pub watermarks: WatermarkTracker,
 }
 
-impl StreamingQuery {
+impl MicroBatchExecution {
     /// Opens the query at its checkpoint: restores source logs, watermarks and operator state,
     /// and schedules the replay of an uncommitted batch.
     pub(crate) async fn open(parts: QueryParts) -> Result<Self> {
@@ -188,66 +190,33 @@ impl StreamingQuery {
     }
 
     /// The query's name (its sink table).
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.name
     }
 
     /// The schema of the rows the sink receives.
-    pub fn output_schema(&self) -> &SchemaRef {
+    pub(crate) fn output_schema(&self) -> &SchemaRef {
         &self.output_schema
     }
 
-    /// The incremental physical plan every batch executes, one node per line, indented by depth
-    /// (DataFusion's `EXPLAIN` form). A stateful operator's line reads
-    /// `StatefulExec: aggregate[0], state partitions=4`, its name as in
-    /// [`super::progress::StateOperatorProgress::description`].
-    pub fn explain(&self) -> String {
+    /// The incremental physical plan every batch executes, one node per line, indented by depth.
+    pub(crate) fn explain(&self) -> String {
         datafusion::physical_plan::displayable(self.physical.as_ref()).indent(false).to_string()
     }
 
-    /// A handle that stops the query gracefully from another task.
-    pub fn stop_handle(&self) -> StopHandle {
+    /// The request to stop this query, shared with its handles.
+    pub(crate) fn stop_handle(&self) -> StopHandle {
         self.stop.clone()
     }
 
-    /// The query's id, kept across restarts in the checkpoint's `metadata` (Spark's `id`).
-    pub fn id(&self) -> &str {
+    /// The query's id, kept across restarts in the checkpoint's `metadata`.
+    pub(crate) fn id(&self) -> &str {
         self.reporter.id()
     }
 
-    /// The id of the current run, new at each start (Spark's `runId`); `None` before the first
-    /// trigger and after the run ends.
-    pub fn run_id(&self) -> Option<&str> {
-        self.reporter.run_id()
-    }
-
-    /// Registers `listener` for the query's events from now on (Spark's
-    /// `streams.addListener`, here per query).
-    pub fn add_listener(&mut self, listener: Arc<dyn StreamingQueryListener>) {
-        self.reporter.add_listener(listener);
-    }
-
-    /// Sets how long the query must have been idle (no new data, no batch due) since its last
-    /// report before it reports idleness (Spark's `spark.sql.streaming.noDataProgressEventInterval`,
-    /// by default [`super::reporter::NO_DATA_PROGRESS_EVENT_INTERVAL`]).
-    pub fn set_no_data_progress_event_interval(&mut self, interval: Duration) {
-        self.reporter.set_no_data_interval(interval);
-    }
-
-    /// Calls `f` with the progress of every batch as it completes.
-    pub fn on_progress(&mut self, f: impl Fn(&QueryProgress) + Send + Sync + 'static) {
-        self.add_listener(Arc::new(ProgressFn(f)));
-    }
-
-    /// The most recent progress reports, oldest first, at most 100 (Spark's `recentProgress`);
-    /// idle reports included.
-    pub fn recent_progress(&self) -> &[QueryProgress] {
-        self.reporter.recent()
-    }
-
-    /// The latest progress report (Spark's `lastProgress`).
-    pub fn last_progress(&self) -> Option<&QueryProgress> {
-        self.reporter.recent().last()
+    /// The listeners, recent progress and status shared with the query's handles.
+    pub(crate) fn shared(&self) -> &Arc<QueryShared> {
+        self.reporter.shared()
     }
 
     /// Runs micro-batches under `trigger` until the trigger ends (available-now) or a stop is
@@ -255,7 +224,7 @@ impl StreamingQuery {
     ///
     /// # Errors
     /// The first error of any batch: the batch is not committed and runs again on restart.
-    pub async fn run(&mut self, trigger: Trigger) -> Result<()> {
+    pub(crate) async fn run(&mut self, trigger: Trigger) -> Result<()> {
         let result = self.run_triggers(trigger).await;
         self.reporter.terminate(result.as_ref().err().map(ToString::to_string));
         result
@@ -307,7 +276,7 @@ impl StreamingQuery {
     ///
     /// # Errors
     /// As [`Self::run`].
-    pub async fn run_next_batch(&mut self) -> Result<bool> {
+    pub(crate) async fn run_next_batch(&mut self) -> Result<bool> {
         let mut timer = self.reporter.start_trigger();
         if let Some(entry) = self.replay.take() {
             self.run_batch(entry, timer).await?;

@@ -5,12 +5,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::listener::{QueryIdleEvent, QueryStartedEvent, QueryTerminatedEvent, StreamingQueryListener};
+use super::listener::{QueryIdleEvent, QueryStartedEvent, QueryTerminatedEvent};
 use super::progress::{format_ms, QueryProgress, SinkProgress, SourceProgress, StateOperatorProgress};
+use super::status::QueryShared;
 use crate::operator::watermark::EventTimeStats;
-
-/// Progress reports kept for `recent_progress` (Spark's `spark.sql.streaming.numRecentProgressUpdates`).
-const RECENT_PROGRESS: usize = 100;
 
 /// How long an idle query waits between idle reports by default (Spark's
 /// `spark.sql.streaming.noDataProgressEventInterval`, 10 s).
@@ -103,10 +101,11 @@ pub struct BatchOutcome {
 pub struct ProgressReporter {
     id: String,
     name: String,
+    /// The current run's id, listeners, recent reports and status, shared with the query's
+    /// handles.
+    shared: Arc<QueryShared>,
     /// The current run's id, `None` between runs.
     run_id: Option<String>,
-    listeners: Vec<Arc<dyn StreamingQueryListener>>,
-    recent: Vec<QueryProgress>,
     /// Start of the current trigger and of the one before it, ms since the epoch; `None` before
     /// the run's first (rates are per run, as in Spark).
     trigger_start_ms: Option<i64>,
@@ -115,8 +114,6 @@ pub struct ProgressReporter {
     last_report: Option<Instant>,
     /// The last batch's report, the base of idle reports.
     last_executed: Option<QueryProgress>,
-    /// The least time between the last report and an idle one.
-    no_data_interval: Duration,
 }
 
 impl std::fmt::Debug for ProgressReporter {
@@ -131,41 +128,23 @@ impl ProgressReporter {
         Self {
             id,
             name,
+            shared: Arc::default(),
             run_id: None,
-            listeners: Vec::new(),
-            recent: Vec::new(),
             trigger_start_ms: None,
             previous_trigger_start_ms: None,
             last_report: None,
             last_executed: None,
-            no_data_interval: NO_DATA_PROGRESS_EVENT_INTERVAL,
         }
     }
 
-    /// Sets the least time between the last report and an idle one (Spark's
-    /// `noDataProgressEventInterval`).
-    pub fn set_no_data_interval(&mut self, interval: Duration) {
-        self.no_data_interval = interval;
+    /// What the reporter shares with the query's handles.
+    pub(crate) fn shared(&self) -> &Arc<QueryShared> {
+        &self.shared
     }
 
     /// The query's id.
     pub fn id(&self) -> &str {
         &self.id
-    }
-
-    /// The current run's id, `None` before the first trigger or after termination.
-    pub fn run_id(&self) -> Option<&str> {
-        self.run_id.as_deref()
-    }
-
-    /// Adds a listener; it sees the events after this call.
-    pub fn add_listener(&mut self, listener: Arc<dyn StreamingQueryListener>) {
-        self.listeners.push(listener);
-    }
-
-    /// The kept reports, oldest first.
-    pub fn recent(&self) -> &[QueryProgress] {
-        &self.recent
     }
 
     /// Starts a trigger, and a run (with its started event) if none is on.
@@ -179,10 +158,12 @@ impl ProgressReporter {
                 timestamp: format_ms(now_ms()),
             };
             tracing::info!(query = %self.name, id = %self.id, run_id = %run_id, "query started");
-            self.listeners.iter().for_each(|l| l.on_query_started(&event));
+            self.shared.listeners().iter().for_each(|l| l.on_query_started(&event));
+            self.shared.set_run_id(Some(run_id.clone()));
             self.run_id = Some(run_id);
             self.trigger_start_ms = None;
         }
+        self.shared.trigger_started();
         let timer = TriggerTimer::start();
         self.previous_trigger_start_ms = self.trigger_start_ms.replace(timer.start_ms);
         timer
@@ -214,8 +195,9 @@ impl ProgressReporter {
 
         tracing::info!(target: "sluice::progress", query = %self.name, "{}", progress.line());
         tracing::debug!(target: "sluice::progress", query = %self.name, json = %serde_json::json!(progress), "progress");
-        self.listeners.iter().for_each(|l| l.on_query_progress(&progress));
-        self.keep(progress.clone());
+        self.shared.listeners().iter().for_each(|l| l.on_query_progress(&progress));
+        self.shared.keep(progress.clone());
+        self.shared.batch_finished();
         self.last_executed = Some(progress);
         self.last_report = Some(Instant::now());
     }
@@ -226,7 +208,9 @@ impl ProgressReporter {
     /// run's first report, posts an idle event (as Spark's `updateIdleness`). `watermark_ms` is
     /// the watermark of the last batch, if the query has one.
     pub fn finish_idle_trigger(&mut self, timer: TriggerTimer, last_batch_id: Option<u64>, watermark_ms: Option<i64>) {
-        if self.last_report.is_some_and(|t| t.elapsed() < self.no_data_interval) {
+        self.shared.idle_trigger_finished();
+        let no_data_interval = self.shared.no_data_interval();
+        if self.last_report.is_some_and(|t| t.elapsed() < no_data_interval) {
             return;
         }
         let mut progress = self.progress(&timer, last_batch_id.map_or(-1, |id| id as i64));
@@ -240,15 +224,15 @@ impl ProgressReporter {
         if let Some(w) = watermark_ms {
             progress.event_time.insert("watermark".into(), format_ms(w));
         }
-        self.keep(progress);
+        self.shared.keep(progress);
         if self.last_report.is_some() {
             let event = QueryIdleEvent {
                 id: self.id.clone(),
                 run_id: self.run_id.clone().unwrap_or_default(),
                 timestamp: format_ms(timer.start_ms),
             };
-            tracing::info!(query = %self.name, "query idle: no new data for {:?}", self.no_data_interval);
-            self.listeners.iter().for_each(|l| l.on_query_idle(&event));
+            tracing::info!(query = %self.name, "query idle: no new data for {no_data_interval:?}");
+            self.shared.listeners().iter().for_each(|l| l.on_query_idle(&event));
         }
         self.last_report = Some(Instant::now());
     }
@@ -256,12 +240,13 @@ impl ProgressReporter {
     /// Ends the run: posts the terminated event with `error`, if any.
     pub fn terminate(&mut self, error: Option<String>) {
         let Some(run_id) = self.run_id.take() else { return };
+        self.shared.set_run_id(None);
         match &error {
             None => tracing::info!(query = %self.name, "query stopped"),
             Some(e) => tracing::error!(query = %self.name, "query failed: {e}"),
         }
         let event = QueryTerminatedEvent { id: self.id.clone(), run_id, exception: error };
-        self.listeners.iter().for_each(|l| l.on_query_terminated(&event));
+        self.shared.listeners().iter().for_each(|l| l.on_query_terminated(&event));
     }
 
     /// The report's frame: ids, trigger time and durations.
@@ -290,13 +275,6 @@ impl ProgressReporter {
         let input =
             self.previous_trigger_start_ms.map_or(f64::INFINITY, |last| (timer.start_ms - last) as f64 / 1000.0);
         (input, progress.batch_duration.max(1) as f64 / 1000.0)
-    }
-
-    fn keep(&mut self, progress: QueryProgress) {
-        if self.recent.len() == RECENT_PROGRESS {
-            self.recent.remove(0);
-        }
-        self.recent.push(progress);
     }
 }
 

@@ -63,6 +63,17 @@ pub struct WatermarkSpec {
     pub delay_ms: i64,
 }
 
+impl WatermarkSpec {
+    /// The watermark a stream table's schema declares: the column marked with
+    /// [`WATERMARK_DELAY_METADATA`], if any.
+    pub fn of_schema(schema: &arrow::datatypes::Schema) -> Option<WatermarkSpec> {
+        schema.fields().iter().find_map(|f| {
+            let delay_ms = f.metadata().get(WATERMARK_DELAY_METADATA)?.parse().ok()?;
+            Some(WatermarkSpec { column: f.name().clone(), delay_ms })
+        })
+    }
+}
+
 /// Tracks `max event time - delay` per input and the global watermark.
 ///
 /// Inputs that have never had a row count as 0 (1970-01-01), holding a `Min` watermark back, as in

@@ -1,7 +1,6 @@
 //! Refuses, before a query starts, what the output mode cannot run — Spark's
 //! `UnsupportedOperationChecker` is the reference list. Each refusal names the operator and the fix.
 
-use datafusion::catalog::TableProvider;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{ExprSchema, NullEquality};
 use datafusion::logical_expr::{Aggregate, Expr, JoinType, LogicalPlan, SortExpr};

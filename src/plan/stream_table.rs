@@ -8,9 +8,10 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::datasource::provider_as_source;
 use datafusion::datasource::TableType;
 use datafusion::error::Result as DFResult;
-use datafusion::logical_expr::{Expr, LogicalPlan, TableScan};
+use datafusion::logical_expr::{Expr, LogicalPlan, TableScan, TableScanBuilder};
 use datafusion::physical_plan::ExecutionPlan;
 
 use super::stream_scan::StreamScanExec;
@@ -34,6 +35,11 @@ impl StreamTable {
         Self { name: name.to_string(), schema, current: Arc::default(), input_partitions }
     }
 
+    /// The rows' schema; its event-time column carries the watermark delay.
+    pub fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
     /// The source name.
     pub fn name(&self) -> &str {
         &self.name
@@ -49,6 +55,17 @@ impl StreamTable {
         let provider = datafusion::datasource::source_as_provider(&scan.source).ok()?;
         let any: Arc<dyn Any + Send + Sync> = provider;
         any.downcast::<StreamTable>().ok()
+    }
+
+    /// `scan` reading `table` instead: the same name, projection, filters and limit (a query's
+    /// own table for the planning one, or one whose schema marks a watermark).
+    pub(crate) fn rescan(scan: &TableScan, table: Arc<StreamTable>) -> DFResult<LogicalPlan> {
+        let scan = TableScanBuilder::new(scan.table_name.clone(), provider_as_source(table))
+            .with_projection(scan.projection.clone())
+            .with_filters(scan.filters.clone())
+            .with_fetch(scan.fetch)
+            .build()?;
+        Ok(LogicalPlan::TableScan(scan))
     }
 
     /// The stream tables `plan` reads, subqueries included (a table read twice appears twice).

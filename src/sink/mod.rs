@@ -15,8 +15,10 @@ use crate::{Result, SluiceError};
 
 pub mod console;
 pub mod file;
+pub mod foreach_batch;
 pub mod kafka;
 pub mod memory;
+pub(crate) mod memory_table;
 
 /// A destination for the result rows of a streaming query.
 #[async_trait]

@@ -94,7 +94,7 @@ impl LiveUi {
     }
 
     /// Shows `query` (with its plan) from now on: registers the UI as its listener.
-    pub fn watch(self: &Arc<Self>, query: &mut StreamingQuery) {
+    pub fn watch(self: &Arc<Self>, query: &StreamingQuery) {
         {
             let mut state = self.lock();
             let view = state.view(query.id(), query.name());

@@ -181,7 +181,7 @@ pub fn sink_rows_by_batch(dir: &std::path::Path) -> std::collections::BTreeMap<u
 pub async fn run_script(sql: &str, checkpoint: &std::path::Path) -> sluice::Result<Vec<sluice::QueryProgress>> {
     let mut ctx = StreamContext::new();
     let definitions = ctx.execute(sql).await?;
-    let mut query = ctx.start(&definitions[0], checkpoint.to_str().unwrap()).await?;
+    let query = ctx.start(&definitions[0], checkpoint.to_str().unwrap()).await?;
     query.run(sluice::Trigger::AvailableNow).await?;
     Ok(query.recent_progress().to_vec())
 }

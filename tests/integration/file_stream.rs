@@ -44,7 +44,7 @@ async fn a_running_query_picks_up_new_files_and_ignores_hidden_ones() {
     );
     let mut ctx = StreamContext::new();
     let definitions = ctx.execute(&sql).await.unwrap();
-    let mut query = ctx.start(&definitions[0], dir.path().join("cp").to_str().unwrap()).await.unwrap();
+    let query = ctx.start(&definitions[0], dir.path().join("cp").to_str().unwrap()).await.unwrap();
     let stop = query.stop_handle();
     let running =
         tokio::spawn(async move { query.run(Trigger::default()).await.map(|()| query.recent_progress().to_vec()) });

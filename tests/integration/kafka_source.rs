@@ -153,7 +153,7 @@ async fn reads_every_partition_with_kafkas_columns_beside_the_value() {
     let select =
         "INSERT INTO out SELECT id, v, key, topic, partition, offset, timestamp IS NOT NULL AS has_ts FROM events;";
     let (_dir, checkpoint) = temp_checkpoint();
-    let (mut query, sink) = start(&format!("{table}\n{select}"), &checkpoint).await.unwrap();
+    let (query, sink) = start(&format!("{table}\n{select}"), &checkpoint).await.unwrap();
     query.run(Trigger::AvailableNow).await.unwrap();
     let topic = broker.topic("a");
     let expected: Vec<String> = (0..3)
@@ -175,7 +175,7 @@ async fn starting_offsets_latest_and_per_partition_json() {
 
     // latest (the default): only what is produced after the start.
     let (_dir, checkpoint) = temp_checkpoint();
-    let (mut query, sink) =
+    let (query, sink) =
         start(&format!("{}\n{SELECT_TRIPLES}", broker.events_table(columns, "b", "")), &checkpoint).await.unwrap();
     assert!(!query.run_next_batch().await.unwrap(), "nothing new yet");
     broker.produce_ids("b", 1, 105, 2);
@@ -186,7 +186,7 @@ async fn starting_offsets_latest_and_per_partition_json() {
     let topic = broker.topic("b");
     let json = format!(r#", starting_offsets = '{{"{topic}":{{"0":3,"1":-2}}}}'"#);
     let (_dir, checkpoint) = temp_checkpoint();
-    let (mut query, sink) =
+    let (query, sink) =
         start(&format!("{}\n{SELECT_TRIPLES}", broker.events_table(columns, "b", &json)), &checkpoint).await.unwrap();
     query.run(Trigger::AvailableNow).await.unwrap();
     let got = triples(&sink.all());
@@ -216,7 +216,7 @@ async fn max_offsets_per_trigger_splits_the_backlog_over_batches_by_partition_ba
         ", starting_offsets = 'earliest', max_offsets_per_trigger = '8'",
     );
     let (_dir, checkpoint) = temp_checkpoint();
-    let (mut query, sink) = start(&format!("{table}\n{SELECT_TRIPLES}"), &checkpoint).await.unwrap();
+    let (query, sink) = start(&format!("{table}\n{SELECT_TRIPLES}"), &checkpoint).await.unwrap();
     query.run(Trigger::AvailableNow).await.unwrap();
     let by_batch = sink.batches();
     // 8 a batch, shared 30:10 -> 6 + 2 while both have a backlog: 5 batches.
@@ -251,7 +251,7 @@ async fn a_restart_after_a_crash_replays_the_uncommitted_batch_exactly() {
     );
     let mut ctx = StreamContext::new();
     let definitions = ctx.execute(&script).await.unwrap();
-    let mut query = ctx.start(&definitions[0], checkpoint.to_str().unwrap()).await.unwrap();
+    let query = ctx.start(&definitions[0], checkpoint.to_str().unwrap()).await.unwrap();
     assert!(query.run_next_batch().await.unwrap());
     assert!(query.run_next_batch().await.unwrap());
     drop(query);
@@ -260,7 +260,7 @@ async fn a_restart_after_a_crash_replays_the_uncommitted_batch_exactly() {
     broker.produce_ids("d", 1, 112, 3);
     let mut ctx = StreamContext::new();
     let definitions = ctx.execute(&script).await.unwrap();
-    let mut query = ctx.start(&definitions[0], checkpoint.to_str().unwrap()).await.unwrap();
+    let query = ctx.start(&definitions[0], checkpoint.to_str().unwrap()).await.unwrap();
     query.run(Trigger::AvailableNow).await.unwrap();
     let mut got: Vec<(i64, i64, i64)> = crate::common::sink_rows_by_batch(&out)
         .into_values()
@@ -282,7 +282,7 @@ async fn partitions_of_a_listed_topic_created_mid_query_are_read_from_offset_0()
     let select = "INSERT INTO out SELECT topic, partition, offset, id FROM events;";
     let table = table.replace("id BIGINT,", "id BIGINT, topic STRING,");
     let (_dir, checkpoint) = temp_checkpoint();
-    let (mut query, sink) = start(&format!("{table}\n{select}"), &checkpoint).await.unwrap();
+    let (query, sink) = start(&format!("{table}\n{select}"), &checkpoint).await.unwrap();
     assert!(!query.run_next_batch().await.unwrap());
     broker.create_topic("e2", 2).await;
     broker.produce_ids("e2", 0, 50, 2);
@@ -306,14 +306,14 @@ async fn a_malformed_record_fails_naming_topic_partition_offset_or_is_dropped_an
     let columns = "id BIGINT, partition INT, offset BIGINT";
     let (_dir, checkpoint) = temp_checkpoint();
     let table = broker.events_table(columns, "f", ", starting_offsets = 'earliest'");
-    let (mut query, _) = start(&format!("{table}\n{SELECT_TRIPLES}"), &checkpoint).await.unwrap();
+    let (query, _) = start(&format!("{table}\n{SELECT_TRIPLES}"), &checkpoint).await.unwrap();
     let err = query.run(Trigger::AvailableNow).await.unwrap_err().to_string();
     assert!(err.contains(&format!("topic '{}' partition 0 at offset 1", broker.topic("f"))), "{err}");
     assert!(err.contains("bad_data"), "{err}");
 
     let (_dir, checkpoint) = temp_checkpoint();
     let table = broker.events_table(columns, "f", ", starting_offsets = 'earliest', bad_data = 'drop'");
-    let (mut query, sink) = start(&format!("{table}\n{SELECT_TRIPLES}"), &checkpoint).await.unwrap();
+    let (query, sink) = start(&format!("{table}\n{SELECT_TRIPLES}"), &checkpoint).await.unwrap();
     query.run(Trigger::AvailableNow).await.unwrap();
     assert_eq!(triples(&sink.all()), vec![(0, 0, 1), (0, 3, 4)]);
     assert_eq!(query.recent_progress()[0].sources[0].bad_records_dropped(), 2);
@@ -377,7 +377,7 @@ async fn the_flight_delays_example_over_kafka_equals_the_same_query_over_files()
         ctx.register_sink("hourly_delays", OutputMode::Append, move || Box::new(for_query.clone()));
         let definitions = ctx.execute(&script.replace(console, "")).await.unwrap();
         let (_dir, checkpoint) = temp_checkpoint();
-        let mut query = ctx.start(&definitions[0], &checkpoint).await.unwrap();
+        let query = ctx.start(&definitions[0], &checkpoint).await.unwrap();
         query.run(Trigger::AvailableNow).await.unwrap();
         let progress = query.recent_progress();
         let input: u64 = progress.iter().map(|p| p.num_input_rows).sum();
@@ -413,7 +413,7 @@ async fn each_batch_records_its_offsets_as_json_per_topic_and_partition() {
     broker.produce_ids("g", 1, 0, 1);
     let table = broker.events_table("id BIGINT, partition INT, offset BIGINT", "g", ", starting_offsets = 'earliest'");
     let (_dir, checkpoint) = temp_checkpoint();
-    let (mut query, _) = start(&format!("{table}\n{SELECT_TRIPLES}"), &checkpoint).await.unwrap();
+    let (query, _) = start(&format!("{table}\n{SELECT_TRIPLES}"), &checkpoint).await.unwrap();
     query.run(Trigger::AvailableNow).await.unwrap();
     let source = &query.recent_progress()[0].sources[0];
     let topic = broker.topic("g");
@@ -441,13 +441,13 @@ async fn the_kafka_sink_writes_json_rows_keyed_by_a_column_and_the_source_reads_
     let mut ctx = StreamContext::new();
     let definitions = ctx.execute(&script).await.unwrap();
     let (_dir, checkpoint) = temp_checkpoint();
-    let mut query = ctx.start(&definitions[0], &checkpoint).await.unwrap();
+    let query = ctx.start(&definitions[0], &checkpoint).await.unwrap();
     query.run(Trigger::AvailableNow).await.unwrap();
     assert_eq!(query.recent_progress()[0].sink.description, format!("KafkaSink[{}]", broker.topic("out")));
 
     let table = broker.events_table("doubled BIGINT, v STRING, key STRING", "out", ", starting_offsets = 'earliest'");
     let (_dir, checkpoint) = temp_checkpoint();
-    let (mut query, sink) =
+    let (query, sink) =
         start(&format!("{table}\nINSERT INTO out SELECT doubled, v, key FROM events;"), &checkpoint).await.unwrap();
     query.run(Trigger::AvailableNow).await.unwrap();
     let expected: Vec<String> =

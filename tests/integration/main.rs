@@ -12,6 +12,7 @@ mod batch_time;
 mod bookkeeping;
 mod chained;
 mod cli;
+mod dataframe;
 mod dedup;
 mod examples;
 mod file_stream;

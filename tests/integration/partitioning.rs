@@ -81,7 +81,7 @@ async fn run(
     ctx.register_sink("out", mode, move || Box::new(Recorder { inner: for_query.clone(), fail_on: fail_on.clone() }));
     let sql = format!("SET spark.sql.shuffle.partitions = {partitions}; INSERT INTO out {select}");
     let definition = ctx.execute(&sql).await?.remove(0);
-    let mut query = ctx.start(&stage(definition), checkpoint).await?;
+    let query = ctx.start(&stage(definition), checkpoint).await?;
     let push = |b: i64| {
         let rows = input(b);
         let rows: Vec<(&str, i64, i64)> = rows.iter().map(|(k, t, v)| (k.as_str(), *t, *v)).collect();

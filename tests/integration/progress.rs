@@ -99,7 +99,7 @@ async fn run_worked_example(dir: &Path, listener: Arc<dyn StreamingQueryListener
         .replace("{out}", output.to_str().unwrap());
     let mut ctx = StreamContext::new();
     let definitions = ctx.execute(&sql).await.unwrap();
-    let mut query = ctx.start(&definitions[0], dir.join("checkpoint").to_str().unwrap()).await.unwrap();
+    let query = ctx.start(&definitions[0], dir.join("checkpoint").to_str().unwrap()).await.unwrap();
     query.add_listener(listener);
     query.run(Trigger::AvailableNow).await.unwrap();
 }

@@ -115,7 +115,7 @@ async fn start(checkpoint: &str) -> (StreamingQuery, MemorySink) {
 async fn a_batch_replayed_after_a_crash_before_its_commit_gives_the_same_rows() {
     let dir = tempfile::tempdir().unwrap();
     let checkpoint = dir.path().to_str().unwrap();
-    let (mut query, sink) = start(checkpoint).await;
+    let (query, sink) = start(checkpoint).await;
     // The first second after the start time gives the first rows.
     let deadline = Instant::now() + Duration::from_secs(10);
     while !query.run_next_batch().await.unwrap() {
@@ -136,7 +136,7 @@ async fn a_batch_replayed_after_a_crash_before_its_commit_gives_the_same_rows() 
     drop(query);
     std::fs::remove_file(dir.path().join("commits/0")).unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let (mut restarted, replay_sink) = start(checkpoint).await;
+    let (restarted, replay_sink) = start(checkpoint).await;
     assert!(restarted.run_next_batch().await.unwrap());
     let replayed: Vec<(i64, i64)> = replay_sink.batches()[&0].iter().flat_map(pairs).collect();
     assert_eq!(replayed, first, "the same values with the same timestamps, in the same order");

@@ -185,7 +185,7 @@ async fn checkpoint_numbers_past_their_bounds_are_named_errors() {
     let mut h = restart().await.unwrap();
     h.stream.push(events(TUMBLE_INPUT[0])).unwrap();
     h.batch(TUMBLE_INPUT[1]).await;
-    let progress = h.query.recent_progress().last().unwrap();
+    let progress = h.query.last_progress().unwrap();
     assert_eq!((progress.batch_id, progress.num_input_rows), (1, 2));
 }
 
@@ -291,7 +291,7 @@ mod checkpoint_damage {
                     Damage::Delete => std::fs::remove_file(file).unwrap(),
                 }
                 let run = async {
-                    let mut h = Harness::at_checkpoint(OutputMode::Append, Some(10), TUMBLE, dir.path().to_str().unwrap()).await?;
+                    let h = Harness::at_checkpoint(OutputMode::Append, Some(10), TUMBLE, dir.path().to_str().unwrap()).await?;
                     for input in &TUMBLE_INPUT[..3] {
                         h.stream.push(events(input)).unwrap();
                     }

@@ -140,7 +140,7 @@ async fn read_three_lines(query: &mut StreamingQuery) -> sluice::Result<()> {
 #[tokio::test]
 async fn a_line_that_is_not_utf8_fails_naming_its_byte_offset() {
     let (port, _server) = serve(WITH_LATIN1);
-    let (mut query, _) = start_lines(port, "fail").await;
+    let (query, _) = start_lines(port, "fail").await;
     // Lines may arrive over several batches; the one reading line 2 fails.
     let err = loop {
         if let Err(e) = query.run_next_batch().await {

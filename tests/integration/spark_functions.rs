@@ -29,7 +29,7 @@ async fn start_at(
 
 /// The rows of one batch of `input` through `script` in append mode.
 async fn one_batch(script: &str, input: &[(&str, i64, i64)]) -> sluice::Result<Vec<String>> {
-    let (stream, sink, mut query) = start_at(OutputMode::Append, script, "memory://").await?;
+    let (stream, sink, query) = start_at(OutputMode::Append, script, "memory://").await?;
     stream.push(events(input)).unwrap();
     query.run_next_batch().await?;
     Ok(rows(&sink.all()))
@@ -102,7 +102,7 @@ async fn approx_count_distinct_merges_across_batches_and_a_restart() {
         &[("a", 5, 3), ("a", 6, 4)],
         &[("a", 7, 5), ("a", 8, 1), ("b", 9, 2)],
     ];
-    let (stream, sink, mut query) = start_at(OutputMode::Update, script, checkpoint).await.unwrap();
+    let (stream, sink, query) = start_at(OutputMode::Update, script, checkpoint).await.unwrap();
     stream.push(events(inputs[0])).unwrap();
     query.run_next_batch().await.unwrap();
     assert_eq!(rows(&sink.all()), ["a,3", "b,1"]);
@@ -111,7 +111,7 @@ async fn approx_count_distinct_merges_across_batches_and_a_restart() {
     assert_eq!(rows(sink.batches().values().last().unwrap()), ["a,4"]);
     drop(query);
     // A new process: the memory stream is refilled with what was pushed before, then new rows.
-    let (stream, sink, mut query) = start_at(OutputMode::Update, script, checkpoint).await.unwrap();
+    let (stream, sink, query) = start_at(OutputMode::Update, script, checkpoint).await.unwrap();
     for input in inputs {
         stream.push(events(input)).unwrap();
     }
@@ -149,7 +149,7 @@ async fn explode_makes_a_row_per_element() {
 async fn explode_feeds_a_streaming_aggregation() {
     let script = "INSERT INTO out SELECT tag, count(*) AS n
                   FROM (SELECT explode(array(key, 'all')) AS tag FROM events) AS tags GROUP BY tag";
-    let (stream, sink, mut query) = start_at(OutputMode::Update, script, "memory://").await.unwrap();
+    let (stream, sink, query) = start_at(OutputMode::Update, script, "memory://").await.unwrap();
     stream.push(events(&[("a", 1, 1), ("b", 2, 2)])).unwrap();
     query.run_next_batch().await.unwrap();
     let mut first = rows(&sink.all());
@@ -189,7 +189,7 @@ async fn integer_division_is_spark_s_with_the_spark_functions_setting() {
     assert!(err.contains("DIVIDE_BY_ZERO"), "{err}");
     // The quotient's column keeps the operator's name.
     let script = "SET sluice.sql.spark_functions = 'true'; INSERT INTO out SELECT value / 4 FROM events";
-    let (stream, sink, mut query) = start_at(OutputMode::Append, script, "memory://").await.unwrap();
+    let (stream, sink, query) = start_at(OutputMode::Append, script, "memory://").await.unwrap();
     stream.push(events(&[("a", 1, 3)])).unwrap();
     query.run_next_batch().await.unwrap();
     let batch = &sink.all()[0];

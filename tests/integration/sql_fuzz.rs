@@ -313,7 +313,7 @@ fn attempt(script: &str) -> Result<Result<(), String>, String> {
                 return Err(sluice::SluiceError::sql("no query"));
             }
             for (i, definition) in definitions.iter().enumerate() {
-                let mut query = ctx.start(definition, &format!("{checkpoint}/{i}")).await?;
+                let query = ctx.start(definition, &format!("{checkpoint}/{i}")).await?;
                 query.run_next_batch().await?;
                 query.run_next_batch().await?;
             }

@@ -215,7 +215,7 @@ async fn three_streams_join_through_two_stateful_joins() {
          JOIN conversions v ON v.key = c.key AND v.ts BETWEEN c.ts AND c.ts + INTERVAL '15' SECOND"
     );
     let definition = ctx.execute(&sql).await.unwrap().remove(0);
-    let mut query = ctx.start(&definition, "memory://").await.unwrap();
+    let query = ctx.start(&definition, "memory://").await.unwrap();
     let batches: [[Rows; 3]; 2] = [
         [&[("a", 10, 1), ("b", 10, 2)], &[("a", 12, 3)], &[]],
         [&[], &[("b", 14, 4)], &[("a", 20, 5), ("b", 40, 6), ("b", 25, 7)]],

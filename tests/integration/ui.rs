@@ -154,7 +154,7 @@ fn count_rows(dir: &Path) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_json_and_the_event_stream_follow_the_flights_query() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut query, _ui, server) = watched_flights_query(dir.path()).await;
+    let (query, _ui, server) = watched_flights_query(dir.path()).await;
     let address = server.local_addr();
     let id = query.id().to_string();
 
@@ -272,7 +272,7 @@ async fn the_page_draws_its_charts_in_headless_chromium_while_the_flights_stream
         );
     }
     let dir = tempfile::tempdir().unwrap();
-    let (mut query, _ui, server) = watched_flights_query(dir.path()).await;
+    let (query, _ui, server) = watched_flights_query(dir.path()).await;
     let address = server.local_addr();
     let url = format!("http://{address}/query/{}", query.id());
     let stop = query.stop_handle();

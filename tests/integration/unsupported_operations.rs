@@ -221,7 +221,7 @@ async fn try_query(select: &str, mode: OutputMode) -> sluice::Result<()> {
     let for_query = sink.clone();
     ctx.register_sink("out", mode, move || Box::new(for_query.clone()));
     let definitions = ctx.execute(&format!("INSERT INTO out {select}")).await?;
-    let mut query = ctx.start(&definitions[0], "memory://").await?;
+    let query = ctx.start(&definitions[0], "memory://").await?;
     for stream in [&a, &b, &n] {
         stream.push(events(&[("a", 1, 1), ("b", 2, 2), ("a", 30, 3)]))?;
     }

@@ -16,7 +16,7 @@ async fn the_global_watermark_is_the_minimum_of_the_inputs() {
                (SELECT key, ts FROM fast UNION ALL SELECT key, ts FROM slow) AS events
                GROUP BY window(ts, '10 seconds')";
     let definitions = ctx.execute(sql).await.unwrap();
-    let mut q = ctx.start(&definitions[0], "memory://").await.unwrap();
+    let q = ctx.start(&definitions[0], "memory://").await.unwrap();
 
     fast.push(events(&[("f", 35, 0)])).unwrap();
     assert!(q.run_next_batch().await.unwrap());
