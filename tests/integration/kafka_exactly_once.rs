@@ -161,7 +161,7 @@ async fn a_crash_at_any_step_of_a_batch_writes_every_row_once() {
         let setup = setup().await;
         let servers = setup.broker.servers.clone();
         let (_dir, checkpoint) = temp_checkpoint();
-        let mut query = crashing_query(&setup, &checkpoint, Some((1, crash))).await;
+        let query = crashing_query(&setup, &checkpoint, Some((1, crash))).await;
         assert!(query.run_next_batch().await.unwrap());
         let before = high_watermark(&servers, "out");
         let err = query.run_next_batch().await.unwrap_err().to_string();
@@ -178,7 +178,7 @@ async fn a_crash_at_any_step_of_a_batch_writes_every_row_once() {
             setup.source
         );
         let definitions = ctx.execute(&script).await.unwrap();
-        let mut query = ctx.start(&definitions[0], &checkpoint).await.unwrap();
+        let query = ctx.start(&definitions[0], &checkpoint).await.unwrap();
         assert_eq!(query.id(), query_id);
         query.run(Trigger::AvailableNow).await.unwrap();
         let input: u64 = query.recent_progress().iter().map(|p| p.num_input_rows).sum();

@@ -32,7 +32,7 @@ async fn topic_pattern_reads_every_matching_topic_and_picks_up_new_ones() {
         broker.servers
     );
     let (_dir, checkpoint) = temp_checkpoint();
-    let (mut query, sink) =
+    let (query, sink) =
         start(&format!("{table}\nINSERT INTO out SELECT topic, id FROM events;"), &checkpoint).await.unwrap();
     query.run(Trigger::AvailableNow).await.unwrap();
     let (a, b) = (broker.topic("pat-a"), broker.topic("pat-b"));
@@ -62,7 +62,7 @@ async fn committed_batches_commit_their_end_offsets_to_the_consumer_group() {
         &format!(", starting_offsets = 'earliest', commit_offsets_to_group = 'true', 'kafka.group.id' = '{group}'"),
     );
     let (_dir, checkpoint) = temp_checkpoint();
-    let (mut query, sink) = start(&format!("{table}\n{SELECT_TRIPLES}"), &checkpoint).await.unwrap();
+    let (query, sink) = start(&format!("{table}\n{SELECT_TRIPLES}"), &checkpoint).await.unwrap();
     query.run(Trigger::AvailableNow).await.unwrap();
     assert_eq!(triples(&sink.all()).len(), 8);
 
@@ -98,7 +98,7 @@ async fn malformed_records_go_to_the_dead_letter_topic_and_the_batch_goes_on() {
         ),
     );
     let (_dir, checkpoint) = temp_checkpoint();
-    let (mut query, sink) = start(&format!("{table}\n{SELECT_TRIPLES}"), &checkpoint).await.unwrap();
+    let (query, sink) = start(&format!("{table}\n{SELECT_TRIPLES}"), &checkpoint).await.unwrap();
     query.run(Trigger::AvailableNow).await.unwrap();
     assert_eq!(triples(&sink.all()), vec![(0, 0, 1), (0, 3, 4)]);
     assert_eq!(query.recent_progress()[0].sources[0].bad_records_dropped(), 2);
@@ -171,7 +171,7 @@ async fn backpressure_keeps_batches_near_the_trigger_interval() {
     ctx.register_sink("out", sluice::OutputMode::Append, move || Box::new(SlowSink(for_query.clone())));
     let definitions = ctx.execute(&format!("{table}\nINSERT INTO out SELECT id FROM events;")).await.unwrap();
     let (_dir, checkpoint) = temp_checkpoint();
-    let mut query = ctx.start(&definitions[0], &checkpoint).await.unwrap();
+    let query = ctx.start(&definitions[0], &checkpoint).await.unwrap();
     let stop = query.stop_handle();
     query.on_progress(move |p| {
         if p.batch_id >= 6 {
