@@ -4,7 +4,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
+use datafusion::common::TableReference;
+use datafusion::logical_expr::LogicalPlan;
 
+use crate::dataframe::aggregation_keys;
 use crate::format::decode::DecodeOptions;
 use crate::format::{BadData, Format};
 use crate::plan::window::parse_duration_ns;
@@ -12,6 +15,7 @@ use crate::plan::OutputMode;
 use crate::sink::console::ConsoleSink;
 use crate::sink::file::FileSink;
 use crate::sink::kafka::KafkaSink;
+use crate::sink::memory_table::MemoryTable;
 use crate::sink::Sink;
 use crate::source::file::{CleanSource, FileSource, FileSourceOptions};
 use crate::source::kafka::{KafkaSource, KafkaSourceOptions};
@@ -114,18 +118,30 @@ impl StreamContext {
         Ok(Box::new(FileSource::try_new(&ddl.name, schema, options)?))
     }
 
-    /// The sink of table `name`, its output mode and its declared schema.
-    pub(super) fn open_sink(&self, name: &str) -> Result<(Box<dyn Sink>, OutputMode, Option<SchemaRef>)> {
+    /// The sink of table `name` for a query of incremental plan `plan` in `mode`, and the
+    /// table's declared schema. A `memory` table is (re)created here, with the query's columns.
+    pub(super) fn open_sink(
+        &self,
+        name: &str,
+        plan: &LogicalPlan,
+        mode: OutputMode,
+    ) -> Result<(Box<dyn Sink>, Option<SchemaRef>)> {
         let def = self.tables.get(name).ok_or_else(|| SluiceError::sql(format!("unknown sink table '{name}'")))?;
         match def {
-            StreamTableDef::Sink { sink, mode } => Ok(((sink.0)(), *mode, None)),
+            StreamTableDef::Sink { sink, .. } => Ok(((sink.0)(), None)),
             StreamTableDef::Memory { .. } => Err(SluiceError::sql(format!(
                 "'{name}' is a memory stream, not a sink; register a sink with register_sink"
             ))),
             StreamTableDef::Connector { ddl, schema, .. } => {
                 let option = |k: &str| ddl.options.get(k).map(String::as_str);
-                let mode = option("output_mode").map(OutputMode::parse).transpose()?.unwrap_or_default();
                 let sink: Box<dyn Sink> = match option("connector").unwrap_or_default().to_ascii_lowercase().as_str() {
+                    "memory" => {
+                        let table = Arc::new(MemoryTable::new(Arc::new(plan.schema().as_arrow().clone())));
+                        let reference = TableReference::bare(name);
+                        self.ctx.deregister_table(reference.clone())?;
+                        self.ctx.register_table(reference, Arc::clone(&table) as _)?;
+                        Box::new(table.sink(mode, aggregation_keys(plan)))
+                    }
                     "kafka" => Box::new(KafkaSink::new(name, &ddl.options)?.with_time_zone(self.time_zone.as_deref())?),
                     connector @ ("rate" | "socket") => {
                         return Err(SluiceError::sql(format!(
@@ -152,7 +168,7 @@ impl StreamContext {
                         Box::new(FileSink::new(name, path.into(), format)?.with_time_zone(self.time_zone.as_deref())?)
                     }
                 };
-                Ok((sink, mode, schema.clone()))
+                Ok((sink, schema.clone()))
             }
         }
     }

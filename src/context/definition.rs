@@ -26,6 +26,8 @@ pub struct QueryDefinition {
     pub(crate) name: Option<String>,
     /// The output mode, when the writer chose one; by default the sink table's.
     pub(crate) output_mode: Option<OutputMode>,
+    /// Written `EXPLAIN INSERT INTO ...`: to explain, not to start.
+    pub(crate) explain: bool,
 }
 
 /// What a query computes: SQL text planned when it starts, or a plan built with the DataFrame
@@ -38,12 +40,18 @@ pub(crate) enum QueryBody {
 
 impl QueryDefinition {
     pub(crate) fn new(sink: String, body: QueryBody) -> Self {
-        Self { sink, body, stages: vec![], name: None, output_mode: None }
+        Self { sink, body, stages: vec![], name: None, output_mode: None, explain: false }
     }
 
     /// The sink table the query writes to.
     pub fn sink(&self) -> &str {
         &self.sink
+    }
+
+    /// The script wrote it `EXPLAIN INSERT INTO ...`: show [`crate::StreamContext::explain`]
+    /// rather than [`crate::StreamContext::start`] it (which refuses it).
+    pub fn is_explain(&self) -> bool {
+        self.explain
     }
 
     /// The query's name: the one given to the writer, else its sink table.

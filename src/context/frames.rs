@@ -8,22 +8,18 @@ use arrow::datatypes::SchemaRef;
 use datafusion::catalog::TableProvider;
 use datafusion::common::TableReference;
 use datafusion::datasource::provider_as_source;
-use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
+use datafusion::logical_expr::LogicalPlanBuilder;
 use datafusion::sql::sqlparser::ast::Statement;
 
-use super::start::{plan_query, plan_sql, streaming_state};
+use super::start::plan_sql;
 use super::tables::{check_connector_options, connector_schema};
-use super::{as_set, QueryBody, StreamContext, StreamTableDef};
-use crate::checkpoint::CheckpointLocation;
-use crate::dataframe::{DataStreamReader, StreamFrame};
+use super::{as_set, StreamContext, StreamTableDef};
+use crate::dataframe::{aggregation_keys, DataStreamReader, StreamFrame};
 use crate::execution::StreamingQueryManager;
-use crate::plan::physical::OperatorRegistry;
-use crate::plan::stage::Stage;
 use crate::plan::stream_table::StreamTable;
-use crate::plan::OutputMode;
 use crate::sql::parse_script;
 use crate::sql::parser::{CreateStreamTable, SluiceStatement};
-use crate::{QueryDefinition, Result, SluiceError};
+use crate::{Result, SluiceError};
 
 impl StreamContext {
     /// Starts declaring a stream from code (Spark's `readStream`).
@@ -84,7 +80,10 @@ impl StreamContext {
                 }
             }
         }
-        Ok(StreamFrame::new(self.clone(), last))
+        let mut frame = StreamFrame::new(self.clone(), last);
+        // Update mode into a memory table replaces a group's row by these columns.
+        frame.keys = aggregation_keys(&frame.plan);
+        Ok(frame)
     }
 
     /// The queries started in this context (Spark's `streams`).
@@ -161,19 +160,5 @@ impl StreamContext {
         let ddl =
             CreateStreamTable { name: name.to_string(), columns: vec![], watermark: None, options, or_replace: true };
         self.register_connector_table(ddl, &connector, None)
-    }
-
-    /// The incremental logical plan of `plan` with `stages` on top in `mode`, one node per line:
-    /// what starting it would run, without opening a checkpoint.
-    pub(crate) async fn explain_plan(&self, plan: &LogicalPlan, stages: &[Stage], mode: OutputMode) -> Result<String> {
-        let mut definition = QueryDefinition::new(String::new(), QueryBody::Plan(plan.clone()));
-        definition.stages = stages.to_vec();
-        let tables = self.query_tables(&definition.body, self.state_partitions)?;
-        let location = CheckpointLocation::open("memory://explain")?;
-        let registry = Arc::new(OperatorRegistry::new(location, self.state_partitions, mode));
-        let state = streaming_state(&self.ctx, &registry);
-        let plan = plan_query(&state, &definition, &tables, &self.spellings, mode).await?;
-        let text = plan.display_indent().to_string();
-        Ok(text)
     }
 }

@@ -25,8 +25,10 @@ use crate::state::store::MAX_STATE_PARTITIONS;
 use crate::{Result, SluiceError};
 use datafusion::common::TableReference;
 
+mod catalog;
 mod connectors;
 mod definition;
+mod explain;
 mod frames;
 mod start;
 mod tables;
@@ -214,10 +216,15 @@ impl StreamContext {
                         queries.push(q);
                         continue;
                     }
+                    if let Some(q) = self.as_streaming_explain(&statement)? {
+                        queries.push(q);
+                        continue;
+                    }
                     let plan = self.ctx.state().statement_to_plan(*statement).await?;
                     if !StreamTable::sources_of(&plan).is_empty() {
                         return Err(SluiceError::sql(
-                            "a query over a stream must be written as INSERT INTO <stream table> SELECT ...",
+                            "a query over a stream must be written as INSERT INTO <stream table> SELECT ... (or EXPLAIN \
+                             INSERT INTO ... to see its plan)",
                         ));
                     }
                     self.ctx.execute_logical_plan(plan).await?.collect().await?;
@@ -225,6 +232,21 @@ impl StreamContext {
             }
         }
         Ok(queries)
+    }
+
+    /// `EXPLAIN INSERT INTO <stream table> <query>` as a query definition to explain; `None` for
+    /// other statements.
+    fn as_streaming_explain(&self, statement: &DFStatement) -> Result<Option<QueryDefinition>> {
+        let DFStatement::Explain(explain) = statement else { return Ok(None) };
+        let Some(mut query) = self.as_streaming_insert(&explain.statement)? else { return Ok(None) };
+        if explain.options.analyze {
+            return Err(SluiceError::sql(
+                "EXPLAIN ANALYZE of a continuous query: a continuous query never ends; write EXPLAIN INSERT INTO ... \
+                 for its plan, and watch a running query with --progress, --metrics or --ui",
+            ));
+        }
+        query.explain = true;
+        Ok(Some(query))
     }
 
     /// `INSERT INTO <stream table> <query>` as a query definition; `None` for other statements.

@@ -41,11 +41,20 @@ impl StreamContext {
     ///
     /// # Errors
     /// [`SluiceError::Unsupported`] for a query the output mode cannot run, [`SluiceError::Sql`]
-    /// for planning errors, [`SluiceError::Checkpoint`] for an unusable checkpoint, and source
+    /// for planning errors or a definition written `EXPLAIN ...`, [`SluiceError::Checkpoint`] for an unusable checkpoint, and source
     /// or sink errors (e.g. a missing input directory).
     pub async fn start(&self, definition: &QueryDefinition, checkpoint: &str) -> Result<StreamingQuery> {
-        let (sink, table_mode, declared) = self.open_sink(&definition.sink)?;
-        let mode = definition.output_mode.unwrap_or(table_mode);
+        if definition.explain {
+            return Err(SluiceError::sql(format!(
+                "the query into '{}' was written EXPLAIN INSERT INTO ...: show it with explain(), or drop EXPLAIN to \
+                 run it",
+                definition.sink
+            )));
+        }
+        let mode = match definition.output_mode {
+            Some(mode) => mode,
+            None => self.sink_mode(&definition.sink)?.0,
+        };
         let location = CheckpointLocation::open(checkpoint)?;
         let metadata = load_or_create_metadata(&location, self.state_partitions).await?;
         let registry = Arc::new(OperatorRegistry::new(location.clone(), metadata.state_partitions, mode));
@@ -66,6 +75,7 @@ impl StreamContext {
         }
         let state = streaming_state(&query_ctx, &registry);
         let plan = plan_query(&state, definition, &tables, &self.spellings, mode).await?;
+        let (sink, declared) = self.open_sink(&definition.sink, &plan, mode)?;
         check_sink_columns(&definition.sink, declared.as_ref(), &plan)?;
         sink.check_schema(&Arc::new(plan.schema().as_arrow().clone()))?;
         // Planned once, executed by every batch: errors surface before the first batch, and

@@ -32,6 +32,13 @@ impl StreamContext {
             return Err(SluiceError::sql(format!("table '{}' already exists; use CREATE OR REPLACE TABLE", ddl.name)));
         }
         let connector = check_connector_options(&ddl.name, &ddl.options)?;
+        if connector == "memory" && !ddl.columns.is_empty() {
+            return Err(SluiceError::sql(format!(
+                "table '{}': a memory table is a sink taking the columns of the query writing it; declare it without \
+                 columns, then SELECT from it",
+                ddl.name
+            )));
+        }
         let schema = match connector_schema(&connector) {
             Some(schema) => Some(self.check_connector_columns(&ddl, &connector, schema)?),
             None if ddl.columns.is_empty() => None,
@@ -186,12 +193,13 @@ pub(crate) fn check_connector_options(table: &str, options: &BTreeMap<String, St
             "output_mode",
         ],
         "console" => &["connector", "num_rows", "truncate", "output_mode"],
+        "memory" => &["connector", "output_mode"],
         "rate" => &["connector", "rows_per_second", "ramp_up_time", "num_partitions"],
         "socket" => &["connector", "host", "port", "bad_data"],
         "kafka" => &kafka_options,
         other => {
             return Err(SluiceError::sql(format!(
-                "table '{}': unknown connector '{other}'; built in: 'file', 'console', 'rate', 'socket', 'kafka'",
+                "table '{}': unknown connector '{other}'; built in: 'file', 'console', 'memory', 'rate', 'socket', 'kafka'",
                 table
             )))
         }

@@ -15,9 +15,10 @@ use datafusion::logical_expr::{col, lit, Expr, ExprFunctionExt, LogicalPlan};
 
 use super::grouped::GroupedStreamFrame;
 use super::writer::DataStreamWriter;
-use crate::context::StreamContext;
+use crate::context::{QueryBody, QueryDefinition, StreamContext};
 use crate::operator::group_state::{erase, GroupState, GroupStateTimeout};
 use crate::operator::watermark::{WatermarkSpec, WATERMARK_DELAY_METADATA};
+use crate::plan::nodes::StreamingAggregateNode;
 use crate::plan::stage::Stage;
 use crate::plan::stream_table::StreamTable;
 use crate::{Result, SluiceError};
@@ -303,14 +304,22 @@ impl StreamFrame {
         Ok(self.data_frame().collect().await?)
     }
 
-    /// The incremental plan the query would run with `mode`: each stateful operator, its keys and
-    /// the watermark it evicts by. The same text as `EXPLAIN` in SQL.
+    /// What the query would run with `mode`: the watermarks, each stateful operator with its
+    /// keys, the state it keeps and when that state is evicted, then the incremental plan. The
+    /// same text as `EXPLAIN` in SQL ([`crate::StreamContext::explain`]).
     ///
     /// # Errors
     /// What starting the query would refuse (e.g. an aggregation in append mode without a
     /// watermark).
     pub async fn explain(&self, mode: crate::OutputMode) -> Result<String> {
-        self.ctx.explain_plan(&self.plan, &self.stages, mode).await
+        self.ctx.explain_in_mode(&self.definition(), mode, "chosen by the caller").await
+    }
+
+    /// The frame as a query definition writing to no sink yet.
+    pub(crate) fn definition(&self) -> QueryDefinition {
+        let mut definition = QueryDefinition::new(String::new(), QueryBody::Plan(self.plan.clone()));
+        definition.stages = self.stages.clone();
+        definition
     }
 
     fn with_stage(mut self, stage: Stage) -> Result<StreamFrame> {
@@ -346,4 +355,34 @@ fn with_event_time(schema: &Schema, spec: &WatermarkSpec) -> SchemaRef {
         })
         .collect();
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// The names of the output columns that are an aggregation's grouping keys (of a DataFusion
+/// `Aggregate` or, in an incremental plan, a streaming aggregation), when the result outputs all
+/// of them: update mode into a memory table replaces a group's row by them.
+pub(crate) fn aggregation_keys(plan: &LogicalPlan) -> Vec<String> {
+    let mut node = plan;
+    let (schema, count) = loop {
+        match node {
+            LogicalPlan::Aggregate(agg) => break (&agg.schema, agg.group_expr.len()),
+            LogicalPlan::Extension(ext) => match ext.node.as_any().downcast_ref::<StreamingAggregateNode>() {
+                Some(agg) => break (&agg.schema, agg.group_expr.len()),
+                None => return vec![],
+            },
+            LogicalPlan::Projection(p) => node = &p.input,
+            LogicalPlan::Filter(f) => node = &f.input,
+            LogicalPlan::Sort(s) => node = &s.input,
+            LogicalPlan::SubqueryAlias(a) => node = &a.input,
+            LogicalPlan::Limit(l) => node = &l.input,
+            _ => return vec![],
+        }
+    };
+    let keys: Vec<String> = schema.fields().iter().take(count).map(|f| f.name().clone()).collect();
+    let output = plan.schema();
+    let all_kept = keys.iter().all(|k| output.fields().iter().any(|f| f.name() == k));
+    if all_kept {
+        keys
+    } else {
+        vec![]
+    }
 }

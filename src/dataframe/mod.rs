@@ -44,6 +44,7 @@ mod options;
 mod reader;
 mod writer;
 
+pub(crate) use frame::aggregation_keys;
 pub use frame::StreamFrame;
 pub use functions::{session_window, window, window_with_slide};
 pub use grouped::GroupedStreamFrame;

@@ -9,12 +9,11 @@ use arrow::record_batch::RecordBatch;
 
 use super::frame::StreamFrame;
 use super::options::option_key;
-use crate::context::QueryBody;
 use crate::execution::{StreamingQuery, Trigger};
 use crate::plan::OutputMode;
 use crate::sink::foreach_batch::{ForeachBatchFn, ForeachBatchSink};
 use crate::sink::memory_table::MemoryTable;
-use crate::{QueryDefinition, Result, SluiceError};
+use crate::{Result, SluiceError};
 
 /// The formats `format` accepts.
 const FORMATS: &str = "'json', 'csv', 'parquet' (files), 'kafka', 'console', 'memory'";
@@ -185,8 +184,8 @@ impl DataStreamWriter {
         };
         // `memory://` opens a fresh in-memory store for each query.
         let checkpoint = checkpoint.unwrap_or_else(|| "memory://".to_string());
-        let mut definition = QueryDefinition::new(sink, QueryBody::Plan(frame.plan));
-        definition.stages = frame.stages;
+        let mut definition = frame.definition();
+        definition.sink = sink;
         definition.name = query_name;
         definition.output_mode = Some(output_mode);
         let query = ctx.start(&definition, &checkpoint).await?;

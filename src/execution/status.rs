@@ -102,6 +102,11 @@ impl QueryShared {
         self.listeners.write().unwrap_or_else(|e| e.into_inner()).push(listener);
     }
 
+    /// Unregisters `listener` (the same `Arc`).
+    pub fn remove_listener(&self, listener: &Arc<dyn StreamingQueryListener>) {
+        self.listeners.write().unwrap_or_else(|e| e.into_inner()).retain(|l| !Arc::ptr_eq(l, listener));
+    }
+
     pub fn run_id(&self) -> Option<String> {
         self.run_id.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }

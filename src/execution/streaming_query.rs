@@ -291,15 +291,46 @@ impl StreamingQuery {
 }
 
 /// The queries started in one [`crate::StreamContext`] (Spark's `StreamingQueryManager`,
-/// `spark.streams`). Clones share the list.
-#[derive(Debug, Clone, Default)]
+/// `spark.streams`). Clones share the list and the listeners.
+#[derive(Clone, Default)]
 pub struct StreamingQueryManager {
     queries: Arc<Mutex<Vec<StreamingQuery>>>,
+    listeners: Arc<Mutex<Vec<Arc<dyn StreamingQueryListener>>>>,
+}
+
+impl std::fmt::Debug for StreamingQueryManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamingQueryManager").field("queries", &self.lock().len()).finish()
+    }
 }
 
 impl StreamingQueryManager {
+    /// Tracks a query just started and registers the manager's listeners with it, before its
+    /// first trigger.
     pub(crate) fn add(&self, query: StreamingQuery) {
+        for listener in self.listeners.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            query.add_listener(Arc::clone(listener));
+        }
         self.lock().push(query);
+    }
+
+    /// Registers `listener` for the events of every query of the context: those running now,
+    /// from now on, and every query started later, from its start (Spark's
+    /// `streams.addListener`). Events of different queries may arrive on different threads.
+    pub fn add_listener(&self, listener: Arc<dyn StreamingQueryListener>) {
+        self.listeners.lock().unwrap_or_else(|e| e.into_inner()).push(Arc::clone(&listener));
+        for query in self.all() {
+            query.add_listener(Arc::clone(&listener));
+        }
+    }
+
+    /// Unregisters `listener` (the same `Arc` given to [`Self::add_listener`]) from the manager
+    /// and every query (Spark's `streams.removeListener`).
+    pub fn remove_listener(&self, listener: &Arc<dyn StreamingQueryListener>) {
+        self.listeners.lock().unwrap_or_else(|e| e.into_inner()).retain(|l| !Arc::ptr_eq(l, listener));
+        for query in self.all() {
+            query.inner.shared.remove_listener(listener);
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<StreamingQuery>> {

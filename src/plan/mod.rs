@@ -19,6 +19,7 @@
 pub mod batch_time;
 pub mod checks;
 pub mod dedup;
+pub(crate) mod explain;
 pub mod fingerprint;
 pub mod incremental;
 pub mod join;

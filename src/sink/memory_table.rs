@@ -46,6 +46,11 @@ impl MemoryTable {
         Self { schema, contents: Arc::default() }
     }
 
+    /// The rows now in the table.
+    pub(crate) fn rows(&self) -> Vec<RecordBatch> {
+        self.contents.read().unwrap_or_else(|e| e.into_inner()).rows.clone()
+    }
+
     /// The sink writing into this table in `mode`; `keys` are the columns identifying a row in
     /// update mode (none: rows are added, as in append mode).
     pub(crate) fn sink(&self, mode: OutputMode, keys: Vec<String>) -> MemoryTableSink {
@@ -70,8 +75,7 @@ impl TableProvider for MemoryTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> DFResult<Arc<dyn ExecutionPlan>> {
-        let rows = self.contents.read().unwrap_or_else(|e| e.into_inner()).rows.clone();
-        Ok(MemorySourceConfig::try_new_exec(&[rows], Arc::clone(&self.schema), projection.cloned())?)
+        Ok(MemorySourceConfig::try_new_exec(&[self.rows()], Arc::clone(&self.schema), projection.cloned())?)
     }
 }
 

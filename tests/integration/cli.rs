@@ -41,6 +41,30 @@ fn an_unsupported_query_is_refused_before_it_starts() {
     assert!(stderr.contains("append mode without a watermark"), "{stderr}");
 }
 
+#[test]
+fn explain_in_a_script_prints_the_incremental_plan_and_runs_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("out");
+    let script = flights_script(Path::new("data/flights"), &output).replace("INSERT INTO", "EXPLAIN INSERT INTO");
+    let sql = dir.path().join("explain.sql");
+    std::fs::write(&sql, script).unwrap();
+    let out = sluice().args(["run", sql.to_str().unwrap()]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for expected in [
+        "Output mode: append (table 'hourly_delays' sets no output_mode option; append is the default, as in Spark)",
+        "Watermark: flights.sched_dep_ts minus 3 hours",
+        "StreamingAggregate  keys: ",
+        "window (event-time window)",
+        "evicted: when the watermark passes its window's end",
+        "emits: each group once, when the watermark passes its window's end",
+        "Incremental plan:",
+    ] {
+        assert!(stdout.contains(expected), "missing {expected:?} in:\n{stdout}");
+    }
+    assert!(!output.exists(), "EXPLAIN started the query");
+}
+
 fn flights_script(input: &Path, output: &Path) -> String {
     let example = std::fs::read_to_string("sql/examples/flight_delays.sql").unwrap();
     example.replace("path = 'data/flights'", &format!("path = '{}'", input.display())).replace(

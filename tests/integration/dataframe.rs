@@ -116,6 +116,39 @@ async fn running_totals_match_their_sql_form_and_the_memory_table_keeps_one_row_
 }
 
 #[tokio::test]
+async fn a_memory_table_declared_in_sql_keeps_one_row_per_group_in_update_mode() {
+    let (_dir, paths) = inputs(&["flights"]);
+    let mut ctx = StreamContext::new();
+    let select = running_totals::running_totals_sql(&paths[0]);
+    let (create_flights, select) = select.split_once(';').unwrap();
+    let script = format!(
+        "{create_flights}; CREATE TABLE totals WITH (connector = 'memory', output_mode = 'update');
+         INSERT INTO totals {select}"
+    );
+    let definitions = ctx.execute(&script).await.unwrap();
+    let query = ctx.start(&definitions[0], "memory://").await.unwrap();
+    query.run(Trigger::AvailableNow).await.unwrap();
+    let table = ctx.sql("SELECT count(*), count(DISTINCT carrier), sum(flights) FROM totals").await.unwrap();
+    assert_eq!(rows(&table.collect().await.unwrap()), ["16,16,26820"]);
+    let error = ctx.execute("CREATE TABLE m (a INT) WITH (connector = 'memory')").await.unwrap_err().to_string();
+    assert!(error.contains("declare it without columns"), "{error}");
+}
+
+#[tokio::test]
+async fn explain_names_each_operator_its_state_and_its_eviction() {
+    let (_dir, paths) = inputs(&["flights", "weather"]);
+    let join = stream_join::flights_with_weather(&mut StreamContext::new(), &paths[0], &paths[1]).unwrap();
+    let text = join.explain(OutputMode::Append).await.unwrap();
+    for expected in ["Output mode: append (chosen by the caller)", "StreamingJoin (Left)", "left rows evicted: when"] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    let (_dir, paths) = inputs(&["earthquakes"]);
+    let dedup = deduplication::unique_quakes(&mut StreamContext::new(), &paths[0]).unwrap();
+    let text = dedup.explain(OutputMode::Append).await.unwrap();
+    assert!(text.contains("StreamingDeduplicate  keys: ") && text.contains("evicted: when the watermark passes"), "{text}");
+}
+
+#[tokio::test]
 async fn deduplication_matches_its_sql_form() {
     let (_dir, paths) = inputs(&["earthquakes"]);
     let api = deduplication::unique_quakes(&mut StreamContext::new(), &paths[0]).unwrap();
