@@ -3,11 +3,15 @@
 # every test. Arguments go to `cargo test` (e.g. `scripts/test.sh --test integration ui`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# The web UI test (tests/integration/ui.rs) opens the page in headless Chromium, Debian's package.
-if [ ! -x /usr/bin/chromium ]; then
+# The web UI test (tests/integration/ui.rs) opens the page in headless Chromium, and the shell
+# test (tests/integration/shell.rs) types into `sluice shell` in a tmux pane: Debian's packages.
+missing=""
+[ -x /usr/bin/chromium ] || missing="$missing chromium"
+command -v tmux >/dev/null || missing="$missing tmux"
+if [ -n "$missing" ]; then
     sudo=""
     if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
     $sudo apt-get update
-    $sudo apt-get install -y --no-install-recommends chromium
+    $sudo apt-get install -y --no-install-recommends $missing
 fi
 exec cargo test --release "$@"

@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod operator;
 pub mod plan;
 mod row_ranges;
+pub mod shell;
 pub mod sink;
 pub mod source;
 pub mod sql;

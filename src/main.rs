@@ -1,4 +1,5 @@
-//! The `sluice` command line: `sluice run FILE.sql`, `sluice produce --topic T FILE...`.
+//! The `sluice` command line: `sluice run FILE.sql`, `sluice shell` (also `sluice` alone),
+//! `sluice produce --topic T FILE...`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -15,8 +16,9 @@ use sluice::{SluiceError, StopHandle, StreamContext, Trigger};
 #[derive(Parser)]
 #[command(name = "sluice", version, about = "Streaming SQL in the style of Spark Structured Streaming")]
 struct Cli {
+    /// Without a command, the shell starts.
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
@@ -46,6 +48,17 @@ enum Command {
         /// of `--metrics`: one server then serves both.
         #[arg(long, value_name = "ADDRESS")]
         ui: Option<String>,
+    },
+    /// The interactive query shell: DDL, live SELECTs over streams, INSERT INTO in the
+    /// background, SHOW TABLES / QUERIES, DESCRIBE, EXPLAIN, STOP QUERY (HELP lists them).
+    Shell {
+        /// The history file. Default: ~/.sluice_history.
+        #[arg(long, value_name = "FILE")]
+        history: Option<PathBuf>,
+        /// The directory under which each query started by INSERT INTO keeps its checkpoint (in
+        /// the subdirectory named after its sink); a temporary one, removed on exit, when omitted.
+        #[arg(long, value_name = "DIR")]
+        checkpoint: Option<String>,
     },
     /// Writes JSON lines files (.gz too) into a Kafka topic, one message per line: partitions
     /// round robin, or by the hash of the --key column.
@@ -77,9 +90,14 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> ExitCode {
     // `RUST_LOG` chooses what is logged; by default, from info up: a line per batch, and warnings
     // (a source that cannot replay, a failed clean-up) that an errors-only default would hide.
-    let filter = tracing_subscriber::EnvFilter::builder()
-        .with_default_directive(tracing_subscriber::filter::LevelFilter::INFO.into())
-        .from_env_lossy();
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Shell { history: None, checkpoint: None });
+    // In the shell a log line per batch would scroll the live result away: warnings only.
+    let level = match command {
+        Command::Shell { .. } => tracing_subscriber::filter::LevelFilter::WARN,
+        _ => tracing_subscriber::filter::LevelFilter::INFO,
+    };
+    let filter = tracing_subscriber::EnvFilter::builder().with_default_directive(level.into()).from_env_lossy();
     // Colours only on a terminal: a log file or a test reading stderr gets plain text.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -87,8 +105,13 @@ async fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
-    let result = match cli.command {
+    let result = match command {
+        Command::Shell { history, checkpoint } => {
+            let history = history.or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".sluice_history")));
+            sluice::shell::run(sluice::shell::ShellOptions { history, checkpoint })
+                .await
+                .map_err(|e| (PathBuf::from("shell"), e))
+        }
         Command::Run { file, checkpoint, trigger, progress, metrics, ui } => {
             let reports = Reports { progress, metrics, ui };
             run(&file, checkpoint, trigger, reports).await.map_err(|e| (file, e))
@@ -157,7 +180,14 @@ async fn run(file: &Path, checkpoint: Option<String>, trigger: Option<String>, r
     let _servers = reports.serve(&metrics, &ui)?;
     let sql = std::fs::read_to_string(file).map_err(|e| SluiceError::io(file, e))?;
     let mut ctx = StreamContext::new();
-    let definitions = ctx.execute(&sql).await?;
+    let (explained, definitions): (Vec<_>, Vec<_>) =
+        ctx.execute(&sql).await?.into_iter().partition(|d| d.is_explain());
+    for definition in &explained {
+        println!("{}", ctx.explain(definition).await?);
+    }
+    if definitions.is_empty() && !explained.is_empty() {
+        return Ok(());
+    }
     if definitions.is_empty() {
         return Err(SluiceError::sql(format!(
             "{} defines no continuous query; add INSERT INTO <sink table> SELECT ...",

@@ -39,6 +39,25 @@ pub struct CreateStreamTable {
     pub or_replace: bool,
 }
 
+/// The statement back as SQL (`SHOW CREATE TABLE`): parsing it again gives the same table.
+impl std::fmt::Display for CreateStreamTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let plain = self.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        let name = if plain { Ident::new(&self.name) } else { Ident::with_quote('"', &self.name) };
+        write!(f, "CREATE {}TABLE {name}", if self.or_replace { "OR REPLACE " } else { "" })?;
+        let mut items: Vec<String> = self.columns.iter().map(ToString::to_string).collect();
+        if let Some(w) = &self.watermark {
+            items.push(format!("WATERMARK FOR {} AS {}", w.column, w.expr));
+        }
+        if !items.is_empty() {
+            write!(f, " (\n    {}\n)", items.join(",\n    "))?;
+        }
+        let options: Vec<String> =
+            self.options.iter().map(|(k, v)| format!("{k} = '{}'", v.replace('\'', "''"))).collect();
+        write!(f, " WITH ({})", options.join(", "))
+    }
+}
+
 /// One statement of a sluice script.
 #[derive(Debug, Clone)]
 pub enum SluiceStatement {
@@ -230,6 +249,21 @@ mod tests {
         let SluiceStatement::CreateStreamTable(out) = &statements[1] else { panic!("not a stream table") };
         assert!(out.columns.is_empty());
         assert!(matches!(statements[2], SluiceStatement::DataFusion(_)));
+    }
+
+    #[test]
+    fn a_stream_table_prints_as_ddl_that_parses_back_to_it() {
+        let sql = "CREATE OR REPLACE TABLE \"Events\" (key STRING NOT NULL, ts TIMESTAMP,
+                       WATERMARK FOR ts AS ts - INTERVAL '10' SECOND)
+                   WITH (connector = 'file', path = 'it''s', format = 'json')";
+        let SluiceStatement::CreateStreamTable(table) = parse_script(sql).unwrap().remove(0) else {
+            panic!("not a stream table")
+        };
+        let printed = table.to_string();
+        let SluiceStatement::CreateStreamTable(again) = parse_script(&printed).unwrap().remove(0) else {
+            panic!("not a stream table: {printed}")
+        };
+        assert_eq!(again, table, "{printed}");
     }
 
     fn position(sql: &str) -> (u64, u64, String) {

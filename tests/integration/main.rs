@@ -27,6 +27,7 @@ mod progress;
 mod rate_source;
 mod recovery;
 mod session_windows;
+mod shell;
 mod socket_source;
 mod spark_functions;
 mod spark_sql;
