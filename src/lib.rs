@@ -16,22 +16,24 @@
 
 #![warn(missing_docs)]
 
-pub mod checkpoint;
-pub mod context;
-pub mod dataframe;
-pub mod error;
-pub mod execution;
-pub mod format;
-pub mod http;
-pub mod metrics;
-pub mod operator;
-pub mod plan;
+pub(crate) mod checkpoint;
+pub(crate) mod context;
+pub(crate) mod dataframe;
+pub(crate) mod error;
+pub(crate) mod execution;
+pub(crate) mod format;
+pub(crate) mod http;
+pub mod kafka;
+pub(crate) mod metrics;
+pub mod monitoring;
+pub(crate) mod operator;
+pub(crate) mod plan;
 mod row_ranges;
 pub mod sink;
 pub mod source;
-pub mod sql;
-pub mod state;
-pub mod ui;
+pub(crate) mod sql;
+pub(crate) mod state;
+pub(crate) mod ui;
 
 #[cfg(test)]
 mod proptest_cases;
@@ -41,8 +43,12 @@ pub use dataframe::{
     session_window, window, window_with_slide, DataStreamReader, DataStreamWriter, GroupedStreamFrame, StreamFrame,
 };
 pub use error::{Result, SluiceError};
+pub use execution::progress::{SinkProgress, SourceProgress, StateOperatorProgress};
 pub use execution::{
-    QueryProgress, QueryStatus, StopHandle, StreamingQuery, StreamingQueryListener, StreamingQueryManager, Trigger,
+    QueryIdleEvent, QueryProgress, QueryStartedEvent, QueryStatus, QueryTerminatedEvent, StopHandle, StreamingQuery,
+    StreamingQueryListener, StreamingQueryManager, Trigger,
 };
 pub use operator::group_state::{GroupState, GroupStateTimeout};
+pub use operator::watermark::MultipleWatermarkPolicy;
 pub use plan::OutputMode;
+pub use sink::foreach_batch::ForeachBatchFn;

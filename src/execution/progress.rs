@@ -138,7 +138,7 @@ fn not_finite(value: &f64) -> bool {
 impl SourceProgress {
     /// A source that read `rows` rows from `range` and skipped `bad_records` malformed ones;
     /// rates are filled in when the trigger ends.
-    pub fn read(description: String, range: &SourceRange, rows: u64, bad_records: u64) -> SourceProgress {
+    pub(crate) fn read(description: String, range: &SourceRange, rows: u64, bad_records: u64) -> SourceProgress {
         let mut metrics = BTreeMap::new();
         if bad_records > 0 {
             metrics.insert(BAD_RECORDS_METRIC.to_string(), bad_records.to_string());
