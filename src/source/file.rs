@@ -131,11 +131,6 @@ impl FileSource {
         })
     }
 
-    /// Number of files the source remembers (bounded by the max file age).
-    pub fn remembered_files(&self) -> usize {
-        self.seen.len()
-    }
-
     fn log(&self, location: &CheckpointLocation) -> BatchLog {
         BatchLog::new(location.clone(), &format!("sources/{}", self.name))
     }
@@ -216,10 +211,6 @@ impl Source for FileSource {
     /// `FileStreamSource[file:/dir]`, as Spark.
     fn description(&self) -> String {
         format!("FileStreamSource[file:{}]", self.options.dir.display())
-    }
-
-    fn schema(&self) -> SchemaRef {
-        self.schema.clone()
     }
 
     fn initial_offset(&self) -> Value {
@@ -410,7 +401,7 @@ mod tests {
         let end = first.plan_batch(&location, 13, &Value::from(13u64)).await.unwrap();
         let mut restarted = source(dir.path());
         restarted.restore(&location, Some(13)).await.unwrap();
-        assert_eq!((restarted.end, restarted.since_compact, restarted.remembered_files()), (14, 4, 14));
+        assert_eq!((restarted.end, restarted.since_compact, restarted.seen.snapshot().files.len()), (14, 4, 14));
         let data = restarted.read(&Value::from(13u64), &end).await.unwrap();
         assert_eq!(data.batches.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
         let err = restarted.read(&Value::from(0u64), &Value::from(1u64)).await.unwrap_err().to_string();

@@ -150,10 +150,6 @@ impl Source for MemorySource {
         format!("MemoryStream[{}]", self.name)
     }
 
-    fn schema(&self) -> SchemaRef {
-        self.stream.schema()
-    }
-
     fn initial_offset(&self) -> Value {
         Value::from(0u64)
     }

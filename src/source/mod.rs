@@ -23,7 +23,6 @@ pub use memory::MemoryStream;
 
 use std::collections::BTreeMap;
 
-use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use serde_json::Value;
@@ -52,9 +51,6 @@ pub(crate) trait Source: Send + Sync + std::fmt::Debug {
     fn description(&self) -> String {
         self.name().to_string()
     }
-
-    /// The schema of every batch it returns.
-    fn schema(&self) -> SchemaRef;
 
     /// The offset before any data.
     fn initial_offset(&self) -> Value;

@@ -169,11 +169,6 @@ impl RateSource {
         Self { name: name.to_string(), schema, options, start_time_ms: None, last_time_ms: i64::MIN, frozen: None }
     }
 
-    /// The start time (offset 0), ms since the epoch; `None` before [`Source::restore`].
-    pub fn start_time_ms(&self) -> Option<i64> {
-        self.start_time_ms
-    }
-
     fn log(&self, location: &CheckpointLocation) -> BatchLog {
         BatchLog::new(location.clone(), &format!("sources/{}", self.name))
     }
@@ -245,10 +240,6 @@ impl RateSource {
 impl Source for RateSource {
     fn name(&self) -> &str {
         &self.name
-    }
-
-    fn schema(&self) -> SchemaRef {
-        self.schema.clone()
     }
 
     fn initial_offset(&self) -> Value {
