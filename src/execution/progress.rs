@@ -79,7 +79,7 @@ pub struct StateOperatorProgress {
     /// Bytes of the state's keys and values held in memory (approximate).
     pub memory_used_bytes: u64,
     /// Operator-specific counters. sluice's `numRowsScanned`: state rows the batch read (looked
-    /// up or visited by a scan), see [`crate::state::StateMetrics::rows_scanned`].
+    /// up or visited by a scan).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub custom_metrics: BTreeMap<String, i64>,
     /// sluice's description of the operator, e.g. `aggregate[window, key]`; not in the JSON.
