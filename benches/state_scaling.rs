@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use arrow::array::{Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use sluice::sink::Sink;
-use sluice::source::memory::MemoryStream;
+use sluice::source::MemoryStream;
 use sluice::{OutputMode, StreamContext, StreamingQuery};
 
 /// 2024-01-01T00:00:00Z in ms.

@@ -20,7 +20,7 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit, TimestampMillisecondType};
 use datafusion::common::ScalarValue;
 use serde::{Deserialize, Serialize};
-use sluice::sink::console::ConsoleSink;
+use sluice::sink::ConsoleSink;
 use sluice::{GroupState, GroupStateTimeout, OutputMode, StreamContext, Trigger};
 
 const IDLE_MS: i64 = 6 * 3_600_000;

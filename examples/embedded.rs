@@ -13,7 +13,7 @@ use std::sync::Arc;
 use arrow::array::{Float64Array, RecordBatch, StringArray, TimestampMillisecondArray};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use arrow::util::pretty::pretty_format_batches;
-use sluice::sink::memory::MemorySink;
+use sluice::sink::MemorySink;
 use sluice::{OutputMode, StreamContext};
 
 fn readings(rows: &[(&str, i64, f64)]) -> RecordBatch {

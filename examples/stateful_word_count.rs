@@ -15,7 +15,7 @@ use std::sync::Arc;
 use arrow::array::{RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::ScalarValue;
-use sluice::sink::console::ConsoleSink;
+use sluice::sink::ConsoleSink;
 use sluice::{GroupState, GroupStateTimeout, OutputMode, StreamContext};
 
 /// `updateStateByKey((new values, running count) => running count + new values)`.

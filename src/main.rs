@@ -6,11 +6,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use sluice::execution::progress_file::ProgressFile;
-use sluice::http::{Endpoints, HttpServer};
-use sluice::metrics::PrometheusMetrics;
-use sluice::source::kafka::produce::{produce_files, ProduceOptions};
-use sluice::ui::LiveUi;
+use sluice::kafka::{produce_files, ProduceOptions};
+use sluice::monitoring::{Endpoints, HttpServer, LiveUi, ProgressFile, PrometheusMetrics};
 use sluice::{SluiceError, StopHandle, StreamContext, Trigger};
 
 #[derive(Parser)]
@@ -163,10 +160,10 @@ impl Reports {
         let shared = self.metrics.is_some() && self.metrics == self.ui;
         if let Some(address) = &self.metrics {
             let ui = shared.then(|| ui.clone());
-            servers.push(sluice::http::serve(address, Endpoints { metrics: Some(metrics.clone()), ui })?);
+            servers.push(sluice::monitoring::serve(address, Endpoints { metrics: Some(metrics.clone()), ui })?);
         }
         if let Some(address) = self.ui.as_ref().filter(|_| !shared) {
-            servers.push(sluice::ui::serve(address, ui.clone())?);
+            servers.push(sluice::monitoring::serve_ui(address, ui.clone())?);
         }
         Ok(servers)
     }

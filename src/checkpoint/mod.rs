@@ -15,4 +15,4 @@ pub mod location;
 pub mod log;
 
 pub use location::CheckpointLocation;
-pub use log::{BatchLog, CommitEntry, LogEntries, OffsetEntry, QueryMetadata};
+pub use log::{BatchLog, CommitEntry, OffsetEntry, QueryMetadata};

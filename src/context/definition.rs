@@ -77,7 +77,7 @@ impl QueryDefinition {
 
     /// Spark's `flatMapGroupsWithState`: `function(key values, the key's rows of the batch,
     /// state)` returns rows of `output` (one `Vec<ScalarValue>` per row, in column order). State
-    /// `S` is serialized with serde into the checkpoint. See [`crate::operator::group_state`] for
+    /// `S` is serialized with serde into the checkpoint. See [`crate::GroupState`] for
     /// the call order and the timeouts. The sink's output mode must be append or update.
     pub fn flat_map_groups_with_state<S, F>(
         mut self,

@@ -22,7 +22,36 @@ use crate::sql::parser::{CreateStreamTable, SluiceStatement};
 use crate::{Result, SluiceError};
 
 impl StreamContext {
-    /// Starts declaring a stream from code (Spark's `readStream`).
+    /// Starts declaring a stream from code (Spark's `readStream`): its format, options and
+    /// schema, then [`DataStreamReader::load`] returns it as a [`StreamFrame`].
+    ///
+    /// Here a directory of JSON lines files, read to its end and kept in a memory table:
+    ///
+    /// ```
+    /// # async fn demo() -> sluice::Result<()> {
+    /// use std::sync::Arc;
+    ///
+    /// use arrow::array::{AsArray, RecordBatch};
+    /// use arrow::datatypes::{DataType, Field, Int64Type, Schema};
+    /// use sluice::{StreamContext, Trigger};
+    ///
+    /// let dir = tempfile::tempdir().unwrap();
+    /// std::fs::write(dir.path().join("words-1.json"), "{\"word\": \"stream\"}\n{\"word\": \"sql\"}\n").unwrap();
+    ///
+    /// let mut ctx = StreamContext::new();
+    /// let schema = Arc::new(Schema::new(vec![Field::new("word", DataType::Utf8, true)]));
+    /// let words = ctx.read_stream().format("json").schema(schema).load(dir.path().to_str())?;
+    /// assert!(words.is_streaming());
+    ///
+    /// // Every file there now, then the query stops (Spark's `Trigger.AvailableNow`).
+    /// let query = words.write_stream().trigger(Trigger::AvailableNow).to_table("words").start().await?;
+    /// query.await_termination().await?;
+    ///
+    /// let rows: Vec<RecordBatch> = ctx.sql("SELECT count(*) FROM words").await?.collect().await?;
+    /// assert_eq!(rows[0].column(0).as_primitive::<Int64Type>().value(0), 2);
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+    /// ```
     pub fn read_stream(&mut self) -> DataStreamReader<'_> {
         DataStreamReader::new(self)
     }

@@ -131,7 +131,7 @@ impl StreamContext {
     /// Sets an option by its Spark key (`spark.sql.streaming.multipleWatermarkPolicy`,
     /// `spark.sql.session.timeZone`, `spark.sql.shuffle.partitions`), sluice key
     /// (`sluice.sql.spark_functions`) or DataFusion key (`datafusion.*`), as `SET key = 'value'`
-    /// does in a script. See [`crate::sql::settings`]. Applies to queries started afterwards.
+    /// does in a script. Applies to queries started afterwards.
     ///
     /// # Errors
     /// [`SluiceError::Sql`] for an unknown key (naming the accepted ones) or a bad value.

@@ -150,6 +150,74 @@ impl StreamFrame {
     /// read (selected, filtered or renamed through `alias` only; not computed), and the call must
     /// precede stateful transformations. A second call on the same stream replaces the first.
     ///
+    /// Here counts per word and 10-second window, with a 5-second watermark, in append mode: a
+    /// window is written once, when the watermark passes its end, and a row older than the
+    /// watermark is dropped as late.
+    ///
+    /// ```
+    /// # async fn demo() -> sluice::Result<()> {
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    ///
+    /// use arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampMillisecondArray};
+    /// use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    /// use arrow::util::pretty::pretty_format_batches;
+    /// use datafusion::functions_aggregate::expr_fn::count;
+    /// use datafusion::prelude::{col, lit};
+    /// use sluice::{window, OutputMode, StreamContext};
+    ///
+    /// let mut ctx = StreamContext::new();
+    /// let schema = Arc::new(Schema::new(vec![
+    ///     Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), false),
+    ///     Field::new("word", DataType::Utf8, false),
+    /// ]));
+    /// let words = ctx.register_memory_stream("words", schema.clone(), None)?;
+    /// // Rows at `seconds` after the epoch.
+    /// let push = |seconds: Vec<i64>, texts: Vec<&str>| -> sluice::Result<()> {
+    ///     let ms: Vec<i64> = seconds.iter().map(|s| s * 1000).collect();
+    ///     let columns: Vec<ArrayRef> =
+    ///         vec![Arc::new(TimestampMillisecondArray::from(ms)), Arc::new(StringArray::from(texts))];
+    ///     words.push(RecordBatch::try_new(schema.clone(), columns)?)
+    /// };
+    ///
+    /// let query = ctx
+    ///     .table("words")
+    ///     .await?
+    ///     .with_watermark("ts", Duration::from_secs(5))?
+    ///     .group_by(vec![window(col("ts"), "10 seconds"), col("word")])
+    ///     .agg(vec![count(lit(1)).alias("n")])?
+    ///     .write_stream()
+    ///     .output_mode(OutputMode::Append)
+    ///     .to_table("counts")
+    ///     .start()
+    ///     .await?;
+    ///
+    /// // The latest event time is 12 s, so the watermark 7 s: window [0 s, 10 s) stays open.
+    /// push(vec![1, 5, 12], vec!["a", "a", "b"])?;
+    /// query.process_all_available().await?;
+    /// let written = ctx.sql("SELECT * FROM counts").await?.collect().await?;
+    /// assert_eq!(written.iter().map(RecordBatch::num_rows).sum::<usize>(), 0);
+    ///
+    /// // 16 s moves the watermark to 11 s: [0 s, 10 s) is complete and written.
+    /// push(vec![16], vec!["b"])?;
+    /// query.process_all_available().await?;
+    /// // 3 s is older than the watermark: dropped as late, the window is not written again.
+    /// push(vec![3], vec!["a"])?;
+    /// query.process_all_available().await?;
+    ///
+    /// let rows = ctx.sql("SELECT word, n FROM counts").await?.collect().await?;
+    /// let table = pretty_format_batches(&rows)?.to_string();
+    /// assert_eq!(
+    ///     table.lines().collect::<Vec<_>>(),
+    ///     ["+------+---+", "| word | n |", "+------+---+", "| a    | 2 |", "+------+---+"]
+    /// );
+    /// let late: u64 = query.recent_progress().iter().map(|p| p.late_rows_dropped()).sum();
+    /// assert_eq!(late, 1);
+    /// # query.stop();
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+    /// ```
+    ///
     /// # Errors
     /// [`SluiceError::Sql`] naming the column when it is missing, not a TIMESTAMP, or computed;
     /// [`SluiceError::Unsupported`] after a stateful transformation.
@@ -203,7 +271,64 @@ impl StreamFrame {
 
     /// Groups the rows by `exprs` for an aggregation (Spark's `groupBy`); an event-time window
     /// ([`crate::window`], [`crate::window_with_slide`], [`crate::session_window`]) among them
-    /// groups by window.
+    /// groups by window. [`GroupedStreamFrame::agg`] then says what to compute per group.
+    ///
+    /// Here a running count per word in update mode: each batch writes the groups it changed,
+    /// which replace their rows in the memory table.
+    ///
+    /// ```
+    /// # async fn demo() -> sluice::Result<()> {
+    /// use std::sync::Arc;
+    ///
+    /// use arrow::array::{RecordBatch, StringArray};
+    /// use arrow::datatypes::{DataType, Field, Schema};
+    /// use arrow::util::pretty::pretty_format_batches;
+    /// use datafusion::functions_aggregate::expr_fn::count;
+    /// use datafusion::prelude::{col, lit};
+    /// use sluice::{OutputMode, StreamContext};
+    ///
+    /// let mut ctx = StreamContext::new();
+    /// let schema = Arc::new(Schema::new(vec![Field::new("word", DataType::Utf8, false)]));
+    /// let words = ctx.register_memory_stream("words", schema.clone(), None)?;
+    /// let push = |texts: Vec<&str>| -> sluice::Result<()> {
+    ///     words.push(RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(texts))])?)
+    /// };
+    ///
+    /// let query = ctx
+    ///     .table("words")
+    ///     .await?
+    ///     .group_by(vec![col("word")])
+    ///     .agg(vec![count(lit(1)).alias("n")])?
+    ///     .write_stream()
+    ///     .output_mode(OutputMode::Update)
+    ///     .to_table("word_counts")
+    ///     .start()
+    ///     .await?;
+    /// push(vec!["to", "be", "or", "not", "to", "be"])?;
+    /// query.process_all_available().await?;
+    /// push(vec!["to", "stream"])?;
+    /// query.process_all_available().await?;
+    ///
+    /// let rows = ctx.sql("SELECT word, n FROM word_counts ORDER BY n DESC, word").await?.collect().await?;
+    /// let table = pretty_format_batches(&rows)?.to_string();
+    /// assert_eq!(
+    ///     table.lines().collect::<Vec<_>>(),
+    ///     [
+    ///         "+--------+---+",
+    ///         "| word   | n |",
+    ///         "+--------+---+",
+    ///         "| to     | 3 |",
+    ///         "| be     | 2 |",
+    ///         "| not    | 1 |",
+    ///         "| or     | 1 |",
+    ///         "| stream | 1 |",
+    ///         "+--------+---+",
+    ///     ]
+    /// );
+    /// # query.stop();
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+    /// ```
     pub fn group_by(self, exprs: Vec<Expr>) -> GroupedStreamFrame {
         GroupedStreamFrame::new(self, exprs)
     }
@@ -233,7 +358,7 @@ impl StreamFrame {
 
     /// Spark's `flatMapGroupsWithState`: `function(key values, the key's rows of the batch,
     /// state)` returns rows of `output` (one `Vec<ScalarValue>` per row, in column order); state
-    /// `S` is serialized with serde into the checkpoint. See [`crate::operator::group_state`]
+    /// `S` is serialized with serde into the checkpoint. See [`crate::GroupState`]
     /// for the call order and timeouts. Must be the last transformation; the output mode must be
     /// append or update.
     ///

@@ -131,6 +131,48 @@ impl DataStreamWriter {
 
     /// Starts the query on a tokio task of its own and returns its handle (Spark's `start`).
     ///
+    /// Here each batch's rows handed to a function, under a trigger that processes what is
+    /// available when the query starts and then stops it:
+    ///
+    /// ```
+    /// # async fn demo() -> sluice::Result<()> {
+    /// use std::sync::{Arc, Mutex};
+    ///
+    /// use arrow::array::{AsArray, Int64Array, RecordBatch};
+    /// use arrow::datatypes::{DataType, Field, Int64Type, Schema};
+    /// use datafusion::prelude::{col, lit};
+    /// use sluice::{StreamContext, Trigger};
+    ///
+    /// let mut ctx = StreamContext::new();
+    /// let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+    /// let numbers = ctx.register_memory_stream("numbers", schema.clone(), None)?;
+    /// numbers.push(RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![1, 2, 3, 4]))])?)?;
+    ///
+    /// let seen = Arc::new(Mutex::new(Vec::new()));
+    /// let sink = Arc::clone(&seen);
+    /// let query = ctx
+    ///     .table("numbers")
+    ///     .await?
+    ///     .filter(col("v").gt(lit(1_i64)))?
+    ///     .select(vec![(col("v") * lit(10_i64)).alias("tens")])?
+    ///     .write_stream()
+    ///     .trigger(Trigger::AvailableNow)
+    ///     .foreach_batch(move |batch_id, batches| {
+    ///         for batch in batches {
+    ///             let values = batch.column(0).as_primitive::<Int64Type>().values().iter();
+    ///             sink.lock().unwrap().extend(values.map(|v| (batch_id, *v)));
+    ///         }
+    ///         Ok(())
+    ///     })
+    ///     .start()
+    ///     .await?;
+    /// query.await_termination().await?;
+    /// assert!(!query.is_active());
+    /// assert_eq!(*seen.lock().unwrap(), [(0_u64, 20_i64), (0, 30), (0, 40)]);
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+    /// ```
+    ///
     /// # Errors
     /// [`SluiceError::Sql`] for a missing or unknown format, a bad option, a file or Kafka sink
     /// without a checkpoint; [`SluiceError::Unsupported`] for a query the output mode cannot

@@ -19,8 +19,9 @@ pub struct QueryStartedEvent {
 }
 
 /// The query has had no new data and no batch due for a while (Spark's `QueryIdleEvent`):
-/// posted when an idle trigger comes at least the idle interval (by default
-/// [`super::reporter::NO_DATA_PROGRESS_EVENT_INTERVAL`]) after the last progress or idle event.
+/// posted when an idle trigger comes at least the idle interval (by default 10 s, see
+/// [`crate::StreamingQuery::set_no_data_progress_event_interval`]) after the last progress or
+/// idle event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct QueryIdleEvent {

@@ -79,7 +79,7 @@ pub struct StateOperatorProgress {
     /// Bytes of the state's keys and values held in memory (approximate).
     pub memory_used_bytes: u64,
     /// Operator-specific counters. sluice's `numRowsScanned`: state rows the batch read (looked
-    /// up or visited by a scan), see [`crate::state::StateMetrics::rows_scanned`].
+    /// up or visited by a scan).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub custom_metrics: BTreeMap<String, i64>,
     /// sluice's description of the operator, e.g. `aggregate[window, key]`; not in the JSON.
@@ -138,7 +138,7 @@ fn not_finite(value: &f64) -> bool {
 impl SourceProgress {
     /// A source that read `rows` rows from `range` and skipped `bad_records` malformed ones;
     /// rates are filled in when the trigger ends.
-    pub fn read(description: String, range: &SourceRange, rows: u64, bad_records: u64) -> SourceProgress {
+    pub(crate) fn read(description: String, range: &SourceRange, rows: u64, bad_records: u64) -> SourceProgress {
         let mut metrics = BTreeMap::new();
         if bad_records > 0 {
             metrics.insert(BAD_RECORDS_METRIC.to_string(), bad_records.to_string());

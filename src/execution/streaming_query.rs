@@ -86,7 +86,7 @@ impl StreamingQuery {
     /// The incremental physical plan every batch executes, one node per line, indented by depth
     /// (DataFusion's `EXPLAIN` form). A stateful operator's line reads
     /// `StatefulExec: aggregate[0], state partitions=4`, its name as in
-    /// [`super::progress::StateOperatorProgress::description`].
+    /// [`crate::StateOperatorProgress::description`].
     pub fn explain(&self) -> String {
         self.inner.explain.clone()
     }
@@ -115,7 +115,7 @@ impl StreamingQuery {
 
     /// Sets how long the query must have been idle (no new data, no batch due) since its last
     /// report before it reports idleness (Spark's `spark.sql.streaming.noDataProgressEventInterval`,
-    /// by default [`super::reporter::NO_DATA_PROGRESS_EVENT_INTERVAL`]).
+    /// by default 10 s).
     pub fn set_no_data_progress_event_interval(&self, interval: Duration) {
         self.inner.shared.set_no_data_interval(interval);
     }
@@ -201,6 +201,48 @@ impl StreamingQuery {
     /// committed (Spark's `processAllAvailable`, meant for tests): for a query running in the
     /// background, until a trigger started after this call finds nothing to do, or the query
     /// ends; for a query not running, by running its batches here until none is left.
+    ///
+    /// Here a query started from SQL, not running, stepped after each push:
+    ///
+    /// ```
+    /// # async fn demo() -> sluice::Result<()> {
+    /// use std::sync::Arc;
+    ///
+    /// use arrow::array::{AsArray, Int64Array, RecordBatch};
+    /// use arrow::datatypes::{DataType, Field, Int64Type, Schema};
+    /// use sluice::sink::MemorySink;
+    /// use sluice::{OutputMode, StreamContext};
+    ///
+    /// let mut ctx = StreamContext::new();
+    /// let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+    /// let input = ctx.register_memory_stream("input", schema.clone(), None)?;
+    /// let sink = MemorySink::new();
+    /// let for_query = sink.clone();
+    /// ctx.register_sink("out", OutputMode::Complete, move || Box::new(for_query.clone()));
+    /// let definitions = ctx.execute("INSERT INTO out SELECT sum(v) AS total FROM input").await?;
+    /// let query = ctx.start(&definitions[0], "memory://").await?;
+    ///
+    /// let push = |values: Vec<i64>| -> sluice::Result<()> {
+    ///     input.push(RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(values))])?)
+    /// };
+    /// push(vec![1, 2])?;
+    /// push(vec![3])?;
+    /// query.process_all_available().await?;
+    /// push(vec![10])?;
+    /// query.process_all_available().await?;
+    ///
+    /// // One batch per call, each reading every push since the last; complete mode writes the
+    /// // whole result each time.
+    /// let mut totals = Vec::new();
+    /// for (batch_id, batches) in sink.batches() {
+    ///     for batch in batches {
+    ///         totals.extend(batch.column(0).as_primitive::<Int64Type>().iter().map(|t| (batch_id, t)));
+    ///     }
+    /// }
+    /// assert_eq!(totals, [(0_u64, Some(6_i64)), (1, Some(16))]);
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+    /// ```
     ///
     /// # Errors
     /// The error of the batch that failed, as [`Self::await_termination`].

@@ -39,7 +39,16 @@ pub enum GroupStateTimeout {
     EventTime,
 }
 
-/// The state of one key, as the user function sees it.
+/// The state of one key, as the user function of `flat_map_groups_with_state`
+/// ([`crate::StreamFrame::flat_map_groups_with_state`],
+/// [`crate::QueryDefinition::flat_map_groups_with_state`]) sees it.
+///
+/// Each batch, as Spark runs it: rows at or below the previous batch's watermark are dropped
+/// (when the input has a watermark); keys with rows are called in key order; then keys without
+/// rows whose timeout has passed are called with no rows and [`GroupState::has_timed_out`] true.
+/// A processing-time timeout passes when the batch's processing time reaches it; an event-time
+/// timeout when the batch's watermark exceeds it. A timeout fires once: set it again to be
+/// called again.
 #[derive(Debug, Clone)]
 pub struct GroupState<S> {
     value: Option<S>,

@@ -63,11 +63,6 @@ impl FileSink {
         Ok(self)
     }
 
-    /// The output directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Path of the manifest of `batch_id`.
     pub fn manifest_path(&self, batch_id: u64) -> PathBuf {
         self.dir.join(MANIFEST_DIR).join(batch_id.to_string())

@@ -9,9 +9,12 @@ use arrow::record_batch::RecordBatch;
 use super::Sink;
 use crate::Result;
 
-/// The user function: `(batch id, the batch's output rows)`. It is called again with the same
-/// batch id when a batch is replayed after a crash, so it must replace what that batch wrote
-/// (as Spark's `foreachBatch` documents), e.g. by writing to a path named after the batch id.
+/// The user function of [`crate::DataStreamWriter::foreach_batch`], as the query keeps it:
+/// `(batch id, the batch's output rows)`. It is called again with the same batch id when a batch
+/// is replayed after a crash, so it must replace what that batch wrote (as Spark's
+/// `foreachBatch` documents), e.g. by writing to a path named after the batch id. A program sharing
+/// one function between queries can hold it as this type and give each writer a closure over a
+/// clone (`move |id, rows| f(id, rows)`).
 pub type ForeachBatchFn = Arc<dyn Fn(u64, &[RecordBatch]) -> Result<()> + Send + Sync>;
 
 /// Calls a [`ForeachBatchFn`] with each batch, empty batches included.

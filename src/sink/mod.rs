@@ -1,4 +1,10 @@
-//! Sinks: where each micro-batch's output goes. One file per sink.
+//! Sinks: where each micro-batch's output goes.
+//!
+//! Public here are the [`Sink`] trait, which a program implements to write a query's output
+//! anywhere (register it with [`crate::StreamContext::register_sink`]), and the sinks an
+//! embedding program or a test uses directly: [`MemorySink`] (each batch's rows kept in process)
+//! and [`ConsoleSink`] (batches printed as tables). File, Kafka, console and memory-table sinks
+//! are otherwise declared in SQL or with [`crate::DataStreamWriter`].
 //!
 //! Every sink is idempotent per batch id: the micro-batch loop may hand it batch `N` again after a
 //! crash between writing the output and writing `commits/N`, and the sink must then replace what
@@ -13,12 +19,15 @@ use async_trait::async_trait;
 
 use crate::{Result, SluiceError};
 
-pub mod console;
-pub mod file;
-pub mod foreach_batch;
-pub mod kafka;
-pub mod memory;
+pub(crate) mod console;
+pub(crate) mod file;
+pub(crate) mod foreach_batch;
+pub(crate) mod kafka;
+pub(crate) mod memory;
 pub(crate) mod memory_table;
+
+pub use console::ConsoleSink;
+pub use memory::MemorySink;
 
 /// A destination for the result rows of a streaming query.
 #[async_trait]

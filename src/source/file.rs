@@ -131,11 +131,6 @@ impl FileSource {
         })
     }
 
-    /// Number of files the source remembers (bounded by the max file age).
-    pub fn remembered_files(&self) -> usize {
-        self.seen.len()
-    }
-
     fn log(&self, location: &CheckpointLocation) -> BatchLog {
         BatchLog::new(location.clone(), &format!("sources/{}", self.name))
     }
@@ -216,10 +211,6 @@ impl Source for FileSource {
     /// `FileStreamSource[file:/dir]`, as Spark.
     fn description(&self) -> String {
         format!("FileStreamSource[file:{}]", self.options.dir.display())
-    }
-
-    fn schema(&self) -> SchemaRef {
-        self.schema.clone()
     }
 
     fn initial_offset(&self) -> Value {
@@ -410,7 +401,7 @@ mod tests {
         let end = first.plan_batch(&location, 13, &Value::from(13u64)).await.unwrap();
         let mut restarted = source(dir.path());
         restarted.restore(&location, Some(13)).await.unwrap();
-        assert_eq!((restarted.end, restarted.since_compact, restarted.remembered_files()), (14, 4, 14));
+        assert_eq!((restarted.end, restarted.since_compact, restarted.seen.snapshot().files.len()), (14, 4, 14));
         let data = restarted.read(&Value::from(13u64), &end).await.unwrap();
         assert_eq!(data.batches.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
         let err = restarted.read(&Value::from(0u64), &Value::from(1u64)).await.unwrap_err().to_string();
@@ -439,5 +430,80 @@ mod tests {
         // A later restart through batch 1 (run for another source's data) finds no stale entry.
         restarted.restore(&location, Some(1)).await.unwrap();
         assert_eq!(restarted.end, 1);
+    }
+
+    /// The cost of one poll (planning a batch) as the number of files already read grows: a
+    /// poll lists the directory but stats only the names the source does not remember, so its
+    /// cost is the listing plus the new files, not a stat of every file ever read. For
+    /// comparison, each line also times listing and stat'ing every entry, which is what a poll
+    /// did before. A measurement, not a test (it was `benches/file_source_poll.rs`):
+    /// `cargo test --release --lib file_source_poll_cost -- --ignored --nocapture`.
+    #[tokio::test]
+    #[ignore = "a measurement: run it by name with --ignored --nocapture"]
+    async fn file_source_poll_cost() {
+        use std::time::Instant;
+
+        const POLLS: usize = 50;
+        fn write_at(dir: &std::path::Path, name: &str, modified: SystemTime) {
+            let path = dir.join(name);
+            std::fs::write(&path, "{\"v\": 1}\n").unwrap();
+            std::fs::File::options().write(true).open(&path).unwrap().set_modified(modified).unwrap();
+        }
+        fn median(mut times: Vec<Duration>) -> Duration {
+            times.sort();
+            times[times.len() / 2]
+        }
+
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, true)]));
+        println!("files already read | poll, nothing new | poll, one new file | list + stat every entry");
+        for read in [10usize, 1_000, 10_000] {
+            let dir = tempfile::tempdir().unwrap();
+            let base = SystemTime::now() - Duration::from_secs(3600);
+            for i in 0..read {
+                write_at(dir.path(), &format!("f{i:06}.json"), base + Duration::from_millis(i as u64));
+            }
+            let options = FileSourceOptions {
+                dir: dir.path().to_path_buf(),
+                format: Format::Json,
+                max_files_per_trigger: None,
+                max_file_age_ms: super::super::seen_files::DEFAULT_MAX_FILE_AGE_MS,
+                clean_source: CleanSource::Off,
+                decode: DecodeOptions::default(),
+            };
+            let mut source = FileSource::try_new("events", schema.clone(), options).unwrap();
+            let location = CheckpointLocation::open("memory://").unwrap();
+            let mut batch = 0u64;
+            let mut end = Value::from(0u64);
+            // Each poll: an optional new file, then the timed planning, then the commit.
+            let mut times = [Vec::new(), Vec::new()];
+            for (round, new_file) in std::iter::once(false).chain([false; POLLS]).chain([true; POLLS]).enumerate() {
+                if new_file {
+                    write_at(dir.path(), &format!("new{batch:06}.json"), SystemTime::now());
+                }
+                let started = Instant::now();
+                let next = source.plan_batch(&location, batch, &end).await.unwrap();
+                let took = started.elapsed();
+                source.commit(&location, batch, &next).await.unwrap();
+                batch += 1;
+                end = next;
+                // The first poll takes the `read` files and is not counted.
+                if round > 0 {
+                    times[usize::from(new_file)].push(took);
+                }
+            }
+            let [idle, one_new] = times.map(median);
+            let stat_all = median(
+                (0..POLLS)
+                    .map(|_| {
+                        let started = Instant::now();
+                        for entry in std::fs::read_dir(dir.path()).unwrap() {
+                            std::hint::black_box(entry.unwrap().metadata().unwrap());
+                        }
+                        started.elapsed()
+                    })
+                    .collect(),
+            );
+            println!("{read:>18} | {idle:>17.1?} | {one_new:>19.1?} | {stat_all:>23.1?}");
+        }
     }
 }

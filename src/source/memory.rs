@@ -12,7 +12,9 @@ use super::{Source, SourceData};
 use crate::checkpoint::CheckpointLocation;
 use crate::{Result, SluiceError};
 
-/// A handle to push record batches into a [`MemorySource`]; clones share the stream.
+/// A stream of record batches pushed from Rust, made by
+/// [`crate::StreamContext::register_memory_stream`] (which names it as a table); clones share the
+/// stream.
 ///
 /// Each [`MemoryStream::push`] is one offset: a batch reads every push since the last batch.
 /// The data lives only in this process, so a restarted process must push the same data again to
@@ -148,10 +150,6 @@ impl Source for MemorySource {
     /// `MemoryStream[name]`, after Spark's `MemoryStream`.
     fn description(&self) -> String {
         format!("MemoryStream[{}]", self.name)
-    }
-
-    fn schema(&self) -> SchemaRef {
-        self.stream.schema()
     }
 
     fn initial_offset(&self) -> Value {

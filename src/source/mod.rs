@@ -1,21 +1,28 @@
-//! Sources: replayable streams of Arrow record batches addressed by offsets. One file per source.
+//! Sources: replayable streams of Arrow record batches addressed by offsets.
 //!
-//! A source hands the micro-batch loop an end offset for each batch (capped by its rate limit),
-//! and later the rows between two offsets. Reading the same range again returns the same rows,
-//! which is what lets a crashed batch run again identically (DESIGN §1). The socket source is the
-//! exception, as in Spark: its lines live only in the process (see [`socket`]).
+//! Public here is [`MemoryStream`], the stream an embedding program or a test pushes record
+//! batches into (register one with [`crate::StreamContext::register_memory_stream`]). The other
+//! sources (files, Kafka, rate, socket) are declared in SQL (`CREATE TABLE ... WITH (connector =
+//! ...)`) or with [`crate::StreamContext::read_stream`]; user-written sources are not supported,
+//! so the source trait is internal.
+//!
+//! Internally a source hands the micro-batch loop an end offset for each batch (capped by its
+//! rate limit), and later the rows between two offsets. Reading the same range again returns the
+//! same rows, which is what lets a crashed batch run again identically (DESIGN §1). The socket
+//! source is the exception, as in Spark: its lines live only in the process.
 
-pub mod backpressure;
-pub mod file;
-pub mod kafka;
-pub mod memory;
-pub mod rate;
-pub mod seen_files;
-pub mod socket;
+pub(crate) mod backpressure;
+pub(crate) mod file;
+pub(crate) mod kafka;
+pub(crate) mod memory;
+pub(crate) mod rate;
+pub(crate) mod seen_files;
+pub(crate) mod socket;
+
+pub use memory::MemoryStream;
 
 use std::collections::BTreeMap;
 
-use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use serde_json::Value;
@@ -26,7 +33,7 @@ use backpressure::BatchFeedback;
 
 /// Rows a source read for one batch.
 #[derive(Debug, Default)]
-pub struct SourceData {
+pub(crate) struct SourceData {
     /// The rows, in the source's schema.
     pub batches: Vec<RecordBatch>,
     /// Malformed records skipped under `bad_data = 'drop'`.
@@ -35,7 +42,7 @@ pub struct SourceData {
 
 /// A replayable source of an unbounded input table.
 #[async_trait]
-pub trait Source: Send + Sync + std::fmt::Debug {
+pub(crate) trait Source: Send + Sync + std::fmt::Debug {
     /// The source's table name.
     fn name(&self) -> &str;
 
@@ -44,9 +51,6 @@ pub trait Source: Send + Sync + std::fmt::Debug {
     fn description(&self) -> String {
         self.name().to_string()
     }
-
-    /// The schema of every batch it returns.
-    fn schema(&self) -> SchemaRef;
 
     /// The offset before any data.
     fn initial_offset(&self) -> Value;
@@ -88,7 +92,7 @@ pub trait Source: Send + Sync + std::fmt::Debug {
     /// default ignores it.
     fn batch_finished(&mut self, _feedback: &BatchFeedback) {}
 
-    /// Source-specific counters for the batch's progress ([`crate::execution::progress::SourceProgress::metrics`]),
+    /// Source-specific counters for the batch's progress ([`crate::SourceProgress::metrics`]),
     /// taken after the batch is read; by default none.
     fn progress_metrics(&self) -> BTreeMap<String, String> {
         BTreeMap::new()

@@ -118,16 +118,6 @@ impl SeenFiles {
         }
         forgotten
     }
-
-    /// Number of files remembered.
-    pub fn len(&self) -> usize {
-        self.files.len()
-    }
-
-    /// True when no file is remembered.
-    pub fn is_empty(&self) -> bool {
-        self.files.is_empty()
-    }
 }
 
 #[cfg(test)]

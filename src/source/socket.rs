@@ -277,10 +277,6 @@ impl Source for SocketSource {
         &self.name
     }
 
-    fn schema(&self) -> SchemaRef {
-        self.schema.clone()
-    }
-
     fn initial_offset(&self) -> Value {
         Value::from(0u64)
     }

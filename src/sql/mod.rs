@@ -14,4 +14,4 @@ pub mod rewrite;
 pub mod settings;
 pub mod spelling;
 
-pub use parser::{parse_script, CreateStreamTable, SluiceStatement, WatermarkClause};
+pub use parser::{parse_script, WatermarkClause};

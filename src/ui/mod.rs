@@ -15,14 +15,7 @@
 //! | `/api/query/<id>/events` | Server-Sent Events: `progress` (`{"progress": ..., "operators": [...]}`), `started`, `idle`, `terminated` (see `sse`) |
 //! | `/static/<file>` | the page's script and style, and the vendored uPlot charting library |
 //!
-//! ```no_run
-//! # async fn example(query: &mut sluice::StreamingQuery) -> sluice::Result<()> {
-//! use std::sync::Arc;
-//! let ui = Arc::new(sluice::ui::LiveUi::new());
-//! ui.watch(query);
-//! let _server = sluice::ui::serve("127.0.0.1:4040", ui)?;
-//! # Ok(()) }
-//! ```
+//! Public through [`crate::monitoring`].
 
 mod assets;
 mod live;

@@ -11,8 +11,8 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use proptest::prelude::*;
-use sluice::sink::memory::MemorySink;
-use sluice::source::memory::MemoryStream;
+use sluice::sink::MemorySink;
+use sluice::source::MemoryStream;
 use sluice::{OutputMode, StreamContext, StreamingQuery};
 
 use crate::common::{rows, BASE_NS};

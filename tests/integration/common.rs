@@ -5,8 +5,8 @@ use std::sync::Arc;
 use arrow::array::{Array, Int64Array, RecordBatch, StringArray, TimestampNanosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
-use sluice::sink::memory::MemorySink;
-use sluice::source::memory::MemoryStream;
+use sluice::sink::MemorySink;
+use sluice::source::MemoryStream;
 use sluice::{OutputMode, StreamContext, StreamingQuery};
 
 /// 2024-01-01T00:00:00Z in ns.

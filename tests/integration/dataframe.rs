@@ -203,7 +203,7 @@ async fn table(ctx: &mut StreamContext, name: &str) -> Vec<String> {
 }
 
 /// A memory stream `events` (watermark on `ts`, 10 s) and its frame.
-fn events_frame(ctx: &mut StreamContext) -> (sluice::source::memory::MemoryStream, StreamFrame) {
+fn events_frame(ctx: &mut StreamContext) -> (sluice::source::MemoryStream, StreamFrame) {
     let stream = ctx.register_memory_stream("events", events_schema(), Some(("ts", 10_000))).unwrap();
     let frame = ctx.read_stream().format("memory").load("events").unwrap();
     (stream, frame)

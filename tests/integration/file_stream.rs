@@ -101,7 +101,7 @@ async fn streams_join_bounded_tables_and_values_lists() {
 async fn a_bounded_table_cannot_outer_join_a_stream_on_its_preserved_side() {
     let mut ctx = StreamContext::new();
     ctx.register_memory_stream("events", events_schema(), None).unwrap();
-    let sink = sluice::sink::memory::MemorySink::new();
+    let sink = sluice::sink::MemorySink::new();
     ctx.register_sink("out", sluice::OutputMode::Append, move || Box::new(sink.clone()));
     let definitions = ctx
         .execute("INSERT INTO out SELECT w.key FROM (VALUES ('a')) AS w(key) LEFT JOIN events e ON e.key = w.key")

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
-use sluice::sink::memory::MemorySink;
-use sluice::source::memory::MemoryStream;
+use sluice::sink::MemorySink;
+use sluice::source::MemoryStream;
 use sluice::{GroupState, GroupStateTimeout, OutputMode, QueryDefinition, StreamContext, StreamingQuery};
 
 use crate::common::*;

@@ -137,7 +137,7 @@ async fn malformed_records_go_to_the_dead_letter_topic_and_the_batch_goes_on() {
 }
 
 /// A memory sink that takes 1 ms per row, as a slow consumer would.
-struct SlowSink(sluice::sink::memory::MemorySink);
+struct SlowSink(sluice::sink::MemorySink);
 
 impl sluice::sink::Sink for SlowSink {
     fn add_batch(
@@ -166,7 +166,7 @@ async fn backpressure_keeps_batches_near_the_trigger_interval() {
         ", starting_offsets = 'earliest', max_offsets_per_trigger = '500', backpressure = 'true'",
     );
     let mut ctx = sluice::StreamContext::new();
-    let sink = sluice::sink::memory::MemorySink::new();
+    let sink = sluice::sink::MemorySink::new();
     let for_query = sink.clone();
     ctx.register_sink("out", sluice::OutputMode::Append, move || Box::new(SlowSink(for_query.clone())));
     let definitions = ctx.execute(&format!("{table}\nINSERT INTO out SELECT id FROM events;")).await.unwrap();

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
-use sluice::sink::memory::MemorySink;
+use sluice::sink::MemorySink;
 use sluice::sink::Sink;
 use sluice::{GroupStateTimeout, OutputMode, QueryDefinition, StreamContext};
 

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sluice::execution::{QueryIdleEvent, QueryStartedEvent, QueryTerminatedEvent};
-use sluice::metrics::PrometheusMetrics;
+use sluice::{QueryIdleEvent, QueryStartedEvent, QueryTerminatedEvent};
+use sluice::monitoring::PrometheusMetrics;
 use sluice::{OutputMode, QueryProgress, StreamContext, StreamingQueryListener, Trigger};
 
 use crate::common::*;
@@ -161,7 +161,7 @@ fn parse_prometheus_text(text: &str) -> BTreeMap<String, f64> {
 #[tokio::test]
 async fn the_metrics_endpoint_serves_the_worked_example_in_the_prometheus_text_format() {
     let metrics = Arc::new(PrometheusMetrics::new());
-    let server = sluice::metrics::serve("127.0.0.1:0", metrics.clone()).unwrap();
+    let server = sluice::monitoring::serve_metrics("127.0.0.1:0", metrics.clone()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     run_worked_example(dir.path(), metrics).await;
 

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use crate::common::*;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
-use sluice::sink::memory::MemorySink;
+use sluice::sink::MemorySink;
 use sluice::sink::Sink;
-use sluice::source::memory::MemoryStream;
+use sluice::source::MemoryStream;
 use sluice::{OutputMode, StreamContext, StreamingQuery};
 
 /// A sink that fails on one batch id, as a process would die after the state commit but before

@@ -7,7 +7,7 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sluice::sink::memory::MemorySink;
+use sluice::sink::MemorySink;
 use sluice::{OutputMode, StreamContext, StreamingQuery};
 
 use crate::common::{rows, sink_rows_by_batch};

@@ -6,8 +6,8 @@
 //! `generators.scala`).
 
 use crate::common::*;
-use sluice::sink::memory::MemorySink;
-use sluice::source::memory::MemoryStream;
+use sluice::sink::MemorySink;
+use sluice::source::MemoryStream;
 use sluice::{OutputMode, StreamContext, StreamingQuery};
 
 /// `script` (settings, then `INSERT INTO out ...`) over the memory stream `events` (no watermark)

@@ -3,8 +3,8 @@
 //! join type; the comments give the watermarks each batch runs under.
 
 use crate::common::*;
-use sluice::sink::memory::MemorySink;
-use sluice::source::memory::MemoryStream;
+use sluice::sink::MemorySink;
+use sluice::source::MemoryStream;
 use sluice::{OutputMode, StreamContext, StreamingQuery};
 
 type Rows<'a> = &'a [(&'a str, i64, i64)];

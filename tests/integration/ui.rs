@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sluice::ui::LiveUi;
+use sluice::monitoring::LiveUi;
 use sluice::{StreamContext, StreamingQuery, Trigger};
 
 use crate::common::copy_in_order;
@@ -35,14 +35,14 @@ fn flight_delays(input: &Path, output: &Path) -> String {
 
 /// The flight-delays query over a copy of the flights data in `dir`, watched by a UI served on a
 /// free port.
-async fn watched_flights_query(dir: &Path) -> (StreamingQuery, Arc<LiveUi>, sluice::http::HttpServer) {
+async fn watched_flights_query(dir: &Path) -> (StreamingQuery, Arc<LiveUi>, sluice::monitoring::HttpServer) {
     copy_in_order(&flights_dir(), &dir.join("in"));
     let mut ctx = StreamContext::new();
     let definitions = ctx.execute(&flight_delays(&dir.join("in"), &dir.join("out"))).await.unwrap();
     let mut query = ctx.start(&definitions[0], dir.join("checkpoint").to_str().unwrap()).await.unwrap();
     let ui = Arc::new(LiveUi::new());
     ui.watch(&mut query);
-    let server = sluice::ui::serve("127.0.0.1:0", ui.clone()).unwrap();
+    let server = sluice::monitoring::serve_ui("127.0.0.1:0", ui.clone()).unwrap();
     (query, ui, server)
 }
 

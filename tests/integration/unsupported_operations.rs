@@ -4,7 +4,7 @@
 //! table "What a streaming query may contain" is this list; a case where sluice accepts what Spark
 //! refuses, or refuses what Spark accepts, is marked and explained there.
 
-use sluice::sink::memory::MemorySink;
+use sluice::sink::MemorySink;
 use sluice::{OutputMode, StreamContext};
 
 use crate::common::{events, events_schema};

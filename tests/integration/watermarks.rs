@@ -1,7 +1,7 @@
 //! Watermark semantics: two inputs, the global minimum, late rows between the two watermarks.
 
 use crate::common::*;
-use sluice::sink::memory::MemorySink;
+use sluice::sink::MemorySink;
 use sluice::{OutputMode, StreamContext};
 
 #[tokio::test]

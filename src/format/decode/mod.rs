@@ -60,8 +60,6 @@ pub struct Decoded {
     /// The good rows, in file order; every batch has exactly the declared schema. Empty when the
     /// file has no rows.
     pub batches: Vec<RecordBatch>,
-    /// Number of rows in `batches`.
-    pub rows: u64,
     /// Number of records skipped because they did not match the schema (always 0 with
     /// [`BadData::Fail`]).
     pub dropped: u64,
@@ -209,7 +207,6 @@ struct Collector<'a> {
     reading_schema: SchemaRef,
     bad_data: BadData,
     batches: Vec<RecordBatch>,
-    rows: u64,
     dropped: u64,
     /// The lines of the records dropped, in the order they were dropped.
     dropped_lines: Vec<u64>,
@@ -224,7 +221,6 @@ impl<'a> Collector<'a> {
             reading_schema,
             bad_data,
             batches: Vec::new(),
-            rows: 0,
             dropped: 0,
             dropped_lines: Vec::new(),
         }
@@ -232,7 +228,6 @@ impl<'a> Collector<'a> {
 
     fn push(&mut self, batch: RecordBatch) {
         if batch.num_rows() > 0 {
-            self.rows += batch.num_rows() as u64;
             self.batches.push(batch);
         }
     }
@@ -255,7 +250,7 @@ impl<'a> Collector<'a> {
     }
 
     fn finish(self) -> Decoded {
-        Decoded { batches: self.batches, rows: self.rows, dropped: self.dropped }
+        Decoded { batches: self.batches, dropped: self.dropped }
     }
 }
 
@@ -424,7 +419,6 @@ mod tests {
                 ));
             }
         }
-        assert_eq!(out.len() as u64, d.rows);
         out
     }
 
@@ -498,7 +492,7 @@ mod tests {
         for format in [Format::Json, Format::Csv] {
             let path = write(&dir, "empty", b"");
             let d = decode(&path, format, DecodeOptions::default()).unwrap();
-            assert_eq!((d.batches.len(), d.rows, d.dropped), (0, 0, 0));
+            assert_eq!((d.batches.len(), d.dropped), (0, 0));
         }
         let missing = dir.path().join("nope.json");
         for format in [Format::Json, Format::Csv, Format::Parquet] {

@@ -11,6 +11,8 @@
 //!   readers see every row once whatever the crash. The protocol is in [`exactly_once`].
 
 pub mod exactly_once;
+#[cfg(test)]
+mod exactly_once_tests;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -49,7 +49,7 @@ pub use self::client::{KafkaRecord, PartitionRange};
 pub use self::columns::KafkaColumns;
 pub use self::offsets::PartitionOffsets;
 pub use self::options::{
-    KafkaBadData, KafkaSourceOptions, StartingOffsets, Subscription, ValueFormat, CLIENT_OPTION_PREFIX,
+    KafkaBadData, KafkaSourceOptions, StartingOffsets, Subscription, CLIENT_OPTION_PREFIX,
     KAFKA_SOURCE_OPTIONS,
 };
 use super::backpressure::{BatchFeedback, RateEstimator};
@@ -65,7 +65,6 @@ use dead_letter::DeadLetters;
 #[derive(Debug)]
 pub struct KafkaSource {
     name: String,
-    schema: SchemaRef,
     options: KafkaSourceOptions,
     columns: KafkaColumns,
     decode: DecodeOptions,
@@ -91,7 +90,7 @@ impl KafkaSource {
     /// # Errors
     /// [`SluiceError::Sql`] when the declared columns do not fit (see [`KafkaColumns::new`]).
     pub fn try_new(name: &str, schema: SchemaRef, options: KafkaSourceOptions, decode: DecodeOptions) -> Result<Self> {
-        let columns = KafkaColumns::new(name, schema.clone(), options.format)?;
+        let columns = KafkaColumns::new(name, schema, options.format)?;
         let bad_data = match options.bad_data {
             KafkaBadData::Decode(bad_data) => bad_data,
             KafkaBadData::DeadLetter(_) => BadData::Drop,
@@ -99,7 +98,6 @@ impl KafkaSource {
         let decode = DecodeOptions { bad_data, ..decode };
         Ok(Self {
             name: name.to_string(),
-            schema,
             options,
             columns,
             decode,
@@ -208,10 +206,6 @@ impl Source for KafkaSource {
 
     fn description(&self) -> String {
         format!("KafkaV2[{}]", self.options.subscription.describe())
-    }
-
-    fn schema(&self) -> SchemaRef {
-        self.schema.clone()
     }
 
     fn initial_offset(&self) -> Value {
