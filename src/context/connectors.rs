@@ -4,7 +4,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
-use datafusion::common::TableReference;
 use datafusion::logical_expr::LogicalPlan;
 
 use crate::dataframe::aggregation_keys;
@@ -137,9 +136,7 @@ impl StreamContext {
                 let sink: Box<dyn Sink> = match option("connector").unwrap_or_default().to_ascii_lowercase().as_str() {
                     "memory" => {
                         let table = Arc::new(MemoryTable::new(Arc::new(plan.schema().as_arrow().clone())));
-                        let reference = TableReference::bare(name);
-                        self.ctx.deregister_table(reference.clone())?;
-                        self.ctx.register_table(reference, Arc::clone(&table) as _)?;
+                        self.replace_table(name, Arc::clone(&table) as _)?;
                         Box::new(table.sink(mode, aggregation_keys(plan)))
                     }
                     "kafka" => Box::new(KafkaSink::new(name, &ddl.options)?.with_time_zone(self.time_zone.as_deref())?),

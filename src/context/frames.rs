@@ -174,8 +174,23 @@ impl StreamContext {
         }
     }
 
-    /// Registers (or replaces) bounded table `name`.
-    pub(crate) fn register_bounded_table(&mut self, name: &str, table: Arc<dyn TableProvider>) -> Result<()> {
+    /// Registers (or replaces) the bounded table `name`: any DataFusion `TableProvider`, e.g. a
+    /// `datafusion::datasource::MemTable` of record batches. SQL and frames read it; a stream
+    /// joined with it reads it whole in every micro-batch (a stream-static join, as Spark's).
+    ///
+    /// # Errors
+    /// [`SluiceError::Sql`] when `name` is a stream or sink table of the context.
+    pub fn register_table(&mut self, name: &str, table: Arc<dyn TableProvider>) -> Result<()> {
+        if self.tables.contains_key(name) {
+            return Err(SluiceError::sql(format!(
+                "register_table: '{name}' is a stream or sink table of this context; choose another name"
+            )));
+        }
+        self.replace_table(name, table)
+    }
+
+    /// Registers bounded table `name` with DataFusion, replacing any table of that name there.
+    pub(crate) fn replace_table(&self, name: &str, table: Arc<dyn TableProvider>) -> Result<()> {
         let name = TableReference::bare(name);
         self.ctx.deregister_table(name.clone())?;
         self.ctx.register_table(name, table)?;

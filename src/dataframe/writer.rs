@@ -245,7 +245,7 @@ fn register_memory_table(
     mode: OutputMode,
 ) -> Result<String> {
     let table = Arc::new(MemoryTable::new(Arc::new(frame.plan.schema().as_arrow().clone())));
-    ctx.register_bounded_table(name, Arc::clone(&table) as _)?;
+    ctx.replace_table(name, Arc::clone(&table) as _)?;
     let keys = frame.keys.clone();
     ctx.register_sink(name, mode, move || Box::new(table.sink(mode, keys.clone())));
     Ok(name.to_string())

@@ -149,6 +149,29 @@ async fn explain_names_each_operator_its_state_and_its_eviction() {
 }
 
 #[tokio::test]
+async fn a_bounded_table_registered_from_rust_answers_sql_and_a_stream_name_is_refused() {
+    use arrow::array::{RecordBatch, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    let mut ctx = StreamContext::new();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("code", DataType::Utf8, false),
+        Field::new("name", DataType::Utf8, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![Arc::new(StringArray::from(vec!["UA", "AA"])), Arc::new(StringArray::from(vec!["United", "American"]))],
+    )
+    .unwrap();
+    let table = Arc::new(datafusion::datasource::MemTable::try_new(schema, vec![vec![batch]]).unwrap());
+    ctx.register_table("carriers", table.clone()).unwrap();
+    let frame = ctx.sql("SELECT name FROM carriers WHERE code = 'UA'").await.unwrap();
+    assert_eq!(rows(&frame.collect().await.unwrap()), ["United"]);
+    ctx.sql("CREATE TABLE s (k STRING) WITH (connector = 'file', path = '/tmp/none', format = 'json')").await.unwrap();
+    let error = ctx.register_table("s", table).unwrap_err().to_string();
+    assert!(error.contains("stream or sink table"), "{error}");
+}
+
+#[tokio::test]
 async fn deduplication_matches_its_sql_form() {
     let (_dir, paths) = inputs(&["earthquakes"]);
     let api = deduplication::unique_quakes(&mut StreamContext::new(), &paths[0]).unwrap();
