@@ -1,5 +1,5 @@
 //! The checkpoint location: offset log, commit log, query metadata, source logs and state files,
-//! all through `object_store`, so a checkpoint can live on a local disk or in an object store.
+//! written durably to a local directory (or kept in memory), each file with a checksum.
 //!
 //! Layout (Spark's, file names are batch ids):
 //! ```text
@@ -10,9 +10,14 @@
 //! sources/<name>/N.compact what a source took through batch N, compacted (entries before it are purged)
 //! state/<op>/<part>/N.delta|N.snapshot   operator state, see crate::state
 //! ```
+//!
+//! Every file ends with the trailer of [`framing`]; log entries and `metadata` also
+//! begin with their format version (see [`log`]). Recovery (`crate::execution::recovery`) treats
+//! a torn newest entry of a log, or a torn newest state file, as never written.
 
+pub mod framing;
 pub mod location;
 pub mod log;
 
 pub use location::CheckpointLocation;
-pub use log::{BatchLog, CommitEntry, LogEntries, OffsetEntry, QueryMetadata};
+pub use log::{BatchLog, CommitEntry, LogEntries, OffsetEntry, QueryMetadata, ReadEntry};

@@ -13,7 +13,7 @@ use serde_json::Value;
 use tokio::sync::Notify;
 
 use super::progress::{SinkProgress, SourceProgress, StateOperatorProgress};
-use super::recovery::{resume_point, source_mismatch};
+use super::recovery::{resume_point, source_mismatch, ResumePoint};
 use super::reporter::{BatchOutcome, Phase, ProgressReporter, TriggerTimer};
 use super::status::QueryShared;
 use super::trigger::{Trigger, IDLE_POLL};
@@ -139,7 +139,23 @@ impl MicroBatchExecution {
         sink.open(&id).await?;
         let offsets = BatchLog::new(location.clone(), "offsets");
         let commits = BatchLog::new(location.clone(), "commits");
-        let resume = resume_point(&offsets, &commits).await?;
+        let mut resume = resume_point(&offsets, &commits).await?;
+        // A torn state file of the last committed batch (the newest version): that batch runs
+        // again from its logged offsets, on the version before, as if it had not been committed.
+        if resume.replay.is_none() {
+            if let Some(version) = resume.state_version {
+                for op in &operators {
+                    if let Some((file, why)) = op.damaged_state(version).await? {
+                        tracing::warn!(
+                            %file,
+                            "the newest state file is torn ({why}): a crash while it was written; batch {version} runs again"
+                        );
+                        resume = ResumePoint::replaying(offsets.read_listed(version).await?);
+                        break;
+                    }
+                }
+            }
+        }
         let mut source_starts = BTreeMap::new();
         for s in &mut sources {
             s.source.restore(&location, resume.sources_through).await?;
