@@ -10,6 +10,7 @@ use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
+use super::lock::CheckpointLock;
 use crate::{Result, SluiceError};
 
 /// Where a checkpoint's files live.
@@ -98,6 +99,19 @@ impl CheckpointLocation {
         }
     }
 
+    /// Takes the checkpoint's lock for the query about to write to it (see [`CheckpointLock`]);
+    /// `None` for an in-memory checkpoint, which no other process can reach.
+    ///
+    /// # Errors
+    /// [`SluiceError::Checkpoint`] naming the lock file and its holder when another live
+    /// process (or another query of this one) holds it, or when it cannot be written.
+    pub fn lock(&self) -> Result<Option<CheckpointLock>> {
+        match &self.backend {
+            Backend::Local(dir) => CheckpointLock::acquire(dir).map(Some),
+            Backend::Store(_) => Ok(None),
+        }
+    }
+
     /// Writes `bytes` to `relative`, replacing any earlier file: durably in a local directory
     /// (see the type's documentation), with one atomic put in an object store.
     ///
@@ -144,7 +158,7 @@ impl CheckpointLocation {
     }
 
     /// Names (last path part) of the files directly or indirectly under `relative`, sorted;
-    /// hidden names (temporary files of writes cut short) are left out.
+    /// hidden names (temporary files of writes cut short, the lock) are left out.
     ///
     /// # Errors
     /// [`SluiceError::Checkpoint`] when the listing fails.
@@ -286,5 +300,7 @@ mod tests {
         location.delete("offsets/0").await.unwrap();
         location.delete("offsets/0").await.unwrap();
         assert_eq!(location.get("offsets/0").await.unwrap(), None);
+        assert!(location.lock().unwrap().is_some());
+        assert!(CheckpointLocation::open("memory://").unwrap().lock().unwrap().is_none());
     }
 }

@@ -1,8 +1,10 @@
 //! The checkpoint location: offset log, commit log, query metadata, source logs and state files,
-//! written durably to a local directory (or kept in memory), each file with a checksum.
+//! written durably to a local directory (or kept in memory), each file with a checksum, and a
+//! lock that keeps a second query off a checkpoint in use.
 //!
 //! Layout (Spark's, file names are batch ids):
 //! ```text
+//! lock                     the process of the query writing the checkpoint (see lock)
 //! metadata                 query settings fixed by the first run (state partitions)
 //! offsets/N                written before batch N reads data: offsets, watermarks
 //! commits/N                written after the sink has batch N's output
@@ -11,13 +13,15 @@
 //! state/<op>/<part>/N.delta|N.snapshot   operator state, see crate::state
 //! ```
 //!
-//! Every file ends with the trailer of [`framing`]; log entries and `metadata` also
+//! Every file but the lock ends with the trailer of [`framing`]; log entries and `metadata` also
 //! begin with their format version (see [`log`]). Recovery (`crate::execution::recovery`) treats
 //! a torn newest entry of a log, or a torn newest state file, as never written.
 
 pub mod framing;
 pub mod location;
+pub mod lock;
 pub mod log;
 
 pub use location::CheckpointLocation;
+pub use lock::CheckpointLock;
 pub use log::{BatchLog, CommitEntry, LogEntries, OffsetEntry, QueryMetadata, ReadEntry};

@@ -47,6 +47,8 @@ impl StreamContext {
         let (sink, table_mode, declared) = self.open_sink(&definition.sink)?;
         let mode = definition.output_mode.unwrap_or(table_mode);
         let location = CheckpointLocation::open(checkpoint)?;
+        // Before anything is read: the lock keeps a second query off a checkpoint in use.
+        let lock = location.lock()?;
         let metadata = load_or_create_metadata(&location, self.state_partitions).await?;
         let registry = Arc::new(OperatorRegistry::new(location.clone(), metadata.state_partitions, mode));
 
@@ -109,6 +111,7 @@ impl StreamContext {
             sink,
             operators: registry.operators(),
             location,
+            lock,
             watermarks: WatermarkTracker::new(watermark_specs, self.watermark_policy),
         };
         let query = StreamingQuery::new(MicroBatchExecution::open(parts).await?);

@@ -2,12 +2,15 @@
 //! the offset log, of the commit log or of the state, emptied, cut to half or with a byte
 //! flipped — what a crash or a power loss while it was written leaves — counts as never written,
 //! and the restarted query's output equals an uninterrupted run's; a damaged entry below the
-//! newest is an error naming the file.
+//! newest is an error naming the file. One query per checkpoint: a second one is refused while
+//! the first holds the checkpoint's lock, and a stale lock is taken over.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::common::*;
+use sluice::checkpoint::lock::{LockHolder, LOCK_FILE};
+use sluice::{StreamContext, Trigger};
 
 fn script(input: &Path, output: &Path) -> String {
     format!(
@@ -146,6 +149,7 @@ async fn a_torn_newest_entry_counts_as_never_written_and_the_output_is_unchanged
             dirs.add_input(3..5);
             dirs.run().await.unwrap();
             assert_eq!(dirs.output(), reference, "{case}");
+            assert!(!dirs.checkpoint.join(LOCK_FILE).exists(), "{case}: the lock is released");
         }
     }
 }
@@ -193,4 +197,62 @@ async fn a_damaged_entry_below_the_newest_is_an_error_naming_it() {
     damage(&file, Damage::Empty);
     let err = dirs.run().await.unwrap_err().to_string();
     assert!(err.contains(&format!("offsets/{n}")) && err.contains("committed"), "{err}");
+}
+
+/// Starts the query in a context of its own.
+async fn start(dirs: &Dirs) -> sluice::Result<sluice::StreamingQuery> {
+    let mut ctx = StreamContext::new();
+    let definitions = ctx.execute(&script(&dirs.input, &dirs.output)).await?;
+    ctx.start(&definitions[0], dirs.checkpoint.to_str().unwrap()).await
+}
+
+#[tokio::test]
+async fn a_second_query_on_a_checkpoint_in_use_is_refused_until_the_first_stops() {
+    let dirs = Dirs::new();
+    dirs.add_input(0..2);
+    let first = start(&dirs).await.unwrap();
+    let lock = std::fs::canonicalize(&dirs.checkpoint).unwrap().join(LOCK_FILE);
+    let err = start(&dirs).await.unwrap_err().to_string();
+    let pid = format!("process {}", std::process::id());
+    assert!(err.contains(&lock.display().to_string()) && err.contains("in use") && err.contains(&pid), "{err}");
+
+    // Stopped at the end of its trigger, the first releases the lock, though its handle lives on.
+    first.run(Trigger::AvailableNow).await.unwrap();
+    let second = start(&dirs).await.unwrap();
+    // Run again while the second holds it, the first is refused.
+    let err = first.run(Trigger::AvailableNow).await.unwrap_err().to_string();
+    assert!(err.contains("in use"), "{err}");
+    dirs.add_input(2..3);
+    second.run(Trigger::AvailableNow).await.unwrap();
+    drop(second);
+    assert!(!lock.exists());
+    assert!(dirs.output().contains_key(&0) && dirs.output().len() >= 3, "{:?}", dirs.output());
+}
+
+#[tokio::test]
+async fn a_lock_of_another_live_process_is_respected_and_a_stale_one_taken_over() {
+    let dirs = Dirs::new();
+    dirs.add_input(0..2);
+    std::fs::create_dir_all(&dirs.checkpoint).unwrap();
+    let lock = dirs.checkpoint.join(LOCK_FILE);
+    let holder = |pid: u32| serde_json::to_vec(&LockHolder { pid, start_ticks: None, ..LockHolder::current() }).unwrap();
+
+    // Another process on this host holds it.
+    let mut other = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+    std::fs::write(&lock, holder(other.id())).unwrap();
+    let err = dirs.run().await.unwrap_err().to_string();
+    assert!(err.contains(&format!("process {}", other.id())) && err.contains("in use"), "{err}");
+    assert!(!dirs.output.exists() || dirs.output().is_empty(), "nothing ran");
+
+    // Killed, it left the lock behind: taken over.
+    other.kill().unwrap();
+    other.wait().unwrap();
+    assert_eq!(dirs.run().await.unwrap().first(), Some(&0));
+    assert!(!lock.exists(), "released at the end");
+
+    // A process id that runs nowhere (past Linux's largest, 2^22).
+    std::fs::write(&lock, holder(99_999_999)).unwrap();
+    dirs.add_input(2..3);
+    assert!(!dirs.run().await.unwrap().is_empty());
+    assert!(!lock.exists());
 }
