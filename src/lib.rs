@@ -79,7 +79,7 @@
 
 #![warn(missing_docs)]
 
-pub(crate) mod checkpoint;
+pub mod checkpoint;
 pub(crate) mod context;
 pub(crate) mod dataframe;
 pub(crate) mod error;

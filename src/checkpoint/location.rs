@@ -1,24 +1,38 @@
-//! A checkpoint directory as an object store prefix.
+//! A checkpoint directory: a local directory written durably, or an in-memory object store.
 
+use std::io::Write;
+use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
-use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
+use super::lock::CheckpointLock;
 use crate::{Result, SluiceError};
 
-/// A checkpoint location: an object store and a prefix in it.
+/// Where a checkpoint's files live.
+#[derive(Debug, Clone)]
+enum Backend {
+    /// A local directory (absolute), written through `std::fs` with fsync.
+    Local(Arc<PathBuf>),
+    /// An object store: `memory://`.
+    Store(Arc<dyn ObjectStore>),
+}
+
+/// A checkpoint location: a local directory or an in-memory object store.
 ///
-/// Writes are whole-object puts, which `object_store` makes atomic on every backend (a local file
-/// is written to a temporary name and renamed), so a crash never leaves a half-written log entry.
+/// A file in a local directory is written durably: to a temporary name in its directory, flushed
+/// to the disk (`fsync`), renamed over its final name, and the directory flushed too, so that
+/// after a crash or a power loss a file holds either its old contents or its new ones, and a file
+/// written before another is on the disk before it. (`object_store`'s local file system renames
+/// without flushing, so a power loss could leave an empty or torn file under the final name.)
+/// Each file also carries a checksum (see [`super::framing`]), which recovery checks.
 #[derive(Debug, Clone)]
 pub struct CheckpointLocation {
-    store: Arc<dyn ObjectStore>,
-    root: Path,
+    backend: Backend,
     display: String,
 }
 
@@ -32,16 +46,21 @@ impl CheckpointLocation {
     pub fn open(location: &str) -> Result<Self> {
         let err = |message: String| SluiceError::Checkpoint { location: location.to_string(), message };
         if location == "memory://" {
-            return Ok(Self { store: Arc::new(InMemory::new()), root: Path::default(), display: location.into() });
+            return Ok(Self { backend: Backend::Store(Arc::new(InMemory::new())), display: location.into() });
         }
         let local = location.strip_prefix("file://").unwrap_or(location);
         if local.contains("://") {
             return Err(err("only local directories, file:// and memory:// checkpoint locations are built in".into()));
         }
+        let existed = FsPath::new(local).is_dir();
         std::fs::create_dir_all(local).map_err(|e| err(format!("cannot create the directory: {e}")))?;
         let dir = std::fs::canonicalize(local).map_err(|e| err(e.to_string()))?;
-        let store = LocalFileSystem::new_with_prefix(&dir).map_err(|e| err(e.to_string()))?;
-        Ok(Self { store: Arc::new(store), root: Path::default(), display: dir.display().to_string() })
+        if !existed {
+            if let Some(parent) = dir.parent() {
+                sync_dir(parent).map_err(|e| err(format!("cannot flush the directory's parent to disk: {e}")))?;
+            }
+        }
+        Ok(Self { display: dir.display().to_string(), backend: Backend::Local(Arc::new(dir)) })
     }
 
     /// The location as given, for messages.
@@ -49,25 +68,68 @@ impl CheckpointLocation {
         &self.display
     }
 
-    fn path(&self, relative: &str) -> Path {
-        relative.split('/').filter(|p| !p.is_empty()).fold(self.root.clone(), |p, part| p.join(part))
+    /// `relative` in this location, for messages.
+    pub fn describe(&self, relative: &str) -> String {
+        format!("{}/{relative}", self.display)
+    }
+
+    fn path(relative: &str) -> Path {
+        relative.split('/').filter(|p| !p.is_empty()).fold(Path::default(), |p, part| p.join(part))
+    }
+
+    fn local_path(dir: &FsPath, relative: &str) -> PathBuf {
+        relative.split('/').filter(|p| !p.is_empty()).fold(dir.to_path_buf(), |p, part| p.join(part))
     }
 
     /// Error for `relative` in this location.
     pub fn error(&self, relative: &str, message: impl Into<String>) -> SluiceError {
-        SluiceError::Checkpoint { location: format!("{}/{relative}", self.display), message: message.into() }
+        SluiceError::Checkpoint { location: self.describe(relative), message: message.into() }
     }
 
-    /// Writes `bytes` to `relative`, replacing any earlier object.
+    /// Runs blocking file-system work for `relative` off the async workers.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        relative: &str,
+        what: &str,
+        work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        match tokio::task::spawn_blocking(work).await {
+            Ok(result) => result.map_err(|e| self.error(relative, format!("cannot {what}: {e}"))),
+            Err(e) => Err(self.error(relative, format!("cannot {what}: the task failed: {e}"))),
+        }
+    }
+
+    /// Takes the checkpoint's lock for the query about to write to it (see [`CheckpointLock`]);
+    /// `None` for an in-memory checkpoint, which no other process can reach.
     ///
     /// # Errors
-    /// [`SluiceError::Checkpoint`] naming the object.
+    /// [`SluiceError::Checkpoint`] naming the lock file and its holder when another live
+    /// process (or another query of this one) holds it, or when it cannot be written.
+    pub fn lock(&self) -> Result<Option<CheckpointLock>> {
+        match &self.backend {
+            Backend::Local(dir) => CheckpointLock::acquire(dir).map(Some),
+            Backend::Store(_) => Ok(None),
+        }
+    }
+
+    /// Writes `bytes` to `relative`, replacing any earlier file: durably in a local directory
+    /// (see the type's documentation), with one atomic put in an object store.
+    ///
+    /// # Errors
+    /// [`SluiceError::Checkpoint`] naming the file.
     pub async fn put(&self, relative: &str, bytes: Bytes) -> Result<()> {
-        self.store
-            .put(&self.path(relative), PutPayload::from_bytes(bytes))
-            .await
-            .map(|_| ())
-            .map_err(|e| self.error(relative, format!("cannot write: {e}")))
+        match &self.backend {
+            Backend::Local(dir) => {
+                let target = Self::local_path(dir, relative);
+                let dir = Arc::clone(dir);
+                self.blocking(relative, "write", move || write_durably(&dir, &target, &bytes)).await
+            }
+            Backend::Store(store) => store
+                .put(&Self::path(relative), PutPayload::from_bytes(bytes))
+                .await
+                .map(|_| ())
+                .map_err(|e| self.error(relative, format!("cannot write: {e}"))),
+        }
     }
 
     /// Reads `relative`; `None` when it does not exist.
@@ -75,28 +137,50 @@ impl CheckpointLocation {
     /// # Errors
     /// [`SluiceError::Checkpoint`] when it exists but cannot be read.
     pub async fn get(&self, relative: &str) -> Result<Option<Bytes>> {
-        match self.store.get(&self.path(relative)).await {
-            Ok(result) => {
-                Ok(Some(result.bytes().await.map_err(|e| self.error(relative, format!("cannot read: {e}")))?))
+        match &self.backend {
+            Backend::Local(dir) => {
+                let path = Self::local_path(dir, relative);
+                self.blocking(relative, "read", move || match std::fs::read(path) {
+                    Ok(bytes) => Ok(Some(Bytes::from(bytes))),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    Err(e) => Err(e),
+                })
+                .await
             }
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(self.error(relative, format!("cannot read: {e}"))),
+            Backend::Store(store) => match store.get(&Self::path(relative)).await {
+                Ok(result) => {
+                    Ok(Some(result.bytes().await.map_err(|e| self.error(relative, format!("cannot read: {e}")))?))
+                }
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(self.error(relative, format!("cannot read: {e}"))),
+            },
         }
     }
 
-    /// Names (last path part) of the objects directly or indirectly under `relative`, sorted.
+    /// Names (last path part) of the files directly or indirectly under `relative`, sorted;
+    /// hidden names (temporary files of writes cut short, the lock) are left out.
     ///
     /// # Errors
     /// [`SluiceError::Checkpoint`] when the listing fails.
     pub async fn list(&self, relative: &str) -> Result<Vec<String>> {
-        let prefix = self.path(relative);
-        let mut names: Vec<String> = self
-            .store
-            .list(Some(&prefix))
-            .map_ok(|meta| meta.location.filename().unwrap_or_default().to_string())
-            .try_collect()
-            .await
-            .map_err(|e| self.error(relative, format!("cannot list: {e}")))?;
+        let mut names: Vec<String> = match &self.backend {
+            Backend::Local(dir) => {
+                let path = Self::local_path(dir, relative);
+                self.blocking(relative, "list", move || {
+                    let mut names = Vec::new();
+                    list_files(&path, &mut names)?;
+                    Ok(names)
+                })
+                .await?
+            }
+            Backend::Store(store) => store
+                .list(Some(&Self::path(relative)))
+                .map_ok(|meta| meta.location.filename().unwrap_or_default().to_string())
+                .try_collect()
+                .await
+                .map_err(|e| self.error(relative, format!("cannot list: {e}")))?,
+        };
+        names.retain(|n| !n.starts_with('.'));
         names.sort();
         Ok(names)
     }
@@ -106,9 +190,117 @@ impl CheckpointLocation {
     /// # Errors
     /// [`SluiceError::Checkpoint`] when the delete fails for another reason than absence.
     pub async fn delete(&self, relative: &str) -> Result<()> {
-        match self.store.delete(&self.path(relative)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(self.error(relative, format!("cannot delete: {e}"))),
+        match &self.backend {
+            Backend::Local(dir) => {
+                let path = Self::local_path(dir, relative);
+                self.blocking(relative, "delete", move || match std::fs::remove_file(path) {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    Err(e) => Err(e),
+                })
+                .await
+            }
+            Backend::Store(store) => match store.delete(&Self::path(relative)).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(self.error(relative, format!("cannot delete: {e}"))),
+            },
         }
+    }
+}
+
+/// Writes `bytes` as `target` under the checkpoint directory `root`: to a hidden temporary file
+/// in the same directory, flushed, renamed over `target`, then the directory flushed (and the
+/// directories created on the way, each in its parent).
+fn write_durably(root: &FsPath, target: &FsPath, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = target.parent().unwrap_or(root);
+    create_dirs_durably(root, dir)?;
+    let name = target.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let temporary = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
+    let written = (|| {
+        let mut file = std::fs::File::options().write(true).create_new(true).open(&temporary)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, target)?;
+        sync_dir(dir)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    written
+}
+
+/// Creates `dir` and its missing parents up to `root`, flushing each parent that got a new entry.
+fn create_dirs_durably(root: &FsPath, dir: &FsPath) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let parent = dir.parent().filter(|p| p.starts_with(root));
+    if let Some(parent) = parent {
+        create_dirs_durably(root, parent)?;
+    }
+    match std::fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    match parent {
+        Some(parent) => sync_dir(parent),
+        None => Ok(()),
+    }
+}
+
+/// Flushes a directory's entries (new, renamed or removed names) to the disk.
+pub(crate) fn sync_dir(dir: &FsPath) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::fs::File::open(dir)?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
+    }
+}
+
+/// Adds the names of the files under `dir`, recursively, to `names`; nothing when `dir` is absent.
+fn list_files(dir: &FsPath, names: &mut Vec<String>) -> std::io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            list_files(&entry.path(), names)?;
+        } else {
+            names.push(entry.file_name().to_string_lossy().to_string());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_local_directory_is_written_read_listed_and_deleted_leaving_no_temporary_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let location = CheckpointLocation::open(dir.path().join("cp").to_str().unwrap()).unwrap();
+        location.put("state/0/1/3.delta", "three".into()).await.unwrap();
+        location.put("state/0/1/3.delta", "three again".into()).await.unwrap();
+        location.put("offsets/0", "zero".into()).await.unwrap();
+        assert_eq!(location.get("state/0/1/3.delta").await.unwrap().unwrap(), "three again");
+        assert_eq!(location.get("offsets/1").await.unwrap(), None);
+        assert_eq!(location.list("state").await.unwrap(), ["3.delta"]);
+        assert_eq!(location.list("nowhere").await.unwrap(), Vec::<String>::new());
+        let in_dir: Vec<_> = std::fs::read_dir(dir.path().join("cp/state/0/1")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(in_dir, ["3.delta"], "no temporary file is left behind");
+        location.delete("offsets/0").await.unwrap();
+        location.delete("offsets/0").await.unwrap();
+        assert_eq!(location.get("offsets/0").await.unwrap(), None);
+        assert!(location.lock().unwrap().is_some());
+        assert!(CheckpointLocation::open("memory://").unwrap().lock().unwrap().is_none());
     }
 }

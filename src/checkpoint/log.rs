@@ -1,12 +1,91 @@
 //! The offset log, the commit log and the query metadata: small JSON documents, one per batch.
+//!
+//! A log entry is `v1` and a newline (the format version, as Spark's logs begin), the JSON
+//! document, then the checkpoint's framing trailer (a CRC-32, see [`super::framing`]). Entries
+//! written before sluice had versions and checksums are bare JSON documents; they are still read
+//! (see [`decode_entry`]), and every entry written from now on has both.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
+use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::CheckpointLocation;
+use super::{framing, CheckpointLocation};
 use crate::Result;
+
+/// The format version of the log entries this version writes, and the newest it reads.
+pub const LOG_FORMAT_VERSION: u32 = 1;
+
+/// Encodes `entry` as a log entry: the version line, its JSON (indented if `pretty`), the trailer.
+pub fn encode_entry<T: Serialize>(entry: &T, pretty: bool) -> Bytes {
+    let mut bytes = format!("v{LOG_FORMAT_VERSION}\n").into_bytes();
+    let json = if pretty { serde_json::to_vec_pretty(entry) } else { serde_json::to_vec(entry) };
+    bytes.extend(json.expect("log entries serialize"));
+    framing::seal(bytes)
+}
+
+/// Why a log entry cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryError {
+    /// The file is torn: empty, cut short or failing its checksum (or, in the format without a
+    /// checksum, not a whole JSON document). A crash while it was written leaves such a file.
+    Torn(String),
+    /// The file is whole (its checksum matches) but is not an entry this version reads: a newer
+    /// format version, or a document of another shape.
+    Invalid(String),
+}
+
+impl fmt::Display for EntryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EntryError::Torn(why) | EntryError::Invalid(why) => f.write_str(why),
+        }
+    }
+}
+
+/// Decodes a log entry written by [`encode_entry`], or a bare JSON document (the format of the
+/// entries written before versions and checksums).
+///
+/// # Errors
+/// [`EntryError::Torn`] for an empty, truncated or checksum-failing file (and for a file without
+/// a trailer that is not a whole entry of the earlier format); [`EntryError::Invalid`] for a whole
+/// file of another format version or shape.
+pub fn decode_entry<T: DeserializeOwned>(bytes: &[u8]) -> std::result::Result<T, EntryError> {
+    let body = match framing::open(bytes) {
+        Ok(body) => body,
+        Err(framing::Damage::NoTrailer) => {
+            return serde_json::from_slice(bytes).map_err(|e| {
+                EntryError::Torn(format!("{} ({e})", framing::Damage::NoTrailer))
+            })
+        }
+        Err(damage) => return Err(EntryError::Torn(damage.to_string())),
+    };
+    let (line, json) = body.split_at(body.iter().position(|b| *b == b'\n').map_or(0, |at| at + 1));
+    let version = std::str::from_utf8(line).ok().and_then(|l| l.trim_end().strip_prefix('v')?.parse::<u32>().ok());
+    match version {
+        Some(LOG_FORMAT_VERSION) => {
+            serde_json::from_slice(json).map_err(|e| EntryError::Invalid(format!("not a valid entry: {e}")))
+        }
+        Some(newer) => Err(EntryError::Invalid(format!(
+            "written in log format v{newer} by a newer sluice; this version reads v{LOG_FORMAT_VERSION}: run the query \
+             with the version that wrote it"
+        ))),
+        None => Err(EntryError::Invalid("no format version line (`v1`) at its head".to_string())),
+    }
+}
+
+/// A log entry as read, before recovery decides what a damaged one means.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReadEntry<T> {
+    /// No such file.
+    Missing,
+    /// A torn file (see [`EntryError::Torn`]), with why.
+    Torn(String),
+    /// A valid entry.
+    Valid(T),
+}
 
 /// What `offsets/N` records before batch `N` reads any data (DESIGN §1 step 1): enough to run the
 /// batch again, identically, after a crash.
@@ -109,8 +188,7 @@ impl BatchLog {
     /// # Errors
     /// [`crate::SluiceError::Checkpoint`] when it cannot be written.
     pub async fn write<T: Serialize>(&self, batch_id: u64, entry: &T) -> Result<()> {
-        let json = serde_json::to_vec_pretty(entry).expect("log entries serialize");
-        self.location.put(&self.relative(batch_id, false), json.into()).await
+        self.location.put(&self.relative(batch_id, false), encode_entry(entry, true)).await
     }
 
     /// Writes the compacted entry `N.compact` for `batch_id`: what the entries through `batch_id`
@@ -119,25 +197,57 @@ impl BatchLog {
     /// # Errors
     /// [`crate::SluiceError::Checkpoint`] when it cannot be written.
     pub async fn write_compact<T: Serialize>(&self, batch_id: u64, entry: &T) -> Result<()> {
-        let json = serde_json::to_vec(entry).expect("log entries serialize");
-        self.location.put(&self.relative(batch_id, true), json.into()).await
+        self.location.put(&self.relative(batch_id, true), encode_entry(entry, false)).await
+    }
+
+    /// The file of entry `batch_id` in the checkpoint, for messages.
+    pub fn describe(&self, batch_id: u64) -> String {
+        self.location.describe(&self.relative(batch_id, false))
+    }
+
+    /// Error naming entry `batch_id`.
+    pub fn error(&self, batch_id: u64, message: impl Into<String>) -> crate::SluiceError {
+        self.location.error(&self.relative(batch_id, false), message)
+    }
+
+    async fn read_entry_relative<T: DeserializeOwned>(&self, relative: &str) -> Result<ReadEntry<T>> {
+        let Some(bytes) = self.location.get(relative).await? else { return Ok(ReadEntry::Missing) };
+        match decode_entry(&bytes) {
+            Ok(entry) => Ok(ReadEntry::Valid(entry)),
+            Err(EntryError::Torn(why)) => Ok(ReadEntry::Torn(why)),
+            Err(EntryError::Invalid(why)) => Err(self.location.error(
+                relative,
+                format!("corrupted log entry ({why}); restore the file or start over with a new checkpoint location"),
+            )),
+        }
     }
 
     async fn read_relative<T: DeserializeOwned>(&self, relative: &str) -> Result<Option<T>> {
-        let Some(bytes) = self.location.get(relative).await? else { return Ok(None) };
-        serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-            self.location.error(
+        match self.read_entry_relative(relative).await? {
+            ReadEntry::Missing => Ok(None),
+            ReadEntry::Valid(entry) => Ok(Some(entry)),
+            ReadEntry::Torn(why) => Err(self.location.error(
                 relative,
-                format!("corrupted log entry ({e}); restore the file or start over with a new checkpoint location"),
-            )
-        })
+                format!("corrupted log entry ({why}); restore the file or start over with a new checkpoint location"),
+            )),
+        }
+    }
+
+    /// Reads entry `batch_id`, telling a torn file (which recovery may treat as never written
+    /// when it is the newest) from a missing or valid one.
+    ///
+    /// # Errors
+    /// [`crate::SluiceError::Checkpoint`] naming the file when it cannot be read, or is whole but
+    /// not a valid entry (see [`EntryError::Invalid`]).
+    pub async fn read_entry<T: DeserializeOwned>(&self, batch_id: u64) -> Result<ReadEntry<T>> {
+        self.read_entry_relative(&self.relative(batch_id, false)).await
     }
 
     /// Reads entry `batch_id`, `None` if absent.
     ///
     /// # Errors
     /// [`crate::SluiceError::Checkpoint`] when it exists but is not a valid entry (a corrupted
-    /// checkpoint): the message names the file.
+    /// checkpoint, torn or not): the message names the file.
     pub async fn read<T: DeserializeOwned>(&self, batch_id: u64) -> Result<Option<T>> {
         self.read_relative(&self.relative(batch_id, false)).await
     }
@@ -243,6 +353,50 @@ impl BatchLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entries_carry_a_version_and_a_checksum_and_the_earlier_bare_json_still_reads() {
+        let entry = CommitEntry { batch_id: 7, input_watermarks_ms: BTreeMap::from([("s".into(), 5)]), next_watermark_ms: 9 };
+        let bytes = encode_entry(&entry, true);
+        assert!(bytes.starts_with(b"v1\n{"), "{bytes:?}");
+        assert_eq!(decode_entry::<CommitEntry>(&bytes), Ok(entry.clone()));
+        assert_eq!(decode_entry::<CommitEntry>(&encode_entry(&entry, false)), Ok(entry.clone()));
+        let bare = serde_json::to_vec(&entry).unwrap();
+        assert_eq!(decode_entry::<CommitEntry>(&bare), Ok(entry.clone()), "the format before checksums");
+
+        let torn = |bytes: &[u8]| matches!(decode_entry::<CommitEntry>(bytes), Err(EntryError::Torn(_)));
+        assert!(torn(b""));
+        assert!(torn(&bare[..bare.len() / 2]), "a bare entry cut short");
+        for cut in 1..bytes.len() {
+            assert!(torn(&bytes[..cut]), "cut to {cut} bytes");
+        }
+        for at in 0..bytes.len() {
+            let mut flipped = bytes.to_vec();
+            flipped[at] ^= 0xff;
+            assert!(torn(&flipped), "byte {at} flipped");
+        }
+        let newer = framing::seal(b"v2\n{}".to_vec());
+        let err = decode_entry::<CommitEntry>(&newer).unwrap_err();
+        assert!(matches!(&err, EntryError::Invalid(why) if why.contains("v2") && why.contains("newer")), "{err:?}");
+        let other_shape = encode_entry(&"a string", true);
+        assert!(matches!(decode_entry::<CommitEntry>(&other_shape), Err(EntryError::Invalid(_))));
+    }
+
+    #[tokio::test]
+    async fn a_torn_entry_is_told_apart_from_a_missing_or_invalid_one() {
+        let location = CheckpointLocation::open("memory://").unwrap();
+        let log = BatchLog::new(location.clone(), "commits");
+        log.write(0, &1u64).await.unwrap();
+        assert_eq!(log.read_entry::<u64>(0).await.unwrap(), ReadEntry::Valid(1));
+        assert_eq!(log.read_entry::<u64>(1).await.unwrap(), ReadEntry::Missing);
+        location.put("commits/1", Bytes::new()).await.unwrap();
+        assert!(matches!(log.read_entry::<u64>(1).await.unwrap(), ReadEntry::Torn(_)));
+        let err = log.read::<u64>(1).await.unwrap_err().to_string();
+        assert!(err.contains("commits/1") && err.contains("corrupted"), "{err}");
+        location.put("commits/2", framing::seal(b"v9\n1".to_vec())).await.unwrap();
+        let err = log.read_entry::<u64>(2).await.unwrap_err().to_string();
+        assert!(err.contains("commits/2") && err.contains("v9"), "{err}");
+    }
 
     #[tokio::test]
     async fn purging_a_compacted_log_keeps_the_latest_compacted_entry_and_those_after_it() {

@@ -56,6 +56,8 @@ impl StreamContext {
             None => self.sink_mode(&definition.sink)?.0,
         };
         let location = CheckpointLocation::open(checkpoint)?;
+        // Before anything is read: the lock keeps a second query off a checkpoint in use.
+        let lock = location.lock()?;
         let metadata = load_or_create_metadata(&location, self.state_partitions).await?;
         let registry = Arc::new(OperatorRegistry::new(location.clone(), metadata.state_partitions, mode));
 
@@ -119,6 +121,7 @@ impl StreamContext {
             sink,
             operators: registry.operators(),
             location,
+            lock,
             watermarks: WatermarkTracker::new(watermark_specs, self.watermark_policy),
         };
         let query = StreamingQuery::new(MicroBatchExecution::open(parts).await?);

@@ -13,12 +13,12 @@ use serde_json::Value;
 use tokio::sync::Notify;
 
 use super::progress::{SinkProgress, SourceProgress, StateOperatorProgress};
-use super::recovery::{resume_point, source_mismatch};
+use super::recovery::{resume_point, source_mismatch, ResumePoint};
 use super::reporter::{BatchOutcome, Phase, ProgressReporter, TriggerTimer};
 use super::status::QueryShared;
 use super::trigger::{Trigger, IDLE_POLL};
 use crate::checkpoint::log::SourceRange;
-use crate::checkpoint::{BatchLog, CheckpointLocation, CommitEntry, OffsetEntry};
+use crate::checkpoint::{BatchLog, CheckpointLocation, CheckpointLock, CommitEntry, OffsetEntry};
 use crate::operator::watermark::WatermarkTracker;
 use crate::operator::{BatchWatermarks, StatefulOperator};
 use crate::plan::batch_time::BatchClock;
@@ -81,6 +81,11 @@ pub(crate) struct MicroBatchExecution {
     sink: Mutex<Box<dyn Sink>>,
     operators: Vec<Arc<dyn StatefulOperator>>,
     location: CheckpointLocation,
+    /// The checkpoint's lock while the query may write to it: from its start until it stops.
+    lock: Option<CheckpointLock>,
+    /// Set when the query stopped and released the lock: the newest offset log entry then (a
+    /// query run again checks that no other query wrote to the checkpoint meanwhile).
+    released_at: Option<Option<u64>>,
     offsets: BatchLog,
     commits: BatchLog,
     watermarks: WatermarkTracker,
@@ -116,6 +121,8 @@ pub(crate) struct QueryParts {
     pub sink: Box<dyn Sink>,
     pub operators: Vec<Arc<dyn StatefulOperator>>,
     pub location: CheckpointLocation,
+    /// The checkpoint's lock, taken before anything was read from it (`None` in memory).
+    pub lock: Option<CheckpointLock>,
     pub watermarks: WatermarkTracker,
 }
 
@@ -134,12 +141,29 @@ impl MicroBatchExecution {
             mut sink,
             operators,
             location,
+            lock,
             mut watermarks,
         } = parts;
         sink.open(&id).await?;
         let offsets = BatchLog::new(location.clone(), "offsets");
         let commits = BatchLog::new(location.clone(), "commits");
-        let resume = resume_point(&offsets, &commits).await?;
+        let mut resume = resume_point(&offsets, &commits).await?;
+        // A torn state file of the last committed batch (the newest version): that batch runs
+        // again from its logged offsets, on the version before, as if it had not been committed.
+        if resume.replay.is_none() {
+            if let Some(version) = resume.state_version {
+                for op in &operators {
+                    if let Some((file, why)) = op.damaged_state(version).await? {
+                        tracing::warn!(
+                            %file,
+                            "the newest state file is torn ({why}): a crash while it was written; batch {version} runs again"
+                        );
+                        resume = ResumePoint::replaying(offsets.read_listed(version).await?);
+                        break;
+                    }
+                }
+            }
+        }
         let mut source_starts = BTreeMap::new();
         for s in &mut sources {
             s.source.restore(&location, resume.sources_through).await?;
@@ -176,6 +200,8 @@ impl MicroBatchExecution {
             sink: Mutex::new(sink),
             operators,
             location,
+            lock,
+            released_at: None,
             offsets,
             commits,
             watermarks,
@@ -224,10 +250,42 @@ impl MicroBatchExecution {
     ///
     /// # Errors
     /// The first error of any batch: the batch is not committed and runs again on restart.
+    /// The checkpoint's lock is released when the trigger ends (taken again if the query is run
+    /// again).
     pub(crate) async fn run(&mut self, trigger: Trigger) -> Result<()> {
-        let result = self.run_triggers(trigger).await;
+        let result = match self.relock().await {
+            Ok(()) => self.run_triggers(trigger).await,
+            Err(e) => Err(e),
+        };
+        self.release_lock().await;
         self.reporter.terminate(result.as_ref().err().map(ToString::to_string));
         result
+    }
+
+    /// Releases the checkpoint's lock: the query stopped or failed.
+    async fn release_lock(&mut self) {
+        if self.lock.take().is_some() {
+            self.released_at = Some(self.offsets.latest().await.ok().flatten());
+        }
+    }
+
+    /// Takes the checkpoint's lock again for a query that stopped and is run again, provided no
+    /// other query wrote to the checkpoint meanwhile.
+    ///
+    /// # Errors
+    /// [`crate::SluiceError::Checkpoint`] when another query holds the lock or wrote batches since.
+    async fn relock(&mut self) -> Result<()> {
+        let Some(released_at) = self.released_at else { return Ok(()) };
+        let lock = self.location.lock()?;
+        if self.offsets.latest().await? != released_at {
+            return Err(self.location.error(
+                "offsets",
+                "another query wrote to the checkpoint since this one stopped; start the query again from its checkpoint",
+            ));
+        }
+        self.lock = lock;
+        self.released_at = None;
+        Ok(())
     }
 
     async fn run_triggers(&mut self, trigger: Trigger) -> Result<()> {
@@ -237,14 +295,14 @@ impl MicroBatchExecution {
                 for s in &mut self.sources {
                     s.source.freeze_available().await?;
                 }
-                while !self.stop.is_stopped() && self.run_next_batch().await? {}
+                while !self.stop.is_stopped() && self.next_batch().await? {}
             }
             Trigger::Once => {
                 for s in &mut self.sources {
                     s.source.read_all_available();
                     s.source.freeze_available().await?;
                 }
-                self.run_next_batch().await?;
+                self.next_batch().await?;
             }
             Trigger::ProcessingTime(interval) => {
                 self.trigger_interval = Some(interval).filter(|i| !i.is_zero());
@@ -252,7 +310,7 @@ impl MicroBatchExecution {
                 while !self.stop.is_stopped() {
                     let started = Instant::now();
                     self.scheduling_delay = late;
-                    let ran = self.run_next_batch().await;
+                    let ran = self.next_batch().await;
                     late = started.elapsed().saturating_sub(interval);
                     let ran = ran?;
                     let wait = if interval.is_zero() {
@@ -272,11 +330,24 @@ impl MicroBatchExecution {
     }
 
     /// Runs the batch left uncommitted by a crash, if any; otherwise plans and runs the next batch
-    /// if there is new data or a due no-data batch. False when idle.
+    /// if there is new data or a due no-data batch. False when idle. A failed batch releases the
+    /// checkpoint's lock: a failed query runs no more batches.
     ///
     /// # Errors
     /// As [`Self::run`].
     pub(crate) async fn run_next_batch(&mut self) -> Result<bool> {
+        let result = match self.relock().await {
+            Ok(()) => self.next_batch().await,
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            self.release_lock().await;
+        }
+        result
+    }
+
+    /// [`Self::run_next_batch`] with the lock held.
+    async fn next_batch(&mut self) -> Result<bool> {
         let mut timer = self.reporter.start_trigger();
         if let Some(entry) = self.replay.take() {
             self.run_batch(entry, timer).await?;

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::checkpoint::log::STATE_LAYOUT;
-use crate::checkpoint::{BatchLog, CheckpointLocation, CommitEntry, OffsetEntry, QueryMetadata};
+use crate::checkpoint::log::{decode_entry, encode_entry, EntryError, STATE_LAYOUT};
+use crate::checkpoint::{BatchLog, CheckpointLocation, CommitEntry, OffsetEntry, QueryMetadata, ReadEntry};
 use crate::state::store::MAX_STATE_PARTITIONS;
 use crate::{Result, SluiceError};
 
@@ -28,37 +28,113 @@ pub struct ResumePoint {
     pub last_watermark_ms: i64,
 }
 
-/// Reads the offset and commit logs: if `commits/N` exists for the latest `offsets/N`, the query
-/// continues with `N+1` from state version `N`; otherwise batch `N` runs again from state `N-1`.
-///
-/// # Errors
-/// [`SluiceError::Checkpoint`] when the logs are unreadable or inconsistent.
-pub async fn resume_point(offsets: &BatchLog, commits: &BatchLog) -> Result<ResumePoint> {
-    let Some(latest) = offsets.latest().await? else {
-        return Ok(ResumePoint::default());
-    };
-    let entry: OffsetEntry = offsets.read_listed(latest).await?;
-    let sources_through = Some(latest);
-    match commits.read::<CommitEntry>(latest).await? {
-        Some(commit) => Ok(ResumePoint {
-            next_batch_id: latest + 1,
+impl ResumePoint {
+    /// Continue after committed batch `entry` (its commit `commit`) from state version `N`.
+    fn committed(entry: OffsetEntry, commit: CommitEntry) -> Self {
+        Self {
+            next_batch_id: entry.batch_id + 1,
             replay: None,
-            state_version: Some(latest),
-            sources_through,
+            state_version: Some(entry.batch_id),
+            sources_through: Some(entry.batch_id),
             source_starts: entry.sources.iter().map(|(k, r)| (k.clone(), r.end.clone())).collect(),
             input_watermarks_ms: commit.input_watermarks_ms,
             last_watermark_ms: entry.watermark_ms,
-        }),
-        None => Ok(ResumePoint {
-            next_batch_id: latest + 1,
-            state_version: latest.checked_sub(1),
-            sources_through,
+        }
+    }
+
+    /// Run logged batch `entry` again, from state version `N-1`.
+    pub fn replaying(entry: OffsetEntry) -> Self {
+        Self {
+            next_batch_id: entry.batch_id + 1,
+            state_version: entry.batch_id.checked_sub(1),
+            sources_through: Some(entry.batch_id),
             source_starts: entry.sources.iter().map(|(k, r)| (k.clone(), r.end.clone())).collect(),
             input_watermarks_ms: entry.input_watermarks_ms.clone(),
             last_watermark_ms: entry.watermark_ms,
             replay: Some(entry),
-        }),
+        }
     }
+}
+
+/// Reads the offset and commit logs: if `commits/N` exists for the latest `offsets/N`, the query
+/// continues with `N+1` from state version `N`; otherwise batch `N` runs again from state `N-1`.
+///
+/// A torn newest entry (empty, cut short or failing its checksum: a crash while it was written)
+/// counts as never written, with a warning naming it: a torn newest `commits/N` means batch `N`
+/// runs again from `offsets/N`; a torn newest `offsets/N` (without `commits/N`) means batch `N`
+/// is planned afresh, as if the query had stopped after batch `N-1`.
+///
+/// # Errors
+/// [`SluiceError::Checkpoint`] naming the file when the logs are unreadable or inconsistent: a
+/// damaged entry below the newest (the history after it depends on it), a damaged `offsets/N`
+/// whose batch was committed, or a missing `offsets/N-1` under a torn `offsets/N`.
+pub async fn resume_point(offsets: &BatchLog, commits: &BatchLog) -> Result<ResumePoint> {
+    let ids = offsets.batch_ids().await?;
+    let Some(&newest) = ids.last() else {
+        return Ok(ResumePoint::default());
+    };
+    let entry: OffsetEntry = match offsets.read_entry(newest).await? {
+        ReadEntry::Valid(entry) => entry,
+        ReadEntry::Missing => offsets.read_listed(newest).await?,
+        ReadEntry::Torn(why) => {
+            if !matches!(commits.read_entry::<CommitEntry>(newest).await?, ReadEntry::Missing) {
+                return Err(offsets.error(
+                    newest,
+                    format!(
+                        "corrupted log entry ({why}), yet batch {newest} was committed (commits/{newest} exists), so it \
+                         cannot be planned afresh: restore the file or start over with a new checkpoint location"
+                    ),
+                ));
+            }
+            let previous = newest.checked_sub(1).filter(|p| ids.contains(p));
+            tracing::warn!(
+                file = %offsets.describe(newest),
+                "the newest offset log entry is torn ({why}): a crash while it was written; batch {newest} is planned afresh"
+            );
+            match previous {
+                Some(previous) => offsets.read_listed(previous).await?,
+                None if newest == 0 => return Ok(ResumePoint::default()),
+                None => {
+                    return Err(offsets.error(
+                        newest - 1,
+                        "log entry missing below a torn newest entry; restore it or start over with a new checkpoint location",
+                    ))
+                }
+            }
+        }
+    };
+    let latest = entry.batch_id;
+    let newest_commit = commits.latest().await?;
+    let commit = match commits.read_entry::<CommitEntry>(latest).await? {
+        ReadEntry::Valid(commit) => Some(commit),
+        ReadEntry::Missing => None,
+        ReadEntry::Torn(why) if newest_commit == Some(latest) => {
+            tracing::warn!(
+                file = %commits.describe(latest),
+                "the newest commit log entry is torn ({why}): a crash while it was written; batch {latest} runs again"
+            );
+            None
+        }
+        ReadEntry::Torn(why) => {
+            return Err(commits.error(
+                latest,
+                format!(
+                    "corrupted log entry ({why}) below the newest; restore the file or start over with a new \
+                     checkpoint location"
+                ),
+            ))
+        }
+    };
+    Ok(match commit {
+        Some(commit) => ResumePoint::committed(entry, commit),
+        None => ResumePoint::replaying(entry),
+    })
+}
+
+/// True when the checkpoint has no offset log entry yet: no batch was ever planned, so files
+/// written before the first one (a torn `metadata`) can be written again.
+async fn no_batch_planned(location: &CheckpointLocation) -> Result<bool> {
+    Ok(BatchLog::new(location.clone(), "offsets").latest().await?.is_none())
 }
 
 /// Refuses a checkpoint whose state partitions were filled by another assignment of rows to
@@ -84,19 +160,36 @@ pub fn check_state_layout(location: &CheckpointLocation, metadata: &QueryMetadat
 /// Reads `metadata`, or writes it on a query's first run; gives a `metadata` written without a
 /// query id one (and writes it back, so it stays the same from then on).
 ///
+/// A torn `metadata` of a checkpoint where no batch was planned yet (a crash during the first
+/// start) is written again, with a warning.
+///
 /// # Errors
 /// [`SluiceError::Checkpoint`] when the file is corrupted (also: a number of state partitions
 /// outside 1 to [`MAX_STATE_PARTITIONS`]) or the checkpoint belongs to a query with other fixed
 /// settings.
 pub async fn load_or_create_metadata(location: &CheckpointLocation, state_partitions: usize) -> Result<QueryMetadata> {
-    if let Some(bytes) = location.get("metadata").await? {
+    let stored = match location.get("metadata").await? {
+        Some(bytes) => match decode_entry::<QueryMetadata>(&bytes) {
+            Err(EntryError::Torn(why)) => {
+                if !no_batch_planned(location).await? {
+                    Some(Err(EntryError::Torn(why)))
+                } else {
+                    tracing::warn!(file = %location.describe("metadata"), "the query metadata is torn ({why}): written again");
+                    None
+                }
+            }
+            decoded => Some(decoded),
+        },
+        None => None,
+    };
+    if let Some(decoded) = stored {
         let corrupted = |why: String| {
             location.error(
                 "metadata",
                 format!("corrupted query metadata ({why}); restore it or use a new checkpoint location"),
             )
         };
-        let mut metadata: QueryMetadata = serde_json::from_slice(&bytes).map_err(|e| corrupted(e.to_string()))?;
+        let mut metadata = decoded.map_err(|e| corrupted(e.to_string()))?;
         if !(1..=MAX_STATE_PARTITIONS).contains(&metadata.state_partitions) {
             return Err(corrupted(format!(
                 "state_partitions is {}, not from 1 to {MAX_STATE_PARTITIONS}",
@@ -120,7 +213,7 @@ pub async fn load_or_create_metadata(location: &CheckpointLocation, state_partit
 }
 
 async fn write_metadata(location: &CheckpointLocation, metadata: &QueryMetadata) -> Result<()> {
-    location.put("metadata", serde_json::to_vec_pretty(metadata).expect("metadata serializes").into()).await
+    location.put("metadata", encode_entry(metadata, true)).await
 }
 
 /// Error for a checkpoint whose sources differ from the query's.
@@ -137,21 +230,36 @@ const STATEFUL_OPERATORS: &str = "state/operators.json";
 /// Records `operators` (see [`crate::plan::fingerprint`]) in a new checkpoint, or checks that a
 /// checkpoint's state was written by operators with the same definitions.
 ///
+/// A torn file of a checkpoint where no batch was planned yet is written again, with a warning.
+///
 /// # Errors
 /// [`SluiceError::Checkpoint`] naming the first operator that changed, with its old and new
 /// definition, when the query no longer matches its checkpoint (its state would be decoded with
 /// another layout or merged into results of another definition); also when the file is corrupted.
 pub async fn check_stateful_operators(location: &CheckpointLocation, operators: &[String]) -> Result<()> {
+    let write = || location.put(STATEFUL_OPERATORS, encode_entry(&operators, true));
     let Some(bytes) = location.get(STATEFUL_OPERATORS).await? else {
-        let json = serde_json::to_vec_pretty(operators).expect("strings serialize");
-        return location.put(STATEFUL_OPERATORS, json.into()).await;
+        return write().await;
     };
-    let stored: Vec<String> = serde_json::from_slice(&bytes).map_err(|e| {
-        location.error(
-            STATEFUL_OPERATORS,
-            format!("corrupted list of stateful operators ({e}); restore it or use a new checkpoint location"),
-        )
-    })?;
+    let stored: Vec<String> = match decode_entry(&bytes) {
+        Ok(stored) => stored,
+        Err(EntryError::Torn(why)) => {
+            if no_batch_planned(location).await? {
+                tracing::warn!(file = %location.describe(STATEFUL_OPERATORS), "the list of stateful operators is torn ({why}): written again");
+                return write().await;
+            }
+            return Err(location.error(
+                STATEFUL_OPERATORS,
+                format!("corrupted list of stateful operators ({why}); restore it or use a new checkpoint location"),
+            ));
+        }
+        Err(e) => {
+            return Err(location.error(
+                STATEFUL_OPERATORS,
+                format!("corrupted list of stateful operators ({e}); restore it or use a new checkpoint location"),
+            ))
+        }
+    };
     let changed = |what: String| {
         location.error(
             STATEFUL_OPERATORS,

@@ -116,6 +116,11 @@ impl StatefulOperator for OperatorHandle {
         Ok(())
     }
 
+    async fn damaged_state(&self, version: u64) -> Result<Option<(String, String)>> {
+        let damaged = self.each(move |mut op| async move { op.store_mut().damaged_delta(version).await }).await?;
+        Ok(damaged.into_iter().flatten().next())
+    }
+
     async fn begin_batch(&self, watermarks: BatchWatermarks) {
         let offset = self.watermark_offset_ms;
         let shifted = BatchWatermarks {

@@ -62,6 +62,12 @@ impl OperatorProgress {
 pub trait StatefulOperator: Send + Sync + std::fmt::Debug {
     /// Loads committed state version `version` (`None`: empty) before the first batch runs.
     async fn restore(&self, version: Option<u64>) -> Result<()>;
+    /// The first partition's state file of `version` that is missing or torn (see
+    /// [`crate::state::StateStore::damaged_delta`]): the file and why; `None` when all are whole.
+    ///
+    /// # Errors
+    /// [`crate::SluiceError::Checkpoint`] when a file cannot be read at all.
+    async fn damaged_state(&self, version: u64) -> Result<Option<(String, String)>>;
     /// Sets the watermarks for the batch about to run.
     async fn begin_batch(&self, watermarks: BatchWatermarks);
     /// Persists the batch's state changes as version `version`.

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{Source, SourceData};
-use crate::checkpoint::{BatchLog, CheckpointLocation};
+use crate::checkpoint::{BatchLog, CheckpointLocation, ReadEntry};
 use crate::{Result, SluiceError};
 
 /// The options of the rate source, validated. Spark's names are in brackets.
@@ -248,23 +248,33 @@ impl Source for RateSource {
 
     async fn restore(&mut self, location: &CheckpointLocation, through_batch: Option<u64>) -> Result<()> {
         let log = self.log(location);
-        let start =
-            match (log.read::<RateStart>(0).await?, through_batch) {
-                (Some(start), _) => start,
-                (None, None) => {
-                    let start_time_ms = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-                    let start = RateStart { start_time_ms };
-                    log.write(0, &start).await?;
-                    start
+        let start = match (log.read_entry::<RateStart>(0).await?, through_batch) {
+            (ReadEntry::Valid(start), _) => start,
+            (read, None) => {
+                if let ReadEntry::Torn(why) = read {
+                    tracing::warn!(file = %log.describe(0), "the rate source's start time is torn ({why}): written again");
                 }
-                (None, Some(_)) => return Err(location.error(
-                    &format!("sources/{}/0", self.name),
-                    "the rate source's start time is missing, so its batches cannot be replayed with the same rows; \
-                     restore the file or use a new checkpoint location",
-                )),
-            };
+                let start_time_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+                let start = RateStart { start_time_ms };
+                log.write(0, &start).await?;
+                start
+            }
+            (read, Some(_)) => {
+                let what = match read {
+                    ReadEntry::Torn(why) => format!("damaged ({why})"),
+                    _ => "missing".to_string(),
+                };
+                return Err(log.error(
+                    0,
+                    format!(
+                        "the rate source's start time is {what}, so its batches cannot be replayed with the same rows; \
+                         restore the file or use a new checkpoint location"
+                    ),
+                ));
+            }
+        };
         self.start_time_ms = Some(start.start_time_ms);
         self.last_time_ms = start.start_time_ms;
         Ok(())

@@ -1,7 +1,8 @@
 //! State files: Arrow IPC with two binary columns, `key` and `value` (null `value` = deleted),
-//! followed by a trailer holding a CRC-32 of the IPC bytes, so that a torn or bit-flipped file is
-//! refused as corrupted before any of its rows reaches an operator (arrow's row format does not
-//! validate what it decodes).
+//! sealed with the checkpoint's framing (a trailer holding a CRC-32 of the IPC bytes, see
+//! [`crate::checkpoint::framing`]), so that a torn or bit-flipped file is refused as corrupted
+//! before any of its rows reaches an operator (arrow's row format does not validate what it
+//! decodes).
 
 use std::sync::Arc;
 
@@ -12,6 +13,7 @@ use arrow::ipc::writer::FileWriter;
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 
+use crate::checkpoint::framing;
 use crate::Result;
 
 fn file_schema() -> SchemaRef {
@@ -33,29 +35,15 @@ pub fn encode<'a>(entries: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>) -
     let mut writer = FileWriter::try_new(Vec::new(), &file_schema())?;
     writer.write(&batch)?;
     writer.finish()?;
-    let mut bytes = writer.into_inner()?;
-    let checksum = crc32fast::hash(&bytes);
-    bytes.extend_from_slice(TRAILER_MAGIC);
-    bytes.extend_from_slice(&checksum.to_le_bytes());
-    Ok(Bytes::from(bytes))
+    Ok(framing::seal(writer.into_inner()?))
 }
-
-/// Marks the 4-byte little-endian CRC-32 that ends a state file.
-const TRAILER_MAGIC: &[u8; 6] = b"SLCRC1";
 
 /// The IPC bytes of a state file whose checksum matches.
 fn verified(bytes: Bytes) -> Result<Bytes> {
-    let corrupted = |why: &str| crate::SluiceError::from(arrow::error::ArrowError::ParseError(why.to_string()));
-    let trailer = TRAILER_MAGIC.len() + 4;
-    if bytes.len() < trailer || &bytes[bytes.len() - trailer..bytes.len() - 4] != TRAILER_MAGIC {
-        return Err(corrupted("the file is truncated or was not written by sluice (no checksum trailer)"));
+    match framing::open(&bytes) {
+        Ok(body) => Ok(bytes.slice(..body.len())),
+        Err(damage) => Err(arrow::error::ArrowError::ParseError(damage.to_string()).into()),
     }
-    let body = bytes.slice(..bytes.len() - trailer);
-    let stored = u32::from_le_bytes(bytes[bytes.len() - 4..].try_into().expect("4 bytes"));
-    if crc32fast::hash(&body) != stored {
-        return Err(corrupted("checksum mismatch: the file was damaged after it was written"));
-    }
-    Ok(body)
 }
 
 /// Decodes a file written by [`encode`], calling `apply(key, value)` per entry in order.

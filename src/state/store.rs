@@ -7,7 +7,7 @@ use datafusion::common::runtime::SpawnedTask;
 use datafusion::error::DataFusionError;
 use foldhash::HashMap;
 
-use crate::checkpoint::CheckpointLocation;
+use crate::checkpoint::{framing, CheckpointLocation};
 use crate::state::codec;
 use crate::Result;
 
@@ -227,6 +227,22 @@ impl StateStore {
         Ok(())
     }
 
+    /// Checks the file version `version` adds, `<version>.delta`, without loading anything:
+    /// `None` when it is whole, else the file (in the checkpoint) and why it is not — missing,
+    /// empty, cut short or failing its checksum. Recovery calls this for the newest version,
+    /// which a crash may have left torn, to run that batch again instead.
+    ///
+    /// # Errors
+    /// [`crate::SluiceError::Checkpoint`] when the file cannot be read at all.
+    pub async fn damaged_delta(&self, version: u64) -> Result<Option<(String, String)>> {
+        let name = format!("{}/{version}.delta", self.dir);
+        let why = match self.location.get(&name).await? {
+            None => Some("missing".to_string()),
+            Some(bytes) => framing::open(&bytes).err().map(|damage| damage.to_string()),
+        };
+        Ok(why.map(|why| (self.location.describe(&name), why)))
+    }
+
     /// Deletes state files no longer needed to rebuild versions `>= keep_from`.
     ///
     /// # Errors
@@ -259,18 +275,43 @@ async fn read_partition(location: &CheckpointLocation, dir: &str, version: u64) 
 }
 
 /// The contents of the files that make up version `version` of the partition in `dir`, in the
-/// order they apply: the newest snapshot at or below it, then every later delta.
+/// order they apply: the newest snapshot at or below it, then every later delta. A torn newest
+/// snapshot (a crash while it was written in the background) is passed over, with a warning, for
+/// the snapshot before it and the deltas after that.
 async fn partition_files(location: &CheckpointLocation, dir: &str, version: u64) -> Result<Vec<(String, Bytes)>> {
     let listed = location.list(dir).await?;
-    let snapshot =
-        listed.iter().filter_map(|f| f.strip_suffix(".snapshot")?.parse::<u64>().ok()).filter(|v| *v <= version).max();
+    let mut snapshots: Vec<u64> = listed.iter().filter_map(|f| f.strip_suffix(".snapshot")?.parse::<u64>().ok()).collect();
+    snapshots.sort_unstable();
+    let newest_snapshot = snapshots.last().copied();
+    snapshots.retain(|v| *v <= version);
+    let mut files = Vec::new();
+    let mut snapshot = snapshots.pop();
+    if let Some(s) = snapshot.filter(|s| Some(*s) == newest_snapshot) {
+        let name = format!("{dir}/{s}.snapshot");
+        let bytes = location.get(&name).await?;
+        let damage = match &bytes {
+            Some(bytes) => framing::open(bytes).err().map(|d| d.to_string()),
+            None => Some("missing".to_string()),
+        };
+        match (damage, bytes) {
+            (None, Some(bytes)) => files.push((name, bytes)),
+            (why, _) => {
+                tracing::warn!(
+                    file = %location.describe(&name),
+                    "the newest state snapshot is torn ({}): restoring from the files before it",
+                    why.unwrap_or_default()
+                );
+                snapshot = snapshots.pop();
+            }
+        }
+    }
     let mut names = Vec::new();
-    if let Some(s) = snapshot {
+    if let Some(s) = snapshot.filter(|_| files.is_empty()) {
         names.push(format!("{dir}/{s}.snapshot"));
     }
     let first_delta = snapshot.map_or(0, |s| s + 1);
     names.extend((first_delta..=version).map(|v| format!("{dir}/{v}.delta")));
-    let mut files = Vec::with_capacity(names.len());
+    files.reserve(names.len());
     for name in names {
         let bytes = location.get(&name).await?.ok_or_else(|| {
             location.error(
@@ -394,6 +435,41 @@ mod tests {
         let mut restored = StateStore::new(location, "0", 0);
         restored.load(Some(49)).await.unwrap();
         assert_eq!(restored.get(b"big"), Some(&vec![49u8; 100_000][..]));
+    }
+
+    /// A crash while the background snapshot was written leaves it torn: a restore passes over
+    /// it to the snapshot before it and the deltas after that; a torn delta is reported.
+    #[tokio::test]
+    async fn a_torn_newest_snapshot_is_passed_over_and_a_torn_delta_reported() {
+        let location = CheckpointLocation::open("memory://").unwrap();
+        let mut store = StateStore::new(location.clone(), "0", 0);
+        for version in 0..22u64 {
+            store.put(format!("k{version}").as_bytes(), b"v");
+            store.commit(version).await.unwrap();
+            store.wait_for_maintenance().await.unwrap();
+        }
+        let snapshots: Vec<String> =
+            location.list("state/0/0").await.unwrap().into_iter().filter(|f| f.ends_with(".snapshot")).collect();
+        assert_eq!(snapshots, ["19.snapshot", "9.snapshot"]);
+        let whole = location.get("state/0/0/19.snapshot").await.unwrap().unwrap();
+        for torn in [Bytes::new(), whole.slice(..whole.len() / 2)] {
+            location.put("state/0/0/19.snapshot", torn).await.unwrap();
+            let mut restored = StateStore::new(location.clone(), "0", 0);
+            restored.load(Some(21)).await.unwrap();
+            assert_eq!(restored.len(), 22);
+        }
+        location.put("state/0/0/9.snapshot", Bytes::new()).await.unwrap();
+        let err = StateStore::new(location.clone(), "0", 0).load(Some(21)).await.unwrap_err().to_string();
+        assert!(err.contains("/9.snapshot"), "an older snapshot is history: {err}");
+
+        assert_eq!(store.damaged_delta(21).await.unwrap(), None);
+        let delta = location.get("state/0/0/21.delta").await.unwrap().unwrap();
+        let mut flipped = delta.to_vec();
+        flipped[delta.len() / 2] ^= 0xff;
+        location.put("state/0/0/21.delta", Bytes::from(flipped)).await.unwrap();
+        let (file, why) = store.damaged_delta(21).await.unwrap().unwrap();
+        assert!(file.ends_with("state/0/0/21.delta") && why.contains("checksum"), "{file}: {why}");
+        assert!(store.damaged_delta(22).await.unwrap().unwrap().1.contains("missing"));
     }
 
     #[tokio::test]

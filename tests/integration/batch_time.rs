@@ -11,7 +11,7 @@ use sluice::OutputMode;
 /// The offsets log timestamp of batch `id` in the checkpoint at `dir`, ms.
 fn logged_timestamp_ms(dir: &std::path::Path, id: u64) -> i64 {
     let entry: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join(format!("offsets/{id}"))).unwrap()).unwrap();
+        sluice::checkpoint::decode_entry(&std::fs::read(dir.join(format!("offsets/{id}"))).unwrap()).unwrap();
     entry["timestamp_ms"].as_i64().unwrap()
 }
 

@@ -86,7 +86,7 @@ async fn file_source_log_and_memory_stay_bounded_and_a_restart_after_purge_reads
     // The compacted entry holds only the files within 10 s of the newest (f0219..=f0229), not
     // all 230 files taken through batch 229.
     let compact: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(sources.join("229.compact")).unwrap()).unwrap();
+        sluice::checkpoint::decode_entry(&std::fs::read(sources.join("229.compact")).unwrap()).unwrap();
     assert_eq!(compact["end"], 230);
     let remembered: Vec<&str> =
         compact["files"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();

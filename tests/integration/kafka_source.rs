@@ -254,7 +254,10 @@ async fn a_restart_after_a_crash_replays_the_uncommitted_batch_exactly() {
     let query = ctx.start(&definitions[0], checkpoint.to_str().unwrap()).await.unwrap();
     assert!(query.run_next_batch().await.unwrap());
     assert!(query.run_next_batch().await.unwrap());
+    // The process dies: its context (which keeps a handle to every query it started) goes with
+    // it, and so does the checkpoint's lock.
     drop(query);
+    drop(ctx);
     // A crash after batch 1's output, before its commit: the restart runs batch 1 again.
     std::fs::remove_file(checkpoint.join("commits").join("1")).unwrap();
     broker.produce_ids("d", 1, 112, 3);

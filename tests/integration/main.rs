@@ -11,6 +11,7 @@ mod bad_input;
 mod batch_time;
 mod bookkeeping;
 mod chained;
+mod checkpoint_faults;
 mod cli;
 mod dataframe;
 mod dedup;

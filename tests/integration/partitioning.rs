@@ -197,7 +197,7 @@ async fn a_restart_keeps_the_checkpoints_number_of_state_partitions() {
     let resume = Run { fail_on: None, replay: Some(1) };
     let after = run(select, OutputMode::Update, unstaged, 5, checkpoint, resume).await.unwrap();
     let metadata: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("metadata")).unwrap()).unwrap();
+        sluice::checkpoint::decode_entry(&std::fs::read(dir.path().join("metadata")).unwrap()).unwrap();
     assert_eq!(metadata["state_partitions"], 3, "{metadata}");
     let mut dirs: Vec<_> =
         std::fs::read_dir(dir.path().join("state/0")).unwrap().map(|e| e.unwrap().file_name()).collect();
@@ -215,7 +215,7 @@ async fn a_checkpoint_of_the_former_state_layout_is_refused_with_several_partiti
     let select = QUERIES[1].0;
     run(select, OutputMode::Update, unstaged, 2, checkpoint, CLEAN).await.unwrap();
     let path = dir.path().join("metadata");
-    let mut metadata: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut metadata: serde_json::Value = sluice::checkpoint::decode_entry(&std::fs::read(&path).unwrap()).unwrap();
     metadata.as_object_mut().unwrap().remove("state_layout");
     std::fs::write(&path, metadata.to_string()).unwrap();
     let err = run(select, OutputMode::Update, unstaged, 2, checkpoint, CLEAN).await.unwrap_err().to_string();

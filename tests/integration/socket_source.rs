@@ -187,7 +187,7 @@ async fn a_restart_loses_the_uncommitted_lines_and_continues_the_offsets() {
     assert_eq!(restarted.recent_progress()[0].num_input_rows, 0);
     run_until(&mut restarted, &sink, &["a,1", "c,1"]).await;
     let offsets = |id: i64| -> serde_json::Value {
-        serde_json::from_slice(&std::fs::read(dir.path().join(format!("offsets/{id}"))).unwrap()).unwrap()
+        sluice::checkpoint::decode_entry(&std::fs::read(dir.path().join(format!("offsets/{id}"))).unwrap()).unwrap()
     };
     let (replayed, next) = (offsets(batch), offsets(batch + 1));
     assert_eq!(next["sources"]["lines"]["start"], replayed["sources"]["lines"]["end"]);

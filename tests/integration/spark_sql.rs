@@ -103,7 +103,7 @@ async fn shuffle_partitions_sets_the_state_partitions_of_a_new_checkpoint() {
         .unwrap();
     ctx.start(&definitions[0], dir.path().to_str().unwrap()).await.unwrap();
     let metadata: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("metadata")).unwrap()).unwrap();
+        sluice::checkpoint::decode_entry(&std::fs::read(dir.path().join("metadata")).unwrap()).unwrap();
     assert_eq!(metadata["state_partitions"], 3, "{metadata}");
 }
 
