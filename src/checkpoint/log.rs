@@ -243,15 +243,6 @@ impl BatchLog {
         self.read_entry_relative(&self.relative(batch_id, false)).await
     }
 
-    /// Reads entry `batch_id`, `None` if absent.
-    ///
-    /// # Errors
-    /// [`crate::SluiceError::Checkpoint`] when it exists but is not a valid entry (a corrupted
-    /// checkpoint, torn or not): the message names the file.
-    pub async fn read<T: DeserializeOwned>(&self, batch_id: u64) -> Result<Option<T>> {
-        self.read_relative(&self.relative(batch_id, false)).await
-    }
-
     async fn read_listed_relative<T: DeserializeOwned>(&self, relative: &str) -> Result<T> {
         self.read_relative(relative).await?.ok_or_else(|| {
             self.location.error(relative, "log entry disappeared; is another query using this checkpoint?")
@@ -261,8 +252,8 @@ impl BatchLog {
     /// Reads entry `batch_id`, which the log lists.
     ///
     /// # Errors
-    /// As [`Self::read`], and [`crate::SluiceError::Checkpoint`] when the entry is missing (deleted
-    /// while the query started).
+    /// [`crate::SluiceError::Checkpoint`] naming the file when it is not a valid entry (a
+    /// corrupted checkpoint, torn or not) or is missing (deleted while the query started).
     pub async fn read_listed<T: DeserializeOwned>(&self, batch_id: u64) -> Result<T> {
         self.read_listed_relative(&self.relative(batch_id, false)).await
     }
@@ -391,7 +382,7 @@ mod tests {
         assert_eq!(log.read_entry::<u64>(1).await.unwrap(), ReadEntry::Missing);
         location.put("commits/1", Bytes::new()).await.unwrap();
         assert!(matches!(log.read_entry::<u64>(1).await.unwrap(), ReadEntry::Torn(_)));
-        let err = log.read::<u64>(1).await.unwrap_err().to_string();
+        let err = log.read_listed::<u64>(1).await.unwrap_err().to_string();
         assert!(err.contains("commits/1") && err.contains("corrupted"), "{err}");
         location.put("commits/2", framing::seal(b"v9\n1".to_vec())).await.unwrap();
         let err = log.read_entry::<u64>(2).await.unwrap_err().to_string();
