@@ -104,7 +104,8 @@ async fn main() -> ExitCode {
         .init();
     let result = match command {
         Command::Shell { history, checkpoint } => {
-            let history = history.or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".sluice_history")));
+            let history =
+                history.or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".sluice_history")));
             sluice::shell::run(sluice::shell::ShellOptions { history, checkpoint })
                 .await
                 .map_err(|e| (PathBuf::from("shell"), e))
@@ -177,8 +178,7 @@ async fn run(file: &Path, checkpoint: Option<String>, trigger: Option<String>, r
     let _servers = reports.serve(&metrics, &ui)?;
     let sql = std::fs::read_to_string(file).map_err(|e| SluiceError::io(file, e))?;
     let mut ctx = StreamContext::new();
-    let (explained, definitions): (Vec<_>, Vec<_>) =
-        ctx.execute(&sql).await?.into_iter().partition(|d| d.is_explain());
+    let (explained, definitions): (Vec<_>, Vec<_>) = ctx.execute(&sql).await?.into_iter().partition(|d| d.is_explain());
     for definition in &explained {
         println!("{}", ctx.explain(definition).await?);
     }

@@ -295,7 +295,8 @@ mod tests {
         assert_eq!(location.get("offsets/1").await.unwrap(), None);
         assert_eq!(location.list("state").await.unwrap(), ["3.delta"]);
         assert_eq!(location.list("nowhere").await.unwrap(), Vec::<String>::new());
-        let in_dir: Vec<_> = std::fs::read_dir(dir.path().join("cp/state/0/1")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let in_dir: Vec<_> =
+            std::fs::read_dir(dir.path().join("cp/state/0/1")).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(in_dir, ["3.delta"], "no temporary file is left behind");
         location.delete("offsets/0").await.unwrap();
         location.delete("offsets/0").await.unwrap();

@@ -106,7 +106,8 @@ fn process_start_ticks(pid: u32) -> std::result::Result<Option<u64>, ()> {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return Ok(None) };
     // `pid (comm) state ppid ...`: comm may hold spaces and parentheses, the fields after the
     // last `)` do not. The state is field 3, the start time field 22.
-    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
     match fields.first() {
         None | Some(&"Z") | Some(&"X") | Some(&"x") => Ok(None),
         Some(_) => Ok(Some(fields.get(19).and_then(|t| t.parse().ok()).unwrap_or(0))),
@@ -172,7 +173,8 @@ impl CheckpointLock {
                     tracing::warn!(lock = %path.display(), "taking over an unreadable checkpoint lock file");
                 }
             }
-            take_over(dir, &path, &existing).map_err(|e| error(format!("cannot take over the stale lock file: {e}")))?;
+            take_over(dir, &path, &existing)
+                .map_err(|e| error(format!("cannot take over the stale lock file: {e}")))?;
         }
         Err(error("could not take the checkpoint's lock: other processes keep taking it; try again".to_string()))
     }

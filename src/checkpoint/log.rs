@@ -56,9 +56,8 @@ pub fn decode_entry<T: DeserializeOwned>(bytes: &[u8]) -> std::result::Result<T,
     let body = match framing::open(bytes) {
         Ok(body) => body,
         Err(framing::Damage::NoTrailer) => {
-            return serde_json::from_slice(bytes).map_err(|e| {
-                EntryError::Torn(format!("{} ({e})", framing::Damage::NoTrailer))
-            })
+            return serde_json::from_slice(bytes)
+                .map_err(|e| EntryError::Torn(format!("{} ({e})", framing::Damage::NoTrailer)))
         }
         Err(damage) => return Err(EntryError::Torn(damage.to_string())),
     };
@@ -347,7 +346,8 @@ mod tests {
 
     #[test]
     fn entries_carry_a_version_and_a_checksum_and_the_earlier_bare_json_still_reads() {
-        let entry = CommitEntry { batch_id: 7, input_watermarks_ms: BTreeMap::from([("s".into(), 5)]), next_watermark_ms: 9 };
+        let entry =
+            CommitEntry { batch_id: 7, input_watermarks_ms: BTreeMap::from([("s".into(), 5)]), next_watermark_ms: 9 };
         let bytes = encode_entry(&entry, true);
         assert!(bytes.starts_with(b"v1\n{"), "{bytes:?}");
         assert_eq!(decode_entry::<CommitEntry>(&bytes), Ok(entry.clone()));

@@ -24,7 +24,7 @@ pub(crate) mod log;
 
 pub(crate) use location::CheckpointLocation;
 pub(crate) use lock::CheckpointLock;
-pub(crate) use log::{BatchLog, CommitEntry, OffsetEntry, QueryMetadata, ReadEntry};
 /// For tools and tests reading a checkpoint: a log entry's JSON, the lock file and its holder.
 pub use lock::{LockHolder, LOCK_FILE};
 pub use log::{decode_entry, EntryError};
+pub(crate) use log::{BatchLog, CommitEntry, OffsetEntry, QueryMetadata, ReadEntry};

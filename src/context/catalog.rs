@@ -53,14 +53,21 @@ impl StreamContext {
             entries.push(TableEntry { name: name.clone(), kind, connector, schema });
         }
         let mut bounded = Vec::new();
-        for name in self.ctx.catalog("datafusion").and_then(|c| c.schema("public")).map(|s| s.table_names()).unwrap_or_default() {
+        for name in
+            self.ctx.catalog("datafusion").and_then(|c| c.schema("public")).map(|s| s.table_names()).unwrap_or_default()
+        {
             if self.tables.contains_key(&name) {
                 continue;
             }
             let provider = self.ctx.table_provider(TableReference::bare(name.as_str())).await?;
             let any: &dyn std::any::Any = provider.as_ref();
             if any.downcast_ref::<StreamTable>().is_none() {
-                bounded.push(TableEntry { name, kind: "table", connector: String::new(), schema: Some(provider.schema()) });
+                bounded.push(TableEntry {
+                    name,
+                    kind: "table",
+                    connector: String::new(),
+                    schema: Some(provider.schema()),
+                });
             }
         }
         bounded.sort_by(|a, b| a.name.cmp(&b.name));
@@ -75,9 +82,10 @@ impl StreamContext {
     pub(crate) async fn catalog_entry(&self, name: &str) -> Result<TableEntry> {
         let entries = self.catalog().await?;
         let names: Vec<String> = entries.iter().map(|e| e.name.clone()).collect();
-        entries.into_iter().find(|e| e.name == name || e.name.eq_ignore_ascii_case(name)).ok_or_else(|| {
-            SluiceError::sql(format!("no table '{name}'; the tables are: {}", names.join(", ")))
-        })
+        entries
+            .into_iter()
+            .find(|e| e.name == name || e.name.eq_ignore_ascii_case(name))
+            .ok_or_else(|| SluiceError::sql(format!("no table '{name}'; the tables are: {}", names.join(", "))))
     }
 
     /// The statement that declared stream or sink table `name`.

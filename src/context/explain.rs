@@ -31,7 +31,12 @@ impl StreamContext {
     }
 
     /// The `EXPLAIN` text of `definition` run in `mode`, chosen because of `why`.
-    pub(crate) async fn explain_in_mode(&self, definition: &QueryDefinition, mode: OutputMode, why: &str) -> Result<String> {
+    pub(crate) async fn explain_in_mode(
+        &self,
+        definition: &QueryDefinition,
+        mode: OutputMode,
+        why: &str,
+    ) -> Result<String> {
         let tables = self.query_tables(&definition.body, self.state_partitions)?;
         let location = CheckpointLocation::open("memory://")?;
         let registry = Arc::new(OperatorRegistry::new(location, self.state_partitions, mode));

@@ -9,14 +9,21 @@ use std::fmt::Write;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::logical_expr::{Expr, LogicalPlan};
 
-use super::nodes::{StateEviction, StreamingAggregateNode, StreamingDedupNode, StreamingGroupStateNode, StreamingJoinNode};
+use super::nodes::{
+    StateEviction, StreamingAggregateNode, StreamingDedupNode, StreamingGroupStateNode, StreamingJoinNode,
+};
 use super::OutputMode;
 use crate::operator::group_state::GroupStateTimeout;
 use crate::operator::watermark::WatermarkSpec;
 
 /// The `EXPLAIN` text of the incremental plan `plan` run in `mode` (chosen because of `why`),
 /// over streams declaring `watermarks` (stream name, watermark).
-pub(crate) fn explain(plan: &LogicalPlan, watermarks: &[(String, WatermarkSpec)], mode: OutputMode, why: &str) -> String {
+pub(crate) fn explain(
+    plan: &LogicalPlan,
+    watermarks: &[(String, WatermarkSpec)],
+    mode: OutputMode,
+    why: &str,
+) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "Output mode: {mode} ({why})");
     if watermarks.is_empty() {
@@ -26,7 +33,10 @@ pub(crate) fn explain(plan: &LogicalPlan, watermarks: &[(String, WatermarkSpec)]
             let _ = writeln!(out, "Watermark: {stream}.{} minus {}", w.column, human_ms(w.delay_ms));
         }
         if watermarks.len() > 1 {
-            let _ = writeln!(out, "  the query's watermark is the minimum of the streams' (sluice.sql.multiple_watermark_policy)");
+            let _ = writeln!(
+                out,
+                "  the query's watermark is the minimum of the streams' (sluice.sql.multiple_watermark_policy)"
+            );
         }
     }
     let watermarked: Vec<&str> = watermarks.iter().map(|(_, w)| w.column.as_str()).collect();

@@ -45,7 +45,10 @@ pub(crate) async fn choose_output_mode(frame: &StreamFrame) -> Result<(OutputMod
     let candidates: [(OutputMode, &'static str); 2] = if aggregates {
         [
             (OutputMode::Complete, "the query aggregates: the shell redraws the whole result table each batch"),
-            (OutputMode::Update, "the query aggregates and complete mode cannot run it: the shell shows each batch's changes"),
+            (
+                OutputMode::Update,
+                "the query aggregates and complete mode cannot run it: the shell shows each batch's changes",
+            ),
         ]
     } else {
         [

@@ -117,7 +117,13 @@ impl Shell {
                 (dir.path().display().to_string(), Some(dir))
             }
         };
-        Ok(Self { ctx: StreamContext::new(), checkpoint_root, _temporary: temporary, names: Names::default(), live_queries: 0 })
+        Ok(Self {
+            ctx: StreamContext::new(),
+            checkpoint_root,
+            _temporary: temporary,
+            names: Names::default(),
+            live_queries: 0,
+        })
     }
 
     /// Runs the statements of `text`; false when one is `QUIT`. The first failing statement
@@ -240,7 +246,12 @@ impl Shell {
             .map(|f| {
                 let marked = watermark.as_ref().filter(|w| &w.column == f.name());
                 let note = marked.map(|w| format!("watermark: minus {} ms", w.delay_ms)).unwrap_or_default();
-                vec![f.name().clone(), f.data_type().to_string(), if f.is_nullable() { "YES" } else { "NO" }.into(), note]
+                vec![
+                    f.name().clone(),
+                    f.data_type().to_string(),
+                    if f.is_nullable() { "YES" } else { "NO" }.into(),
+                    note,
+                ]
             })
             .collect();
         print_table(&text_table(&["column", "type", "nullable", "event time"], rows)?)
@@ -278,7 +289,8 @@ impl Shell {
             println!("{}", frame.ctx.explain_in_mode(&frame.definition(), mode, why).await?);
         } else {
             let batches = self.ctx.session().sql(&format!("EXPLAIN {statement}")).await?.collect().await?;
-            let schema = batches.first().map(RecordBatch::schema).unwrap_or_else(|| std::sync::Arc::new(Schema::empty()));
+            let schema =
+                batches.first().map(RecordBatch::schema).unwrap_or_else(|| std::sync::Arc::new(Schema::empty()));
             print!("{}", show_string(&schema, &batches, MAX_BOUNDED_ROWS, false, None)?);
         }
         Ok(())
@@ -315,7 +327,8 @@ impl Shell {
 /// `statement` is a query (`SELECT`, `WITH`, `VALUES`), not DDL or `INSERT`.
 fn is_query(statement: &str) -> bool {
     let first = statement.trim_start().split(|c: char| c.is_whitespace() || c == '(').next().unwrap_or_default();
-    statement.trim_start().starts_with('(') || ["SELECT", "WITH", "VALUES"].iter().any(|k| first.eq_ignore_ascii_case(k))
+    statement.trim_start().starts_with('(')
+        || ["SELECT", "WITH", "VALUES"].iter().any(|k| first.eq_ignore_ascii_case(k))
 }
 
 /// SHOW QUERIES: each query's id, name, status, last batch, input rate, watermark, last error.

@@ -280,7 +280,8 @@ async fn read_partition(location: &CheckpointLocation, dir: &str, version: u64) 
 /// the snapshot before it and the deltas after that.
 async fn partition_files(location: &CheckpointLocation, dir: &str, version: u64) -> Result<Vec<(String, Bytes)>> {
     let listed = location.list(dir).await?;
-    let mut snapshots: Vec<u64> = listed.iter().filter_map(|f| f.strip_suffix(".snapshot")?.parse::<u64>().ok()).collect();
+    let mut snapshots: Vec<u64> =
+        listed.iter().filter_map(|f| f.strip_suffix(".snapshot")?.parse::<u64>().ok()).collect();
     snapshots.sort_unstable();
     let newest_snapshot = snapshots.last().copied();
     snapshots.retain(|v| *v <= version);

@@ -45,7 +45,9 @@ impl Dirs {
         for i in range {
             let lines: String = TUMBLE_INPUT[i]
                 .iter()
-                .map(|(k, s, v)| format!("{{\"key\": \"{k}\", \"ts\": \"2024-01-01T00:00:{s:02}Z\", \"value\": {v}}}\n"))
+                .map(|(k, s, v)| {
+                    format!("{{\"key\": \"{k}\", \"ts\": \"2024-01-01T00:00:{s:02}Z\", \"value\": {v}}}\n")
+                })
                 .collect();
             write_file(&self.input, &format!("{i}.json"), &lines, i as u64);
         }
@@ -235,7 +237,8 @@ async fn a_lock_of_another_live_process_is_respected_and_a_stale_one_taken_over(
     dirs.add_input(0..2);
     std::fs::create_dir_all(&dirs.checkpoint).unwrap();
     let lock = dirs.checkpoint.join(LOCK_FILE);
-    let holder = |pid: u32| serde_json::to_vec(&LockHolder { pid, start_ticks: None, ..LockHolder::current() }).unwrap();
+    let holder =
+        |pid: u32| serde_json::to_vec(&LockHolder { pid, start_ticks: None, ..LockHolder::current() }).unwrap();
 
     // Another process on this host holds it.
     let mut other = std::process::Command::new("sleep").arg("60").spawn().unwrap();

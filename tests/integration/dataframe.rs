@@ -145,7 +145,10 @@ async fn explain_names_each_operator_its_state_and_its_eviction() {
     let (_dir, paths) = inputs(&["earthquakes"]);
     let dedup = deduplication::unique_quakes(&mut StreamContext::new(), &paths[0]).unwrap();
     let text = dedup.explain(OutputMode::Append).await.unwrap();
-    assert!(text.contains("StreamingDeduplicate  keys: ") && text.contains("evicted: when the watermark passes"), "{text}");
+    assert!(
+        text.contains("StreamingDeduplicate  keys: ") && text.contains("evicted: when the watermark passes"),
+        "{text}"
+    );
 }
 
 #[tokio::test]

@@ -16,8 +16,8 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, DefaultProducerContext, Producer};
 use rdkafka::ClientConfig;
-use sluice::sink::MemorySink;
 use sluice::kafka::{produce_files, ProduceOptions};
+use sluice::sink::MemorySink;
 use sluice::{OutputMode, StreamContext, StreamingQuery, Trigger};
 
 use crate::common::{rows, sorted};

@@ -6,9 +6,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sluice::{QueryIdleEvent, QueryStartedEvent, QueryTerminatedEvent};
 use sluice::monitoring::PrometheusMetrics;
 use sluice::{OutputMode, QueryProgress, StreamContext, StreamingQueryListener, Trigger};
+use sluice::{QueryIdleEvent, QueryStartedEvent, QueryTerminatedEvent};
 
 use crate::common::*;
 

@@ -44,7 +44,8 @@ async fn a_batch_replayed_after_a_crash_before_its_commit_gives_the_same_rows() 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let first: Vec<(i64, i64)> = sink.batches()[&0].iter().flat_map(pairs).collect();
-    let offsets: Value = sluice::checkpoint::decode_entry(&std::fs::read(dir.path().join("offsets/0")).unwrap()).unwrap();
+    let offsets: Value =
+        sluice::checkpoint::decode_entry(&std::fs::read(dir.path().join("offsets/0")).unwrap()).unwrap();
     let seconds = offsets["sources"]["rates"]["end"].as_i64().unwrap();
     assert!(seconds >= 1);
     // 7 rows a second, no ramp-up: values 0 .. 7 * seconds, partition 0's (even) then partition 1's.

@@ -49,8 +49,7 @@ pub use self::client::{KafkaRecord, PartitionRange};
 pub use self::columns::KafkaColumns;
 pub use self::offsets::PartitionOffsets;
 pub use self::options::{
-    KafkaBadData, KafkaSourceOptions, StartingOffsets, Subscription, CLIENT_OPTION_PREFIX,
-    KAFKA_SOURCE_OPTIONS,
+    KafkaBadData, KafkaSourceOptions, StartingOffsets, Subscription, CLIENT_OPTION_PREFIX, KAFKA_SOURCE_OPTIONS,
 };
 use super::backpressure::{BatchFeedback, RateEstimator};
 use super::{Source, SourceData};
