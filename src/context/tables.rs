@@ -197,10 +197,12 @@ pub(crate) fn check_connector_options(table: &str, options: &BTreeMap<String, St
         "rate" => &["connector", "rows_per_second", "ramp_up_time", "num_partitions"],
         "socket" => &["connector", "host", "port", "bad_data"],
         "kafka" => &kafka_options,
-        other => return Err(SluiceError::sql(format!(
+        other => {
+            return Err(SluiceError::sql(format!(
             "table '{}': unknown connector '{other}'; built in: 'file', 'console', 'memory', 'rate', 'socket', 'kafka'",
             table
-        ))),
+        )))
+        }
     };
     // Kafka's client settings pass through under `kafka.` (librdkafka checks them).
     let pass_through = |k: &str| connector == "kafka" && k.starts_with(CLIENT_OPTION_PREFIX);

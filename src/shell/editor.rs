@@ -30,7 +30,11 @@ impl Completer for ShellHelper {
 
     fn complete(&self, line: &str, pos: usize, _ctx: &Context<'_>) -> rustyline::Result<(usize, Vec<Pair>)> {
         let before = &line[..pos];
-        let start = before.rfind(|c: char| !(c.is_alphanumeric() || c == '_')).map_or(0, |i| i + 1);
+        // Just after the last character that cannot be part of a name (which may be several bytes).
+        let start = before
+            .char_indices()
+            .rfind(|(_, c)| !(c.is_alphanumeric() || *c == '_'))
+            .map_or(0, |(i, c)| i + c.len_utf8());
         let prefix = &before[start..];
         if prefix.is_empty() {
             return Ok((pos, vec![]));
@@ -99,6 +103,11 @@ mod tests {
         assert!(found.iter().any(|p| p.replacement == "SELECT"));
         let (_, found) = helper.complete("sel", 3, &ctx).unwrap();
         assert!(found.iter().any(|p| p.replacement == "select"));
+        // A word after a character of several bytes starts after all of its bytes.
+        let line = "SELECT '€'·fli";
+        let (start, found) = helper.complete(line, line.len(), &ctx).unwrap();
+        assert_eq!(&line[start..], "fli");
+        assert_eq!(found.len(), 2);
     }
 
     #[test]
