@@ -222,29 +222,84 @@ async fn pages_json_and_the_event_stream_follow_the_flights_query() {
     }
 }
 
-/// Runs headless Chromium on `url` with `args` (its screenshot or DOM dump), in a fresh profile.
+/// How long one run of Chromium may take before it is killed: it takes a few seconds here, but a
+/// browser that hangs (a pipe held by a helper process, virtual time that never advances) must fail
+/// the test, not stall the whole suite.
+const CHROMIUM_DEADLINE: Duration = Duration::from_secs(90);
+
+/// Runs headless Chromium on `url` with `args` (its screenshot or DOM dump), in a fresh profile,
+/// and returns what it printed. Its output goes to files, not pipes, so that a helper process
+/// Chromium leaves behind cannot keep the test waiting; the whole process group is killed at the
+/// end, and after [`CHROMIUM_DEADLINE`] the run is killed and retried once.
 fn chromium(args: &[&str], url: &str) -> String {
-    let profile = tempfile::tempdir().unwrap();
-    let output = Command::new("/usr/bin/chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--hide-scrollbars",
-            "--window-size=1400,1600",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .args(args)
-        .arg(url)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "chromium failed: {}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8(output.stdout).unwrap()
+    use std::os::unix::process::CommandExt;
+    let mut failures = Vec::new();
+    for attempt in 1..=2 {
+        let profile = tempfile::tempdir().unwrap();
+        let stdout_path = profile.path().join("stdout");
+        let stderr_path = profile.path().join("stderr");
+        let started = Instant::now();
+        let mut child = Command::new("/usr/bin/chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                // Containers often give /dev/shm 64 MB, too little for a 1400x1600 page.
+                "--disable-dev-shm-usage",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-crash-reporter",
+                "--disable-breakpad",
+                "--disable-sync",
+                "--hide-scrollbars",
+                "--window-size=1400,1600",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().join("profile").display()))
+            .args(args)
+            .arg(url)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::fs::File::create(&stdout_path).unwrap())
+            .stderr(std::fs::File::create(&stderr_path).unwrap())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if started.elapsed() > CHROMIUM_DEADLINE {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        // Whatever Chromium started goes with it.
+        let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", child.id())]).status();
+        let _ = child.wait();
+        let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+        let tail: String =
+            stderr.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+        match status {
+            Some(status) => {
+                assert!(status.success(), "chromium failed ({status}): {tail}");
+                eprintln!("chromium {args:?} took {:?} (attempt {attempt})", started.elapsed());
+                return std::fs::read_to_string(&stdout_path).unwrap();
+            }
+            None => failures.push(format!("attempt {attempt} killed after {CHROMIUM_DEADLINE:?}: {tail}")),
+        }
+    }
+    panic!("headless Chromium did not finish: {failures:#?}");
+}
+
+/// Waits until `done` holds, at most `limit`, polling every 20 ms; panics naming `what` and the
+/// last state `describe` gives otherwise.
+async fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool, describe: impl Fn() -> String) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "waited {limit:?} for {what}: {}", describe());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// The number of batches each chart shows in a dumped DOM (`data-points` of each chart).
@@ -282,9 +337,7 @@ async fn the_page_draws_its_charts_in_headless_chromium_while_the_flights_stream
             async move { query.run(Trigger::ProcessingTime(Duration::from_millis(150))).await.map(|()| query) },
         );
     let batches = || get(address, "/api/queries").json()[0]["lastBatchId"].as_i64().map_or(0, |id| id + 1);
-    while batches() < 5 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until("five batches", Duration::from_secs(120), || batches() >= 5, || get(address, "/api/queries").body).await;
 
     // The DOM after 2 s of the page's time, the event stream followed meanwhile.
     let before = batches();
@@ -314,7 +367,11 @@ async fn the_page_draws_its_charts_in_headless_chromium_while_the_flights_stream
     eprintln!("screenshot of the web UI: {}", screenshot.display());
 
     stop.stop();
-    running.await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(60), running)
+        .await
+        .expect("the query stops within 60 s of stop()")
+        .unwrap()
+        .unwrap();
 }
 
 /// `sluice run` with `args` on the flight-delays script over a copy of the flights data in `dir`.
