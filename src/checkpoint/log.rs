@@ -140,10 +140,21 @@ pub struct QueryMetadata {
     /// the operator's keys (see [`crate::operator::exchange`]).
     #[serde(default)]
     pub state_layout: u32,
+    /// The encoding of the state files' keys and values: arrow's row format, which arrow documents
+    /// as free to change between releases, so the exact `arrow-row` release that wrote them
+    /// ([`STATE_ENCODING`]). Empty in checkpoints written before it was recorded, all by
+    /// `arrow-row` 59.3.2; such a checkpoint is given the current encoding at its next start.
+    #[serde(default)]
+    pub state_encoding: String,
 }
 
 /// The state layout new checkpoints are written with (see [`QueryMetadata::state_layout`]).
 pub const STATE_LAYOUT: u32 = 1;
+
+/// The encoding of state keys and values this build writes and reads (see
+/// [`QueryMetadata::state_encoding`]): `arrow-row` is pinned to this exact release in
+/// `Cargo.toml`, and a unit test checks `Cargo.lock` resolves it.
+pub const STATE_ENCODING: &str = "arrow-row 59.3.2";
 
 /// Suffix of a compacted entry, `N.compact` (Spark's `CompactibleFileStreamLog`).
 const COMPACT_SUFFIX: &str = ".compact";

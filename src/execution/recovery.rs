@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::checkpoint::log::{decode_entry, encode_entry, EntryError, STATE_LAYOUT};
+use crate::checkpoint::log::{decode_entry, encode_entry, EntryError, STATE_ENCODING, STATE_LAYOUT};
 use crate::checkpoint::{BatchLog, CheckpointLocation, CommitEntry, OffsetEntry, QueryMetadata, ReadEntry};
 use crate::state::store::MAX_STATE_PARTITIONS;
 use crate::{Result, SluiceError};
@@ -137,14 +137,30 @@ async fn no_batch_planned(location: &CheckpointLocation) -> Result<bool> {
     Ok(BatchLog::new(location.clone(), "offsets").latest().await?.is_none())
 }
 
-/// Refuses a checkpoint whose state partitions were filled by another assignment of rows to
-/// partitions than this version's: each key would be looked up in a partition that does not hold
-/// it. With one partition every layout is the same.
+/// Refuses a checkpoint whose state this build cannot read: state partitions filled by another
+/// assignment of rows to partitions than this version's (each key would be looked up in a
+/// partition that does not hold it; with one partition every layout is the same), or keys and
+/// values written in another encoding (another `arrow-row` release: its bytes must never reach
+/// this build's row parser).
 ///
 /// # Errors
-/// [`SluiceError::Checkpoint`] naming the layouts and the remedy.
+/// [`SluiceError::Checkpoint`] naming the stored and the current layout or encoding, and the
+/// remedy.
 pub fn check_state_layout(location: &CheckpointLocation, metadata: &QueryMetadata, has_state: bool) -> Result<()> {
-    if !has_state || metadata.state_partitions == 1 || metadata.state_layout == STATE_LAYOUT {
+    if !has_state {
+        return Ok(());
+    }
+    if !metadata.state_encoding.is_empty() && metadata.state_encoding != STATE_ENCODING {
+        return Err(location.error(
+            "metadata",
+            format!(
+                "the checkpoint's state is encoded with {} (written by sluice {}), this version reads {STATE_ENCODING}; \
+                 run the query with the version that wrote it, or start it with a new checkpoint location",
+                metadata.state_encoding, metadata.sluice_version
+            ),
+        ));
+    }
+    if metadata.state_partitions == 1 || metadata.state_layout == STATE_LAYOUT {
         return Ok(());
     }
     Err(location.error(
@@ -158,7 +174,7 @@ pub fn check_state_layout(location: &CheckpointLocation, metadata: &QueryMetadat
 }
 
 /// Reads `metadata`, or writes it on a query's first run; gives a `metadata` written without a
-/// query id one (and writes it back, so it stays the same from then on).
+/// query id or state encoding one (and writes it back, so it stays the same from then on).
 ///
 /// A torn `metadata` of a checkpoint where no batch was planned yet (a crash during the first
 /// start) is written again, with a warning.
@@ -196,8 +212,13 @@ pub async fn load_or_create_metadata(location: &CheckpointLocation, state_partit
                 metadata.state_partitions
             )));
         }
-        if metadata.id.is_empty() {
-            metadata.id = uuid::Uuid::new_v4().to_string();
+        if metadata.id.is_empty() || metadata.state_encoding.is_empty() {
+            if metadata.id.is_empty() {
+                metadata.id = uuid::Uuid::new_v4().to_string();
+            }
+            if metadata.state_encoding.is_empty() {
+                metadata.state_encoding = STATE_ENCODING.to_string();
+            }
             write_metadata(location, &metadata).await?;
         }
         return Ok(metadata);
@@ -207,6 +228,7 @@ pub async fn load_or_create_metadata(location: &CheckpointLocation, state_partit
         state_partitions,
         sluice_version: env!("CARGO_PKG_VERSION").to_string(),
         state_layout: STATE_LAYOUT,
+        state_encoding: STATE_ENCODING.to_string(),
     };
     write_metadata(location, &metadata).await?;
     Ok(metadata)
@@ -299,5 +321,34 @@ mod tests {
         assert_eq!(first.state_partitions, 4, "the checkpoint's setting wins");
         assert_eq!(first.id.len(), 36, "a UUID: {}", first.id);
         assert_eq!(load_or_create_metadata(&location, 2).await.unwrap().id, first.id, "written back");
+        assert_eq!(first.state_encoding, STATE_ENCODING, "recorded for the next start");
+    }
+
+    #[tokio::test]
+    async fn state_in_another_encoding_is_refused_naming_both_encodings() {
+        let location = CheckpointLocation::open("memory://").unwrap();
+        let entry = r#"{"state_partitions": 1, "sluice_version": "0.0.9", "state_layout": 1, "state_encoding": "arrow-row 58.0.0"}"#;
+        location.put("metadata", entry.into()).await.unwrap();
+        let metadata = load_or_create_metadata(&location, 1).await.unwrap();
+        assert!(check_state_layout(&location, &metadata, false).is_ok(), "a stateless query reads no state");
+        let error = check_state_layout(&location, &metadata, true).unwrap_err().to_string();
+        assert!(
+            error.contains("arrow-row 58.0.0 (written by sluice 0.0.9)") && error.contains(STATE_ENCODING),
+            "{error}"
+        );
+        assert!(error.contains("new checkpoint location"), "{error}");
+    }
+
+    /// `arrow-row` is pinned in `Cargo.toml`; the lock file must resolve the release the state
+    /// encoding names, or the recorded encoding would not say what wrote the bytes.
+    #[test]
+    fn the_state_encoding_names_the_locked_arrow_row_release() {
+        let lock = include_str!("../../Cargo.lock");
+        let locked = lock
+            .split("[[package]]")
+            .find(|p| p.contains("name = \"arrow-row\"\n"))
+            .and_then(|p| p.lines().find_map(|l| l.strip_prefix("version = \"")))
+            .map(|v| v.trim_end_matches('"'));
+        assert_eq!(locked.map(|v| format!("arrow-row {v}")).as_deref(), Some(STATE_ENCODING));
     }
 }
