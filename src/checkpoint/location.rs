@@ -105,9 +105,22 @@ impl CheckpointLocation {
     /// # Errors
     /// [`SluiceError::Checkpoint`] naming the lock file and its holder when another live
     /// process (or another query of this one) holds it, or when it cannot be written.
+    ///
+    /// Holding the lock, it deletes the temporary files of writes a crash cut short (see
+    /// [`remove_temporary_files`]): nothing else writes to the checkpoint meanwhile.
     pub fn lock(&self) -> Result<Option<CheckpointLock>> {
         match &self.backend {
-            Backend::Local(dir) => CheckpointLock::acquire(dir).map(Some),
+            Backend::Local(dir) => {
+                let lock = CheckpointLock::acquire(dir)?;
+                match remove_temporary_files(dir) {
+                    Ok(0) => {}
+                    Ok(removed) => tracing::info!(
+                        checkpoint = %self.display(), "removed {removed} temporary file(s) of writes cut short by a crash"
+                    ),
+                    Err(e) => tracing::warn!(checkpoint = %self.display(), "cannot remove temporary files: {e}"),
+                }
+                Ok(Some(lock))
+            }
             Backend::Store(_) => Ok(None),
         }
     }
@@ -215,7 +228,7 @@ fn write_durably(root: &FsPath, target: &FsPath, bytes: &[u8]) -> std::io::Resul
     let dir = target.parent().unwrap_or(root);
     create_dirs_durably(root, dir)?;
     let name = target.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-    let temporary = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
+    let temporary = dir.join(format!(".{name}.{}{TEMPORARY_SUFFIX}", uuid::Uuid::new_v4().simple()));
     let written = (|| {
         let mut file = std::fs::File::options().write(true).create_new(true).open(&temporary)?;
         file.write_all(bytes)?;
@@ -227,6 +240,39 @@ fn write_durably(root: &FsPath, target: &FsPath, bytes: &[u8]) -> std::io::Resul
         let _ = std::fs::remove_file(&temporary);
     }
     written
+}
+
+/// The end of a temporary file's name: `.<name>.<32 hex digits>.tmp`.
+const TEMPORARY_SUFFIX: &str = ".tmp";
+
+/// Whether `name` is that of a temporary file [`write_durably`] makes.
+fn is_temporary(name: &str) -> bool {
+    let Some(stem) = name.strip_prefix('.').and_then(|n| n.strip_suffix(TEMPORARY_SUFFIX)) else {
+        return false;
+    };
+    stem.rsplit_once('.')
+        .is_some_and(|(target, id)| !target.is_empty() && id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Deletes, under `dir` recursively, the temporary files of writes a crash cut short (a write
+/// renames its temporary file once complete, or deletes it on an error); the number deleted.
+fn remove_temporary_files(dir: &FsPath) -> std::io::Result<usize> {
+    let mut removed = 0;
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            removed += remove_temporary_files(&entry.path())?;
+        } else if is_temporary(&entry.file_name().to_string_lossy()) {
+            std::fs::remove_file(entry.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 /// Creates `dir` and its missing parents up to `root`, flushing each parent that got a new entry.
@@ -298,10 +344,21 @@ mod tests {
         let in_dir: Vec<_> =
             std::fs::read_dir(dir.path().join("cp/state/0/1")).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(in_dir, ["3.delta"], "no temporary file is left behind");
+        assert!(is_temporary(".3.delta.0123456789abcdef0123456789abcdef.tmp"));
+        for other in [".lock", "3.delta", ".3.delta.tmp", ".x.0123.tmp", "..0123456789abcdef0123456789abcdef.tmp"] {
+            assert!(!is_temporary(other), "{other}");
+        }
         location.delete("offsets/0").await.unwrap();
         location.delete("offsets/0").await.unwrap();
         assert_eq!(location.get("offsets/0").await.unwrap(), None);
-        assert!(location.lock().unwrap().is_some());
+        // A write a crash cut short left its temporary file: the next lock holder removes it.
+        let left = dir.path().join("cp/state/0/1/.4.delta.0123456789abcdef0123456789abcdef.tmp");
+        std::fs::write(&left, "four, cut sh").unwrap();
+        std::fs::write(dir.path().join("cp/state/0/1/.kept"), "not a temporary file").unwrap();
+        let lock = location.lock().unwrap();
+        assert!(lock.is_some());
+        assert!(!left.exists(), "the temporary file of a cut write is removed");
+        assert!(dir.path().join("cp/state/0/1/.kept").exists() && dir.path().join("cp/state/0/1/3.delta").exists());
         assert!(CheckpointLocation::open("memory://").unwrap().lock().unwrap().is_none());
     }
 }
