@@ -220,26 +220,31 @@ impl BatchLog {
         self.location.error(&self.relative(batch_id, false), message)
     }
 
+    /// The error for `relative`, whole or torn but not a valid entry.
+    fn corrupted(&self, relative: &str, why: &str) -> crate::SluiceError {
+        self.location.error(
+            relative,
+            format!("corrupted log entry ({why}); restore the file or start over with a new checkpoint location"),
+        )
+    }
+
     async fn read_entry_relative<T: DeserializeOwned>(&self, relative: &str) -> Result<ReadEntry<T>> {
         let Some(bytes) = self.location.get(relative).await? else { return Ok(ReadEntry::Missing) };
         match decode_entry(&bytes) {
             Ok(entry) => Ok(ReadEntry::Valid(entry)),
             Err(EntryError::Torn(why)) => Ok(ReadEntry::Torn(why)),
-            Err(EntryError::Invalid(why)) => Err(self.location.error(
-                relative,
-                format!("corrupted log entry ({why}); restore the file or start over with a new checkpoint location"),
-            )),
+            Err(EntryError::Invalid(why)) => Err(self.corrupted(relative, &why)),
         }
     }
 
-    async fn read_relative<T: DeserializeOwned>(&self, relative: &str) -> Result<Option<T>> {
-        match self.read_entry_relative(relative).await? {
-            ReadEntry::Missing => Ok(None),
-            ReadEntry::Valid(entry) => Ok(Some(entry)),
-            ReadEntry::Torn(why) => Err(self.location.error(
-                relative,
-                format!("corrupted log entry ({why}); restore the file or start over with a new checkpoint location"),
-            )),
+    /// The entry `read` from `relative`, which the log listed: an error unless valid.
+    fn expect_listed<T>(&self, relative: &str, read: ReadEntry<T>) -> Result<T> {
+        match read {
+            ReadEntry::Valid(entry) => Ok(entry),
+            ReadEntry::Torn(why) => Err(self.corrupted(relative, &why)),
+            ReadEntry::Missing => {
+                Err(self.location.error(relative, "log entry disappeared; is another query using this checkpoint?"))
+            }
         }
     }
 
@@ -254,9 +259,8 @@ impl BatchLog {
     }
 
     async fn read_listed_relative<T: DeserializeOwned>(&self, relative: &str) -> Result<T> {
-        self.read_relative(relative).await?.ok_or_else(|| {
-            self.location.error(relative, "log entry disappeared; is another query using this checkpoint?")
-        })
+        let read = self.read_entry_relative(relative).await?;
+        self.expect_listed(relative, read)
     }
 
     /// Reads entry `batch_id`, which the log lists.
@@ -268,12 +272,27 @@ impl BatchLog {
         self.read_listed_relative(&self.relative(batch_id, false)).await
     }
 
-    /// Reads the compacted entry `N.compact` of `batch_id`, which the log lists.
+    /// Reads the compacted entry `N.compact` of `batch_id`, which the log lists. When it is torn
+    /// and `newest` (the newest compacted entry: a crash while writing it, on a file system that
+    /// does not keep renames atomic), it counts as never written: it is deleted with a warning
+    /// and the result is `None`, for the caller to read the one before it and the entries since
+    /// (see [`Self::purge_compacted_before`]).
     ///
     /// # Errors
-    /// As [`Self::read_listed`].
-    pub async fn read_compact<T: DeserializeOwned>(&self, batch_id: u64) -> Result<T> {
-        self.read_listed_relative(&self.relative(batch_id, true)).await
+    /// As [`Self::read_listed`]; also when a torn newest entry cannot be deleted.
+    pub async fn read_compact<T: DeserializeOwned>(&self, batch_id: u64, newest: bool) -> Result<Option<T>> {
+        let relative = self.relative(batch_id, true);
+        match self.read_entry_relative(&relative).await? {
+            ReadEntry::Torn(why) if newest => {
+                tracing::warn!(
+                    file = %self.location.describe(&relative),
+                    "the newest compacted log entry is torn ({why}): read from the one before it and the entries since"
+                );
+                self.location.delete(&relative).await?;
+                Ok(None)
+            }
+            read => self.expect_listed(&relative, read).map(Some),
+        }
     }
 
     /// The log's entries; names that are neither `N` nor `N.compact` are ignored.
@@ -332,16 +351,17 @@ impl BatchLog {
         Ok(())
     }
 
-    /// Deletes the entries and compacted entries below `keep_from` that the latest compacted
-    /// entry stands for; nothing when the log has no compacted entry. Restarting needs only the
-    /// latest compacted entry and the entries after it.
+    /// Deletes the entries and compacted entries below `keep_from` that the compacted entry
+    /// before the latest stands for; nothing when the log has fewer than two compacted entries.
+    /// Restarting needs the latest compacted entry and the entries after it; should a crash tear
+    /// that newest file, the one before it and the entries after that one stand in for it.
     ///
     /// # Errors
     /// [`crate::SluiceError::Checkpoint`] when the listing or a delete fails.
     pub async fn purge_compacted_before(&self, keep_from: u64) -> Result<()> {
         let entries = self.entries().await?;
-        let Some(&latest_compact) = entries.compacts.last() else { return Ok(()) };
-        let below = keep_from.min(latest_compact);
+        let [.., fallback, _latest] = entries.compacts[..] else { return Ok(()) };
+        let below = keep_from.min(fallback);
         for (ids, compact) in [(&entries.deltas, false), (&entries.compacts, true)] {
             for id in ids.iter().filter(|id| **id < below) {
                 self.location.delete(&self.relative(*id, compact)).await?;
@@ -401,7 +421,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn purging_a_compacted_log_keeps_the_latest_compacted_entry_and_those_after_it() {
+    async fn purging_a_compacted_log_keeps_the_two_latest_compacted_entries_and_those_after_them() {
         let location = CheckpointLocation::open("memory://").unwrap();
         let log = BatchLog::new(location.clone(), "sources/s");
         for id in 0..25 {
@@ -419,9 +439,22 @@ mod tests {
 
         log.purge_compacted_before(100).await.unwrap();
         let entries = log.entries().await.unwrap();
-        assert_eq!(entries.deltas, (19..25).collect::<Vec<u64>>(), "nothing the latest compacted entry needs");
-        assert_eq!(entries.compacts, vec![19]);
-        assert_eq!(log.read_compact::<String>(19).await.unwrap(), "through 19");
-        assert!(log.read_compact::<String>(9).await.unwrap_err().to_string().contains("9.compact"));
+        assert_eq!(entries.deltas, (9..25).collect::<Vec<u64>>(), "what 9.compact needs, should 19.compact be torn");
+        assert_eq!(entries.compacts, vec![9, 19]);
+
+        log.write_compact(29, &"through 29").await.unwrap();
+        log.purge_compacted_before(100).await.unwrap();
+        let entries = log.entries().await.unwrap();
+        assert_eq!(entries.deltas, (19..25).collect::<Vec<u64>>(), "nothing the two latest compacted entries need");
+        assert_eq!(entries.compacts, vec![19, 29]);
+        assert_eq!(log.read_compact::<String>(19, false).await.unwrap().as_deref(), Some("through 19"));
+        assert!(log.read_compact::<String>(9, false).await.unwrap_err().to_string().contains("9.compact"));
+
+        // A torn newest compacted entry counts as never written; a torn older one is an error.
+        location.put("sources/s/29.compact", "{\"trunc".into()).await.unwrap();
+        let err = log.read_compact::<String>(29, false).await.unwrap_err().to_string();
+        assert!(err.contains("29.compact") && err.contains("corrupted"), "{err}");
+        assert_eq!(log.read_compact::<String>(29, true).await.unwrap(), None);
+        assert_eq!(log.entries().await.unwrap().compacts, vec![19], "the torn file is deleted");
     }
 }

@@ -193,6 +193,21 @@ impl FileSource {
         files.sort_by(|a, b| (a.modified_ms, &a.path).cmp(&(b.modified_ms, &b.path)));
         Ok(files)
     }
+
+    /// Restores what the latest compacted entry through batch `through` records; its id, `None`
+    /// without one. A torn newest compacted entry is passed over for the one before it (see
+    /// [`BatchLog::read_compact`]).
+    async fn restore_compact(&mut self, log: &BatchLog, compacts: &[u64], through: u64) -> Result<Option<u64>> {
+        let newest = compacts.last().copied();
+        for id in compacts.iter().rev().copied().filter(|id| *id <= through) {
+            if let Some(compact) = log.read_compact::<FileLogCompact>(id, Some(id) == newest).await? {
+                self.end = compact.end;
+                self.seen = SeenFiles::from_snapshot(self.options.max_file_age_ms, compact.seen);
+                return Ok(Some(id));
+            }
+        }
+        Ok(None)
+    }
 }
 
 fn as_index(offset: &Value) -> Result<u64> {
@@ -230,12 +245,7 @@ impl Source for FileSource {
         for id in entries.deltas.iter().filter(|id| **id > through) {
             location.delete(&format!("sources/{}/{id}", self.name)).await?;
         }
-        let base = entries.compacts.iter().copied().rfind(|id| *id <= through);
-        if let Some(id) = base {
-            let compact: FileLogCompact = log.read_compact(id).await?;
-            self.end = compact.end;
-            self.seen = SeenFiles::from_snapshot(self.options.max_file_age_ms, compact.seen);
-        }
+        let base = self.restore_compact(&log, &entries.compacts, through).await?;
         for id in entries.deltas.into_iter().filter(|id| base.is_none_or(|b| *id > b) && *id <= through) {
             let entry: FileLogEntry = log.read_listed(id).await?;
             if entry.start != self.end {
@@ -406,6 +416,35 @@ mod tests {
         assert_eq!(data.batches.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
         let err = restarted.read(&Value::from(0u64), &Value::from(1u64)).await.unwrap_err().to_string();
         assert!(err.contains("already committed"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_torn_newest_compacted_entry_is_passed_over_for_the_one_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let location = CheckpointLocation::open("memory://").unwrap();
+        for i in 0..23 {
+            write(dir.path(), i);
+        }
+        let mut first = source(dir.path());
+        let mut batch = 0;
+        assert_eq!(drain(&mut first, &location, &mut batch).await, 23);
+        first.purge_before(&location, batch).await.unwrap();
+        let log = first.log(&location);
+        assert_eq!(log.entries().await.unwrap().compacts, vec![9, 19]);
+
+        let mut whole = source(dir.path());
+        whole.restore(&location, Some(22)).await.unwrap();
+        location.put("sources/s/19.compact", "{\"end\": 2".into()).await.unwrap();
+        let mut torn = source(dir.path());
+        torn.restore(&location, Some(22)).await.unwrap();
+        assert_eq!((torn.end, torn.seen.snapshot()), (whole.end, whole.seen.snapshot()));
+        assert_eq!((whole.since_compact, torn.since_compact), (3, 13), "entries 10 to 22 read again");
+        assert_eq!(log.entries().await.unwrap().compacts, vec![9], "the torn file is gone");
+
+        // The next commit compacts again; nothing is read twice.
+        write(dir.path(), 23);
+        assert_eq!(drain(&mut torn, &location, &mut batch).await, 1);
+        assert_eq!(log.entries().await.unwrap().compacts, vec![9, 23]);
     }
 
     #[tokio::test]
