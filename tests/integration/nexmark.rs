@@ -249,3 +249,108 @@ async fn a_query_file_runs_as_written_on_the_connector() {
     assert_eq!(got, batch(&select, &used(&select, &all)).await);
     assert!(!got.is_empty());
 }
+
+/// Starts `INSERT INTO out SELECT * FROM bid` on 5,000 events, 1,000 a batch, at `checkpoint`.
+async fn start_bids(checkpoint: &str) -> (sluice::StreamingQuery, MemorySink) {
+    let mut ctx = StreamContext::new();
+    let sink = MemorySink::new();
+    let for_query = sink.clone();
+    ctx.register_sink("out", OutputMode::Append, move || Box::new(for_query.clone()));
+    ctx.execute(
+        "CREATE TABLE bid WITH (connector = 'nexmark', stream = 'bid', num_events = '5000', num_partitions = '3', \
+           max_events_per_trigger = '1000', seed = '42')",
+    )
+    .await
+    .unwrap();
+    let definitions = ctx.execute("INSERT INTO out SELECT * FROM bid").await.unwrap();
+    (ctx.start(&definitions[0], checkpoint).await.unwrap(), sink)
+}
+
+#[tokio::test]
+async fn a_batch_replayed_after_a_crash_before_its_commit_gives_the_same_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint = dir.path().to_str().unwrap();
+    let (query, sink) = start_bids(checkpoint).await;
+    assert!(query.run_next_batch().await.unwrap());
+    assert!(query.run_next_batch().await.unwrap());
+    let second = rows(&sink.batches()[&1]);
+    // 1000 events, of which 920 bids, in three partitions.
+    assert_eq!(second.len(), 920);
+    // The process dies after the sink got batch 1 but before commits/1 is written.
+    drop(query);
+    std::fs::remove_file(dir.path().join("commits/1")).unwrap();
+    let (restarted, replay_sink) = start_bids(checkpoint).await;
+    restarted.run(Trigger::AvailableNow).await.unwrap();
+    let batches = replay_sink.batches();
+    assert_eq!(rows(&batches[&1]), second, "the same rows, in the same order");
+    assert_eq!(batches.keys().copied().collect::<Vec<u64>>(), vec![1, 2, 3, 4]);
+    let total: usize = batches.values().map(|b| b.iter().map(RecordBatch::num_rows).sum::<usize>()).sum();
+    assert_eq!(total, 4 * 920);
+    drop(restarted);
+    // A restart with another seed would replay other rows: refused.
+    let mut ctx = StreamContext::new();
+    ctx.register_sink("out", OutputMode::Append, || Box::new(MemorySink::new()));
+    ctx.execute("CREATE TABLE bid WITH (connector = 'nexmark', stream = 'bid', num_events = '5000', seed = '7')")
+        .await
+        .unwrap();
+    let definitions = ctx.execute("INSERT INTO out SELECT * FROM bid").await.unwrap();
+    let err = match ctx.start(&definitions[0], checkpoint).await {
+        Ok(q) => q.run(Trigger::AvailableNow).await.unwrap_err().to_string(),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("seed = 42") && err.contains("seed = 7"), "{err}");
+}
+
+#[tokio::test]
+async fn options_and_columns_are_checked_when_the_table_is_created() {
+    let mut ctx = StreamContext::new();
+    for (table, expected) in [
+        ("WITH (connector = 'nexmark')", "needs option stream = 'person', 'auction' or 'bid'"),
+        ("WITH (connector = 'nexmark', stream = 'bids')", "option stream must be 'person', 'auction' or 'bid'"),
+        ("WITH (connector = 'nexmark', stream = 'bid', num_events = '-5')", "option num_events must be a positive"),
+        ("WITH (connector = 'nexmark', stream = 'bid', first_event_rate = '0')", "option first_event_rate must be"),
+        ("WITH (connector = 'nexmark', stream = 'bid', rate = '5')", "unknown option 'rate' for connector 'nexmark'"),
+        ("(auction BIGINT) WITH (connector = 'nexmark', stream = 'bid')", "connector 'nexmark' produces the columns"),
+        (
+            "(WATERMARK FOR dateTime AS dateTime - INTERVAL '4' SECOND) WITH (connector = 'nexmark', stream = 'bid')",
+            "the watermark column 'datetime' is not a column",
+        ),
+    ] {
+        let err = ctx.execute(&format!("CREATE TABLE b {table}")).await.unwrap_err().to_string();
+        assert!(err.contains(expected), "{table}: {err}");
+    }
+    // The columns may be declared, as the connector produces them.
+    ctx.execute(
+        "CREATE TABLE p (id BIGINT, name STRING, email_address STRING, credit_card STRING, city STRING, state STRING, \
+           date_time TIMESTAMP, extra STRING, WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND) \
+         WITH (connector = 'nexmark', stream = 'person')",
+    )
+    .await
+    .unwrap();
+}
+
+#[test]
+fn sluice_bench_nexmark_prints_a_json_object_per_query() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["bench", "nexmark", "--query", "q0", "--query", "q5", "--events", "20000", "--batch", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    for (line, query) in lines.iter().zip(["q0", "q5"]) {
+        assert_eq!(line["query"], query);
+        assert_eq!(line["events"], 20_000);
+        for key in ["wall_s", "events_per_s", "events_per_cpu_s", "batch_engine_events_per_s", "peak_rss_bytes"] {
+            assert!(line[key].as_f64().is_some_and(|v| v > 0.0), "{key} in {line}");
+        }
+    }
+    assert_eq!(lines[0]["output_rows"], 18_400);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["bench", "nexmark", "--query", "q99", "--events", "100"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("q99.sql"), "{}", String::from_utf8_lossy(&out.stderr));
+}
