@@ -1,5 +1,7 @@
 //! The `sluice` command line: `sluice run FILE.sql`, `sluice shell` (also `sluice` alone),
-//! `sluice produce --topic T FILE...`.
+//! `sluice produce --topic T FILE...`, `sluice bench nexmark`.
+
+mod bench_nexmark;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -76,6 +78,42 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Benchmarks: `sluice bench nexmark`.
+    Bench {
+        #[command(subcommand)]
+        suite: BenchSuite,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchSuite {
+    /// Runs the Nexmark queries of sql/nexmark/ on generated events into a discarding sink and
+    /// prints, per query, events, wall seconds, events/s, events per CPU second, micro-batch
+    /// p50/p99 and peak memory.
+    Nexmark {
+        /// A query to run (e.g. q5); repeat for several. Default: every query of the directory.
+        #[arg(long = "query", value_name = "QUERY")]
+        queries: Vec<String>,
+        /// Events generated (people, auctions and bids together).
+        #[arg(long, default_value_t = 10_000_000, value_parser = clap::value_parser!(u64).range(1..=i64::MAX as u64))]
+        events: u64,
+        /// Partitions of the source: threads generating each batch's events.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
+        partitions: u64,
+        /// Events per micro-batch.
+        #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=i64::MAX as u64))]
+        batch_events: u64,
+        /// Also runs each SELECT once as a DataFusion batch query over the same events (generated
+        /// into memory first) and reports its events/s.
+        #[arg(long)]
+        batch: bool,
+        /// One JSON object per query, one per line.
+        #[arg(long)]
+        json: bool,
+        /// The directory of the query files.
+        #[arg(long, default_value = "sql/nexmark")]
+        dir: PathBuf,
+    },
 }
 
 /// mimalloc instead of glibc malloc: the state partitions allocate on several threads at once,
@@ -91,7 +129,8 @@ async fn main() -> ExitCode {
     let command = cli.command.unwrap_or(Command::Shell { history: None, checkpoint: None });
     // In the shell a log line per batch would scroll the live result away: warnings only.
     let level = match command {
-        Command::Shell { .. } => tracing_subscriber::filter::LevelFilter::WARN,
+        // A benchmark's log would cost time and hide its figures: warnings only.
+        Command::Shell { .. } | Command::Bench { .. } => tracing_subscriber::filter::LevelFilter::WARN,
         _ => tracing_subscriber::filter::LevelFilter::INFO,
     };
     let filter = tracing_subscriber::EnvFilter::builder().with_default_directive(level.into()).from_env_lossy();
@@ -113,6 +152,18 @@ async fn main() -> ExitCode {
         Command::Run { file, checkpoint, trigger, progress, metrics, ui } => {
             let reports = Reports { progress, metrics, ui };
             run(&file, checkpoint, trigger, reports).await.map_err(|e| (file, e))
+        }
+        Command::Bench {
+            suite: BenchSuite::Nexmark { queries, events, partitions, batch_events, batch, json, dir },
+        } => {
+            let queries = if queries.is_empty() {
+                bench_nexmark::QUERIES.iter().map(|q| q.to_string()).collect()
+            } else {
+                queries
+            };
+            let partitions = usize::try_from(partitions).unwrap_or(1);
+            let options = bench_nexmark::BenchOptions { dir, queries, events, partitions, batch_events, batch, json };
+            bench_nexmark::run(&options).await.map_err(|e| (options.dir.clone(), e))
         }
         Command::Produce { bootstrap_servers, topic, partitions, key, files } => {
             let options = ProduceOptions { bootstrap_servers, topic, partitions, key };

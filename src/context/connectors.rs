@@ -18,6 +18,7 @@ use crate::sink::memory_table::MemoryTable;
 use crate::sink::Sink;
 use crate::source::file::{CleanSource, FileSource, FileSourceOptions};
 use crate::source::kafka::{KafkaSource, KafkaSourceOptions};
+use crate::source::nexmark::{NexmarkOptions, NexmarkSource};
 use crate::source::rate::{RateSource, RateSourceOptions};
 use crate::source::seen_files::DEFAULT_MAX_FILE_AGE_MS;
 use crate::source::socket::{SocketSource, SocketSourceOptions};
@@ -35,6 +36,9 @@ impl StreamContext {
             "file" => self.open_file_source(ddl, schema),
             "rate" => {
                 Ok(Box::new(RateSource::new(&ddl.name, schema, RateSourceOptions::parse(&ddl.name, &ddl.options)?)))
+            }
+            "nexmark" => {
+                Ok(Box::new(NexmarkSource::new(&ddl.name, schema, NexmarkOptions::parse(&ddl.name, &ddl.options)?)))
             }
             "socket" => {
                 Ok(Box::new(SocketSource::new(&ddl.name, schema, SocketSourceOptions::parse(&ddl.name, &ddl.options)?)))
@@ -140,7 +144,7 @@ impl StreamContext {
                         Box::new(table.sink(mode, aggregation_keys(plan)))
                     }
                     "kafka" => Box::new(KafkaSink::new(name, &ddl.options)?.with_time_zone(self.time_zone.as_deref())?),
-                    connector @ ("rate" | "socket") => {
+                    connector @ ("rate" | "nexmark" | "socket") => {
                         return Err(SluiceError::sql(format!(
                             "table '{name}' uses connector '{connector}', which is a source only; write to a 'file' or \
                              'console' table"

@@ -129,7 +129,7 @@ impl StreamContext {
         schema: Option<SchemaRef>,
     ) -> Result<StreamFrame> {
         let connector = check_connector_options(name, &options)?;
-        let schema = match (connector_schema(&connector), schema) {
+        let schema = match (connector_schema(name, &connector, &options)?, schema) {
             (Some(fixed), Some(given)) if fixed.fields() != given.fields() => {
                 return Err(SluiceError::sql(format!(
                     "stream '{name}': connector '{connector}' produces the columns {:?}; leave schema(...) out",

@@ -15,6 +15,7 @@ use crate::plan::stream_table::StreamTable;
 use crate::plan::time_range::interval_literal_ms;
 use crate::sink::kafka::KAFKA_SINK_OPTIONS;
 use crate::source::kafka::{KafkaColumns, KafkaSourceOptions, CLIENT_OPTION_PREFIX, KAFKA_SOURCE_OPTIONS};
+use crate::source::nexmark::{nexmark_schema, NexmarkOptions, NEXMARK_OPTIONS};
 use crate::source::rate::{rate_schema, RateSourceOptions};
 use crate::source::socket::{socket_schema, SocketSourceOptions};
 use crate::sql::parser::{normalize, CreateStreamTable};
@@ -39,7 +40,7 @@ impl StreamContext {
                 ddl.name
             )));
         }
-        let schema = match connector_schema(&connector) {
+        let schema = match connector_schema(&ddl.name, &connector, &ddl.options)? {
             Some(schema) => Some(self.check_connector_columns(&ddl, &connector, schema)?),
             None if ddl.columns.is_empty() => None,
             None => Some(self.declared_schema(&ddl)?),
@@ -195,11 +196,13 @@ pub(crate) fn check_connector_options(table: &str, options: &BTreeMap<String, St
         "console" => &["connector", "num_rows", "truncate", "output_mode"],
         "memory" => &["connector", "output_mode"],
         "rate" => &["connector", "rows_per_second", "ramp_up_time", "num_partitions"],
+        "nexmark" => NEXMARK_OPTIONS,
         "socket" => &["connector", "host", "port", "bad_data"],
         "kafka" => &kafka_options,
         other => {
             return Err(SluiceError::sql(format!(
-            "table '{}': unknown connector '{other}'; built in: 'file', 'console', 'memory', 'rate', 'socket', 'kafka'",
+            "table '{}': unknown connector '{other}'; built in: 'file', 'console', 'memory', 'rate', 'nexmark', 'socket', \
+             'kafka'",
             table
         )))
         }
@@ -216,6 +219,7 @@ pub(crate) fn check_connector_options(table: &str, options: &BTreeMap<String, St
     // Options are checked now, so that a bad one fails the script before any query starts.
     match connector.as_str() {
         "rate" => drop(RateSourceOptions::parse(table, options)?),
+        "nexmark" => drop(NexmarkOptions::parse(table, options)?),
         "socket" => drop(SocketSourceOptions::parse(table, options)?),
         "kafka" => drop(KafkaSourceOptions::parse(table, options)?),
         _ => {}
@@ -223,13 +227,22 @@ pub(crate) fn check_connector_options(table: &str, options: &BTreeMap<String, St
     Ok(connector)
 }
 
-/// The columns of a connector that fixes them; `None` when the table declares its own.
-pub(super) fn connector_schema(connector: &str) -> Option<SchemaRef> {
-    match connector {
+/// The columns of a connector that fixes them (for `nexmark`, by the `stream` option of table
+/// `table`); `None` when the table declares its own.
+///
+/// # Errors
+/// [`SluiceError::Sql`] for a `nexmark` table without a valid `stream` option.
+pub(super) fn connector_schema(
+    table: &str,
+    connector: &str,
+    options: &BTreeMap<String, String>,
+) -> Result<Option<SchemaRef>> {
+    Ok(match connector {
         "rate" => Some(rate_schema()),
         "socket" => Some(socket_schema()),
+        "nexmark" => Some(nexmark_schema(NexmarkOptions::parse(table, options)?.stream)),
         _ => None,
-    }
+    })
 }
 
 /// A watermark's column must exist and be a TIMESTAMP; the error says which columns could carry

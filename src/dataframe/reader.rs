@@ -11,7 +11,7 @@ use crate::context::StreamContext;
 use crate::{Result, SluiceError};
 
 /// The formats `format` accepts.
-const FORMATS: &str = "'json', 'csv', 'parquet' (files), 'kafka', 'rate', 'socket', 'memory'";
+const FORMATS: &str = "'json', 'csv', 'parquet' (files), 'kafka', 'rate', 'nexmark', 'socket', 'memory'";
 
 /// Builds a stream: `format`, `option`s, the `schema` of its rows, then [`Self::load`].
 #[derive(Debug)]
@@ -81,14 +81,14 @@ impl<'a> DataStreamReader<'a> {
                 path.to_string()
             }
             "memory" => return self.ctx.memory_stream_frame(needs_path("name of a registered memory stream")?),
-            "kafka" | "rate" | "socket" => {
+            "kafka" | "rate" | "nexmark" | "socket" => {
                 if let Some(path) = path {
                     return Err(SluiceError::sql(format!(
                         "read_stream().format(\"{format}\"): takes no path ('{path}'); give its options and call load(None)"
                     )));
                 }
                 options.insert("connector".into(), format.clone());
-                ["topic", "topic_pattern", "host", "port"]
+                ["topic", "topic_pattern", "host", "port", "stream"]
                     .iter()
                     .filter_map(|k| options.get(*k).cloned())
                     .collect::<Vec<_>>()

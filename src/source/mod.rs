@@ -2,7 +2,7 @@
 //!
 //! Public here is [`MemoryStream`], the stream an embedding program or a test pushes record
 //! batches into (register one with [`crate::StreamContext::register_memory_stream`]). The other
-//! sources (files, Kafka, rate, socket) are declared in SQL (`CREATE TABLE ... WITH (connector =
+//! sources (files, Kafka, rate, nexmark, socket) are declared in SQL (`CREATE TABLE ... WITH (connector =
 //! ...)`) or with [`crate::StreamContext::read_stream`]; user-written sources are not supported,
 //! so the source trait is internal.
 //!
@@ -15,6 +15,7 @@ pub(crate) mod backpressure;
 pub(crate) mod file;
 pub(crate) mod kafka;
 pub(crate) mod memory;
+pub(crate) mod nexmark;
 pub(crate) mod rate;
 pub(crate) mod seen_files;
 pub(crate) mod socket;

@@ -22,6 +22,7 @@ mod kafka_exactly_once;
 mod kafka_source;
 mod kafka_source_options;
 mod nested_data;
+mod nexmark;
 mod output_modes;
 mod partitioning;
 mod progress;

@@ -1,0 +1,989 @@
+//! The Nexmark source (`connector = 'nexmark'`): the events of the Nexmark benchmark (people
+//! registering, auctions opening, bids placed), generated column by column into Arrow arrays.
+//!
+//! The model is the one of Beam's `NexmarkGenerator` (`sdks/java/testing/nexmark`, classes
+//! `GeneratorConfig`, `PersonGenerator`, `AuctionGenerator`, `BidGenerator`, `StringsGenerator`,
+//! `PriceGenerator`), which Flink's `nexmark/nexmark` repository (`nexmark-flink`) carries over;
+//! sluice reimplements it from their descriptions and constants:
+//!
+//! - **Kinds by position.** Event number `n` (0, 1, 2, ... over the whole stream) is a person when
+//!   `n % 50 == 0`, an auction when `n % 50` is 1 to 3, a bid otherwise: the 1 : 3 : 46 proportions
+//!   (`PERSON_PROPORTION`, `AUCTION_PROPORTION`, `BID_PROPORTION`, `PROPORTION_DENOMINATOR`).
+//! - **Ids.** People and auctions are numbered from 1000 (`FIRST_PERSON_ID`, `FIRST_AUCTION_ID`) in
+//!   the order they are generated, so the id of the latest person or auction at event `n` follows
+//!   from `n` (`lastBase0PersonId`, `lastBase0AuctionId`).
+//! - **Hot keys.** A bid's auction is a hot one with probability 1/2 (`hotAuctionRatio` 2: the
+//!   latest auction rounded down to a multiple of 100, `HOT_AUCTION_RATIO`), otherwise one of the
+//!   last 100 auctions in flight plus a lead of 10 not yet opened (`numInFlightAuctions`,
+//!   `AUCTION_ID_LEAD`). A bid's bidder is hot with probability 3/4 (`hotBiddersRatio` 4: the
+//!   latest person rounded down to a multiple of 100, plus 1), otherwise one of the last 1000
+//!   people (`numActivePeople`) plus a lead of 10 (`PERSON_ID_LEAD`). An auction's seller is hot
+//!   with probability 3/4 (`hotSellersRatio` 4, the latest person rounded down to 100), otherwise
+//!   an active person likewise.
+//! - **Values.** A price is `round(10^(6u) × 100)` for `u` uniform in `[0, 1)` (`PriceGenerator`):
+//!   1 to 100,000,000, log-uniform. A reserve is the initial bid plus another price. A category is
+//!   10 to 14 (`FIRST_CATEGORY_ID`, `NUM_CATEGORIES` 5). A name is a first name and a last name from
+//!   Beam's lists, a city and a state from its US lists; an e-mail is `<3-7 letters>@<3-5
+//!   letters>.com`, a credit card four groups of four digits. Random text is
+//!   `nextString(maxLength)`: 3 to `maxLength - 1` characters, each a space with probability 1/13,
+//!   else a letter, trimmed (item names at most 20, descriptions at most 100).
+//! - **Channels and URLs.** Half the bids come from one of 4 hot channels (`Google`, `Facebook`,
+//!   `Baidu`, `Apple`, each with a fixed URL); the others from `channel-<k>` for `k` uniform below
+//!   10,000 (`CHANNELS_NUMBER`), whose URL is `https://www.nexmark.com/<a>/<b>/<c>/item.htm?query=1`
+//!   followed, for 9 channels in 10, by `&channel_id=<|Integer.reverse(k)|>`. Flink draws those URLs
+//!   from an unseeded random; sluice derives them from the seed, so they replay.
+//! - **Padding.** `extra` pads each event towards the standard average sizes (`avgPersonByteSize`
+//!   200, `avgAuctionByteSize` 500, `avgBidByteSize` 100): the fields' size counted as Beam counts
+//!   it, then letters for a length uniform within ±20% of what is missing (`nextExtra`).
+//! - **Time.** Event `n` happens at `2015-07-15T00:00:00Z` (Beam's `BASE_TIME`) plus
+//!   `⌊n × 1000 / first_event_rate⌋` ms (`timestampAndInterEventDelayUsForEvent` for one generator
+//!   and a constant rate). An auction expires `1 + uniform(2 × h)` ms after it opens, where `h` is
+//!   the event time until 100 more auctions have opened (`nextAuctionLengthMs`).
+//!
+//! Randomness: each event draws from its own generator seeded by the `seed` option and the event
+//! number (Beam seeds a `java.util.Random` with the event id), a SplitMix64, so the rows of event
+//! `n` depend only on `seed`, `first_event_rate` and `n`: the values follow the standard
+//! distributions but are not Java's bit for bit.
+//!
+//! Offsets are event numbers: batch `[s, e)` holds the events numbered `s` to `e - 1` of the
+//! table's kind, so the `person`, `auction` and `bid` tables of one script (same options) read
+//! consistent slices of the same event stream. A batch takes at most `max_events_per_trigger`
+//! events (all remaining ones under the `once` trigger of a bounded source), up to `num_events`.
+//! The slice is cut into `num_partitions` consecutive runs of event numbers, generated in parallel,
+//! one record batch each. The seed, rate and stream go into the checkpoint
+//! (`sources/<table>/0`) on the first run; a restart with other values is refused, since its
+//! replayed batches would differ.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Int64Builder, RecordBatch, StringBuilder, TimestampNanosecondBuilder};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{Source, SourceData};
+use crate::checkpoint::{BatchLog, CheckpointLocation, ReadEntry};
+use crate::{Result, SluiceError};
+
+/// Events per block; the first `PERSON_PROPORTION` of a block are people, the next
+/// `AUCTION_PROPORTION` auctions, the rest bids (Beam's `PROPORTION_DENOMINATOR`).
+const PROPORTION_DENOMINATOR: u64 = 50;
+const PERSON_PROPORTION: u64 = 1;
+const AUCTION_PROPORTION: u64 = 3;
+const FIRST_PERSON_ID: i64 = 1000;
+const FIRST_AUCTION_ID: i64 = 1000;
+const FIRST_CATEGORY_ID: i64 = 10;
+const NUM_CATEGORIES: u64 = 5;
+/// Keys are "hot" by rounding the latest id down to a multiple of this.
+const HOT_RATIO: u64 = 100;
+/// 1 in `ratio` of draws is not hot: `hotAuctionRatio`, `hotBiddersRatio`, `hotSellersRatio`.
+const HOT_AUCTION_RATIO: u64 = 2;
+const HOT_BIDDERS_RATIO: u64 = 4;
+const HOT_SELLERS_RATIO: u64 = 4;
+const NUM_ACTIVE_PEOPLE: u64 = 1000;
+const PERSON_ID_LEAD: u64 = 10;
+const NUM_IN_FLIGHT_AUCTIONS: u64 = 100;
+const AUCTION_ID_LEAD: u64 = 10;
+const AVG_PERSON_BYTE_SIZE: usize = 200;
+const AVG_AUCTION_BYTE_SIZE: usize = 500;
+const AVG_BID_BYTE_SIZE: usize = 100;
+const CHANNELS_NUMBER: u64 = 10_000;
+const HOT_CHANNELS: [&str; 4] = ["Google", "Facebook", "Baidu", "Apple"];
+const FIRST_NAMES: [&str; 11] =
+    ["Peter", "Paul", "Luke", "John", "Saul", "Vicky", "Kate", "Julie", "Sarah", "Deiter", "Walter"];
+const LAST_NAMES: [&str; 9] = ["Shultz", "Abrams", "Spencer", "White", "Bartels", "Walton", "Smith", "Jones", "Noris"];
+const US_STATES: [&str; 6] = ["AZ", "CA", "ID", "OR", "WA", "WY"];
+const US_CITIES: [&str; 10] =
+    ["Phoenix", "Los Angeles", "San Francisco", "Boise", "Portland", "Bend", "Redmond", "Seattle", "Kent", "Cheyenne"];
+/// Beam's `NexmarkUtils.BASE_TIME`, 2015-07-15T00:00:00Z, in ms since the epoch.
+const BASE_TIME_MS: i64 = 1_436_918_400_000;
+/// The latest timestamp a TIMESTAMP (ns) column holds, in ms.
+const MAX_TIME_MS: i64 = i64::MAX / 1_000_000;
+
+/// Which of the three Nexmark streams a table reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NexmarkStream {
+    /// People registering to sell or bid.
+    Person,
+    /// Auctions opening.
+    Auction,
+    /// Bids on auctions.
+    Bid,
+}
+
+impl NexmarkStream {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Person => "person",
+            Self::Auction => "auction",
+            Self::Bid => "bid",
+        }
+    }
+
+    /// The stream of event number `n`.
+    fn of_event(n: u64) -> Self {
+        match n % PROPORTION_DENOMINATOR {
+            r if r < PERSON_PROPORTION => Self::Person,
+            r if r < PERSON_PROPORTION + AUCTION_PROPORTION => Self::Auction,
+            _ => Self::Bid,
+        }
+    }
+}
+
+/// The options of the Nexmark source, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NexmarkOptions {
+    /// `stream`: `person`, `auction` or `bid`; required.
+    pub stream: NexmarkStream,
+    /// `seed`: the seed of the random values, a non-negative integer; default 0.
+    pub seed: u64,
+    /// `first_event_rate`: events (of all three kinds) per second of event time, which spaces the
+    /// events' `date_time`s; default 10,000 (Beam's `firstEventRate`), positive.
+    pub first_event_rate: u64,
+    /// `num_events`: how many events (of all three kinds) the stream has; absent, unbounded.
+    pub num_events: Option<u64>,
+    /// `num_partitions`: the consecutive runs of event numbers a batch is cut into, each generated
+    /// on its own thread into its own record batch; default 1, at most 1024.
+    pub num_partitions: usize,
+    /// `max_events_per_trigger`: at most this many events (of all kinds) a batch; default 100,000.
+    pub max_events_per_trigger: u64,
+}
+
+/// The options a `nexmark` table accepts.
+pub(crate) const NEXMARK_OPTIONS: &[&str] =
+    &["connector", "stream", "seed", "first_event_rate", "num_events", "num_partitions", "max_events_per_trigger"];
+
+impl NexmarkOptions {
+    /// The options of table `table` from its `WITH (...)` options (keys lower-cased; `connector`
+    /// is not checked here).
+    ///
+    /// # Errors
+    /// [`SluiceError::Sql`] naming the option: `stream` missing or not one of the three,
+    /// `first_event_rate`, `num_events`, `num_partitions` (at most 1024) or
+    /// `max_events_per_trigger` not a positive integer, `seed` not a non-negative integer.
+    pub fn parse(table: &str, options: &BTreeMap<String, String>) -> Result<Self> {
+        let bad = |option: &str, value: &str, expected: &str| {
+            SluiceError::sql(format!("table '{table}': option {option} must be {expected}, got '{value}'"))
+        };
+        let number = |option: &str, min: u64, max: u64| -> Result<Option<u64>> {
+            let Some(value) = options.get(option) else { return Ok(None) };
+            let expected = if min == 0 {
+                format!("an integer from 0 to {max}")
+            } else {
+                format!("a positive integer of at most {max}")
+            };
+            match value.trim().parse::<u64>() {
+                Ok(n) if (min..=max).contains(&n) => Ok(Some(n)),
+                _ => Err(bad(option, value, &expected)),
+            }
+        };
+        let stream = match options.get("stream").map(|s| s.trim().to_ascii_lowercase()).as_deref() {
+            Some("person") => NexmarkStream::Person,
+            Some("auction") => NexmarkStream::Auction,
+            Some("bid") => NexmarkStream::Bid,
+            Some(_) => return Err(bad("stream", &options["stream"], "'person', 'auction' or 'bid'")),
+            None => {
+                return Err(SluiceError::sql(format!(
+                    "table '{table}': a nexmark table needs option stream = 'person', 'auction' or 'bid'"
+                )))
+            }
+        };
+        // Offsets travel as JSON numbers, read back as i64.
+        let max = i64::MAX as u64;
+        Ok(Self {
+            stream,
+            seed: number("seed", 0, u64::MAX)?.unwrap_or(0),
+            first_event_rate: number("first_event_rate", 1, max)?.unwrap_or(10_000),
+            num_events: number("num_events", 1, max)?,
+            num_partitions: number("num_partitions", 1, 1024)?.map_or(1, |n| n as usize),
+            max_events_per_trigger: number("max_events_per_trigger", 1, max)?.unwrap_or(100_000),
+        })
+    }
+}
+
+/// The columns of a Nexmark stream. Beam's camelCase names are snake_case here (`dateTime` is
+/// `date_time`, `emailAddress` `email_address`, `creditCard` `credit_card`, `itemName`
+/// `item_name`, `initialBid` `initial_bid`); times are TIMESTAMP (ns, UTC), to the millisecond;
+/// prices are BIGINT cents, as in Beam.
+///
+/// - `person`: `id, name, email_address, credit_card, city, state, date_time, extra`
+/// - `auction`: `id, item_name, description, initial_bid, reserve, date_time, expires, seller,
+///   category, extra`
+/// - `bid`: `auction, bidder, price, channel, url, date_time, extra`
+pub fn nexmark_schema(stream: NexmarkStream) -> SchemaRef {
+    let int = |name: &str| Field::new(name, DataType::Int64, true);
+    let text = |name: &str| Field::new(name, DataType::Utf8, true);
+    let time = |name: &str| Field::new(name, DataType::Timestamp(TimeUnit::Nanosecond, None), true);
+    let fields = match stream {
+        NexmarkStream::Person => vec![
+            int("id"),
+            text("name"),
+            text("email_address"),
+            text("credit_card"),
+            text("city"),
+            text("state"),
+            time("date_time"),
+            text("extra"),
+        ],
+        NexmarkStream::Auction => vec![
+            int("id"),
+            text("item_name"),
+            text("description"),
+            int("initial_bid"),
+            int("reserve"),
+            time("date_time"),
+            time("expires"),
+            int("seller"),
+            int("category"),
+            text("extra"),
+        ],
+        NexmarkStream::Bid => vec![
+            int("auction"),
+            int("bidder"),
+            int("price"),
+            text("channel"),
+            text("url"),
+            time("date_time"),
+            text("extra"),
+        ],
+    };
+    Arc::new(Schema::new(fields))
+}
+
+/// SplitMix64: small, fast and good enough for benchmark data; one per event.
+struct Rng(u64);
+
+impl Rng {
+    fn for_event(seed: u64, n: u64) -> Self {
+        let mut rng = Self(seed ^ n.wrapping_mul(0xD1B5_4A32_D192_ED03));
+        rng.next_u64();
+        rng
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[0, bound)`; `bound` must be positive (multiply-shift, bias below 2^-32 for the
+    /// bounds used here).
+    fn below(&mut self, bound: u64) -> u64 {
+        ((u128::from(self.next_u64()) * u128::from(bound)) >> 64) as u64
+    }
+
+    /// Uniform in `[0, 1)`.
+    fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// The 0-based id of the latest person at event `n` (Beam's `lastBase0PersonId`).
+fn last_base0_person_id(n: u64) -> u64 {
+    let epoch = n / PROPORTION_DENOMINATOR;
+    let offset = (n % PROPORTION_DENOMINATOR).min(PERSON_PROPORTION - 1);
+    epoch * PERSON_PROPORTION + offset
+}
+
+/// The 0-based id of the latest auction at event `n` (Beam's `lastBase0AuctionId`); before the
+/// first auction, 0.
+fn last_base0_auction_id(n: u64) -> u64 {
+    let (epoch, offset) = (n / PROPORTION_DENOMINATOR, n % PROPORTION_DENOMINATOR);
+    if offset < PERSON_PROPORTION {
+        (epoch * AUCTION_PROPORTION).saturating_sub(1)
+    } else {
+        epoch * AUCTION_PROPORTION + (offset - PERSON_PROPORTION).min(AUCTION_PROPORTION - 1)
+    }
+}
+
+/// A person among the active ones, or a little ahead (Beam's `nextBase0PersonId`).
+fn next_base0_person_id(n: u64, rng: &mut Rng) -> u64 {
+    let people = last_base0_person_id(n) + 1;
+    let active = people.min(NUM_ACTIVE_PEOPLE);
+    people - active + rng.below(active + PERSON_ID_LEAD)
+}
+
+/// An auction among those in flight, or a little ahead (Beam's `nextBase0AuctionId`).
+fn next_base0_auction_id(n: u64, rng: &mut Rng) -> u64 {
+    let max = last_base0_auction_id(n);
+    let min = max.saturating_sub(NUM_IN_FLIGHT_AUCTIONS);
+    min + rng.below(max - min + 1 + AUCTION_ID_LEAD)
+}
+
+/// A price in cents, log-uniform from 1 to 10^8 (Beam's `PriceGenerator.nextPrice`).
+fn next_price(rng: &mut Rng) -> i64 {
+    (10f64.powf(rng.unit() * 6.0) * 100.0).round() as i64
+}
+
+/// Appends `nextString(max_len)` to `buf` (3 to `max_len - 1` characters, a space with
+/// probability 1/13, else a lower-case letter), trimmed of spaces.
+fn push_string(buf: &mut String, rng: &mut Rng, max_len: u64, special: u8) {
+    let from = buf.len();
+    let len = 3 + rng.below(max_len - 3);
+    for _ in 0..len {
+        let c = if rng.below(13) == 0 { special } else { b'a' + rng.below(26) as u8 };
+        if !(c == b' ' && buf.len() == from) {
+            buf.push(char::from(c));
+        }
+    }
+    let trimmed = buf[from..].trim_end_matches(' ').len();
+    buf.truncate(from + trimmed);
+}
+
+/// Appends exactly `len` lower-case letters (Beam's `nextExactString`, 13 letters a draw).
+fn push_letters(buf: &mut String, rng: &mut Rng, len: usize) {
+    let mut left = len;
+    while left > 0 {
+        let mut r = rng.next_u64();
+        for _ in 0..left.min(13) {
+            buf.push(char::from(b'a' + (r % 26) as u8));
+            r /= 26;
+        }
+        left -= left.min(13);
+    }
+}
+
+/// The length of `extra` for an event whose other fields count `current` bytes, towards an
+/// average of `average` (Beam's `nextExtra`): none when already larger, otherwise uniform in
+/// `[missing - delta, missing + delta)` with `delta = round(missing / 5)`.
+fn extra_len(rng: &mut Rng, current: usize, average: usize) -> usize {
+    if current > average {
+        return 0;
+    }
+    let missing = average - current;
+    let delta = (missing as f64 * 0.2).round() as usize;
+    missing - delta + if delta == 0 { 0 } else { rng.below(2 * delta as u64) as usize }
+}
+
+/// The base of a channel URL: `https://www.nexmark.com/<a>/<b>/<c>/item.htm?query=1`, each part
+/// `nextString(5, '_')`.
+fn base_url(rng: &mut Rng) -> String {
+    let mut url = String::from("https://www.nexmark.com/");
+    for _ in 0..3 {
+        push_string(&mut url, rng, 5, b'_');
+        url.push('/');
+    }
+    url.push_str("item.htm?query=1");
+    url
+}
+
+/// The URLs of the hot channels and of the 10,000 others, fixed by the seed (Flink's
+/// `ChannelCache`).
+#[derive(Debug)]
+struct Channels {
+    hot_urls: Vec<String>,
+    urls: Vec<String>,
+}
+
+impl Channels {
+    fn new(seed: u64) -> Self {
+        // Seeded apart from the events' generators (which use small event numbers).
+        let mut rng = Rng::for_event(seed, u64::MAX);
+        let hot_urls = HOT_CHANNELS.iter().map(|_| base_url(&mut rng)).collect();
+        let urls = (0..CHANNELS_NUMBER as u32)
+            .map(|k| {
+                let mut url = base_url(&mut rng);
+                if rng.below(10) > 0 {
+                    url.push_str(&format!("&channel_id={}", (k.reverse_bits() as i32).unsigned_abs()));
+                }
+                url
+            })
+            .collect();
+        Self { hot_urls, urls }
+    }
+}
+
+/// The timestamp of event `n` in ms since the epoch; `None` past what a TIMESTAMP holds.
+fn event_time_ms(n: u64, rate: u64) -> Option<i64> {
+    let since = u128::from(n) * 1000 / u128::from(rate);
+    i64::try_from(since).ok()?.checked_add(BASE_TIME_MS).filter(|ms| *ms <= MAX_TIME_MS)
+}
+
+/// How many events of `[start, end)` are of `stream`.
+fn count_of(stream: NexmarkStream, start: u64, end: u64) -> usize {
+    // Events of the kind before n: whole blocks, then the kind's share of the partial block.
+    let before = |n: u64| {
+        let (blocks, rest) = (n / PROPORTION_DENOMINATOR, n % PROPORTION_DENOMINATOR);
+        let (from, len) = match stream {
+            NexmarkStream::Person => (0, PERSON_PROPORTION),
+            NexmarkStream::Auction => (PERSON_PROPORTION, AUCTION_PROPORTION),
+            NexmarkStream::Bid => (
+                PERSON_PROPORTION + AUCTION_PROPORTION,
+                PROPORTION_DENOMINATOR - PERSON_PROPORTION - AUCTION_PROPORTION,
+            ),
+        };
+        blocks * len + rest.saturating_sub(from).min(len)
+    };
+    usize::try_from(before(end) - before(start)).unwrap_or(usize::MAX)
+}
+
+/// Generates the rows of `stream` among events `[start, end)` into one record batch of `schema`;
+/// `None` when there are none. The caller checked that every timestamp fits.
+fn generate(
+    options: &NexmarkOptions,
+    channels: &Channels,
+    schema: &SchemaRef,
+    start: u64,
+    end: u64,
+) -> Result<Option<RecordBatch>> {
+    let rows = count_of(options.stream, start, end);
+    if rows == 0 {
+        return Ok(None);
+    }
+    let (seed, rate) = (options.seed, options.first_event_rate);
+    let time = |n: u64| event_time_ms(n, rate).unwrap_or(MAX_TIME_MS);
+    let mut buf = String::with_capacity(512);
+    let events = (start..end).filter(|n| NexmarkStream::of_event(*n) == options.stream);
+    let columns: Vec<ArrayRef> = match options.stream {
+        NexmarkStream::Person => {
+            let mut id = Int64Builder::with_capacity(rows);
+            let mut name = StringBuilder::with_capacity(rows, rows * 12);
+            let mut email = StringBuilder::with_capacity(rows, rows * 12);
+            let mut card = StringBuilder::with_capacity(rows, rows * 19);
+            let mut city = StringBuilder::with_capacity(rows, rows * 8);
+            let mut state = StringBuilder::with_capacity(rows, rows * 2);
+            let mut date_time = TimestampNanosecondBuilder::with_capacity(rows);
+            let mut extra = StringBuilder::with_capacity(rows, rows * (AVG_PERSON_BYTE_SIZE - 60));
+            for n in events {
+                let mut rng = Rng::for_event(seed, n);
+                id.append_value(last_base0_person_id(n) as i64 + FIRST_PERSON_ID);
+                buf.clear();
+                buf.push_str(FIRST_NAMES[rng.below(FIRST_NAMES.len() as u64) as usize]);
+                buf.push(' ');
+                buf.push_str(LAST_NAMES[rng.below(LAST_NAMES.len() as u64) as usize]);
+                name.append_value(&buf);
+                let mut size = 8 + buf.len();
+                buf.clear();
+                push_string(&mut buf, &mut rng, 7, b' ');
+                buf.push('@');
+                push_string(&mut buf, &mut rng, 5, b' ');
+                buf.push_str(".com");
+                email.append_value(&buf);
+                size += buf.len();
+                buf.clear();
+                for group in 0..4 {
+                    if group > 0 {
+                        buf.push(' ');
+                    }
+                    let digits = rng.below(10_000);
+                    for d in [1000, 100, 10, 1] {
+                        buf.push(char::from(b'0' + (digits / d % 10) as u8));
+                    }
+                }
+                card.append_value(&buf);
+                size += buf.len();
+                let c = US_CITIES[rng.below(US_CITIES.len() as u64) as usize];
+                let s = US_STATES[rng.below(US_STATES.len() as u64) as usize];
+                city.append_value(c);
+                state.append_value(s);
+                size += c.len() + s.len();
+                date_time.append_value(time(n) * 1_000_000);
+                buf.clear();
+                let len = extra_len(&mut rng, size, AVG_PERSON_BYTE_SIZE);
+                push_letters(&mut buf, &mut rng, len);
+                extra.append_value(&buf);
+            }
+            vec![
+                Arc::new(id.finish()),
+                Arc::new(name.finish()),
+                Arc::new(email.finish()),
+                Arc::new(card.finish()),
+                Arc::new(city.finish()),
+                Arc::new(state.finish()),
+                Arc::new(date_time.finish()),
+                Arc::new(extra.finish()),
+            ]
+        }
+        NexmarkStream::Auction => {
+            let mut id = Int64Builder::with_capacity(rows);
+            let mut item_name = StringBuilder::with_capacity(rows, rows * 12);
+            let mut description = StringBuilder::with_capacity(rows, rows * 52);
+            let mut initial_bid = Int64Builder::with_capacity(rows);
+            let mut reserve = Int64Builder::with_capacity(rows);
+            let mut date_time = TimestampNanosecondBuilder::with_capacity(rows);
+            let mut expires = TimestampNanosecondBuilder::with_capacity(rows);
+            let mut seller = Int64Builder::with_capacity(rows);
+            let mut category = Int64Builder::with_capacity(rows);
+            let mut extra = StringBuilder::with_capacity(rows, rows * (AVG_AUCTION_BYTE_SIZE - 100));
+            // Events until 100 more auctions have opened (Beam's numEventsForAuctions).
+            let horizon_events = NUM_IN_FLIGHT_AUCTIONS * PROPORTION_DENOMINATOR / AUCTION_PROPORTION;
+            for n in events {
+                let mut rng = Rng::for_event(seed, n);
+                id.append_value(last_base0_auction_id(n) as i64 + FIRST_AUCTION_ID);
+                let person = if rng.below(HOT_SELLERS_RATIO) > 0 {
+                    last_base0_person_id(n) / HOT_RATIO * HOT_RATIO
+                } else {
+                    next_base0_person_id(n, &mut rng)
+                };
+                seller.append_value(person as i64 + FIRST_PERSON_ID);
+                category.append_value(FIRST_CATEGORY_ID + rng.below(NUM_CATEGORIES) as i64);
+                let bid = next_price(&mut rng);
+                initial_bid.append_value(bid);
+                let opened = time(n);
+                date_time.append_value(opened * 1_000_000);
+                let horizon_ms = time(n + horizon_events) - opened;
+                let length_ms = 1 + rng.below((horizon_ms.max(0) as u64 * 2).max(1)) as i64;
+                expires.append_value((opened + length_ms) * 1_000_000);
+                buf.clear();
+                push_string(&mut buf, &mut rng, 20, b' ');
+                item_name.append_value(&buf);
+                let mut size = 8 + buf.len();
+                buf.clear();
+                push_string(&mut buf, &mut rng, 100, b' ');
+                description.append_value(&buf);
+                size += buf.len() + 5 * 8;
+                reserve.append_value(bid + next_price(&mut rng));
+                buf.clear();
+                let len = extra_len(&mut rng, size, AVG_AUCTION_BYTE_SIZE);
+                push_letters(&mut buf, &mut rng, len);
+                extra.append_value(&buf);
+            }
+            vec![
+                Arc::new(id.finish()),
+                Arc::new(item_name.finish()),
+                Arc::new(description.finish()),
+                Arc::new(initial_bid.finish()),
+                Arc::new(reserve.finish()),
+                Arc::new(date_time.finish()),
+                Arc::new(expires.finish()),
+                Arc::new(seller.finish()),
+                Arc::new(category.finish()),
+                Arc::new(extra.finish()),
+            ]
+        }
+        NexmarkStream::Bid => {
+            let mut auction = Int64Builder::with_capacity(rows);
+            let mut bidder = Int64Builder::with_capacity(rows);
+            let mut price = Int64Builder::with_capacity(rows);
+            let mut channel = StringBuilder::with_capacity(rows, rows * 11);
+            let mut url = StringBuilder::with_capacity(rows, rows * 70);
+            let mut date_time = TimestampNanosecondBuilder::with_capacity(rows);
+            let mut extra = StringBuilder::with_capacity(rows, rows * (AVG_BID_BYTE_SIZE - 32));
+            for n in events {
+                let mut rng = Rng::for_event(seed, n);
+                let a = if rng.below(HOT_AUCTION_RATIO) > 0 {
+                    last_base0_auction_id(n) / HOT_RATIO * HOT_RATIO
+                } else {
+                    next_base0_auction_id(n, &mut rng)
+                };
+                auction.append_value(a as i64 + FIRST_AUCTION_ID);
+                let b = if rng.below(HOT_BIDDERS_RATIO) > 0 {
+                    last_base0_person_id(n) / HOT_RATIO * HOT_RATIO + 1
+                } else {
+                    next_base0_person_id(n, &mut rng)
+                };
+                bidder.append_value(b as i64 + FIRST_PERSON_ID);
+                price.append_value(next_price(&mut rng));
+                if rng.below(2) > 0 {
+                    let hot = rng.below(HOT_CHANNELS.len() as u64) as usize;
+                    channel.append_value(HOT_CHANNELS[hot]);
+                    url.append_value(&channels.hot_urls[hot]);
+                } else {
+                    let k = rng.below(CHANNELS_NUMBER);
+                    buf.clear();
+                    buf.push_str("channel-");
+                    buf.push_str(itoa(k, &mut [0; 20]));
+                    channel.append_value(&buf);
+                    url.append_value(&channels.urls[k as usize]);
+                }
+                date_time.append_value(time(n) * 1_000_000);
+                buf.clear();
+                let len = extra_len(&mut rng, 32, AVG_BID_BYTE_SIZE);
+                push_letters(&mut buf, &mut rng, len);
+                extra.append_value(&buf);
+            }
+            vec![
+                Arc::new(auction.finish()),
+                Arc::new(bidder.finish()),
+                Arc::new(price.finish()),
+                Arc::new(channel.finish()),
+                Arc::new(url.finish()),
+                Arc::new(date_time.finish()),
+                Arc::new(extra.finish()),
+            ]
+        }
+    };
+    Ok(Some(RecordBatch::try_new(schema.clone(), columns)?))
+}
+
+/// `k` in decimal, written into `digits` without allocating.
+fn itoa(mut k: u64, digits: &mut [u8; 20]) -> &str {
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (k % 10) as u8;
+        k /= 10;
+        if k == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&digits[at..]).unwrap_or("0")
+}
+
+/// What the source records in the checkpoint on a query's first run: what its rows depend on.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct NexmarkStart {
+    stream: NexmarkStream,
+    seed: u64,
+    first_event_rate: u64,
+}
+
+/// The Nexmark source. See the module documentation.
+#[derive(Debug)]
+pub struct NexmarkSource {
+    name: String,
+    schema: SchemaRef,
+    options: NexmarkOptions,
+    channels: Arc<Channels>,
+    /// Set by the `once` trigger: a bounded source's next batch takes every remaining event.
+    read_all: bool,
+}
+
+impl NexmarkSource {
+    /// A Nexmark source `name` with `options`; `schema` is [`nexmark_schema`] of its stream,
+    /// perhaps with the watermark metadata of a declared `WATERMARK FOR date_time`.
+    pub fn new(name: &str, schema: SchemaRef, options: NexmarkOptions) -> Self {
+        let channels = Arc::new(Channels::new(options.seed));
+        Self { name: name.to_string(), schema, options, channels, read_all: false }
+    }
+
+    fn error(&self, message: String) -> SluiceError {
+        SluiceError::Source { source_name: self.name.clone(), message }
+    }
+
+    fn as_event_number(&self, offset: &Value) -> Result<u64> {
+        offset.as_u64().ok_or_else(|| SluiceError::Checkpoint {
+            location: "offsets".into(),
+            message: format!("nexmark source '{}' offset {offset} is not an event number", self.name),
+        })
+    }
+
+    /// The rows of events `[start, end)`: one record batch per partition with rows of the stream.
+    fn rows(&self, start: u64, end: u64) -> Result<Vec<RecordBatch>> {
+        if end <= start {
+            return Ok(Vec::new());
+        }
+        // The latest time of the batch: an auction expires at most twice the time until 100 more
+        // auctions after it opens, so 2 × time(end + horizon) - base bounds every timestamp.
+        let rate = self.options.first_event_rate;
+        let horizon = NUM_IN_FLIGHT_AUCTIONS * PROPORTION_DENOMINATOR / AUCTION_PROPORTION;
+        let fits = end
+            .checked_add(horizon)
+            .and_then(|n| event_time_ms(n, rate))
+            .and_then(|ms| ms.checked_mul(2))
+            .and_then(|ms| ms.checked_sub(BASE_TIME_MS))
+            .is_some_and(|ms| ms <= MAX_TIME_MS);
+        if !fits {
+            return Err(self.error(format!(
+                "event {end} at first_event_rate = {rate} would be after year 2262, past what a TIMESTAMP holds; \
+                 raise first_event_rate or lower num_events"
+            )));
+        }
+        let parts = self.options.num_partitions as u64;
+        let len = end - start;
+        let bounds: Vec<(u64, u64)> = (0..parts)
+            .map(|p| {
+                let at = |p: u64| start + (u128::from(len) * u128::from(p) / u128::from(parts)) as u64;
+                (at(p), at(p + 1))
+            })
+            .filter(|(a, b)| a < b)
+            .collect();
+        let (options, channels, schema) = (&self.options, &*self.channels, &self.schema);
+        let batches: Vec<Result<Option<RecordBatch>>> = if bounds.len() <= 1 {
+            bounds.iter().map(|(a, b)| generate(options, channels, schema, *a, *b)).collect()
+        } else {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = bounds
+                    .iter()
+                    .map(|(a, b)| scope.spawn(move || generate(options, channels, schema, *a, *b)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|_| Err(self.error("a generator thread panicked".into()))))
+                    .collect()
+            })
+        };
+        batches.into_iter().filter_map(Result::transpose).collect()
+    }
+}
+
+#[async_trait]
+impl Source for NexmarkSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn initial_offset(&self) -> Value {
+        Value::from(0)
+    }
+
+    async fn restore(&mut self, location: &CheckpointLocation, through_batch: Option<u64>) -> Result<()> {
+        let log = BatchLog::new(location.clone(), &format!("sources/{}", self.name));
+        let current = NexmarkStart {
+            stream: self.options.stream,
+            seed: self.options.seed,
+            first_event_rate: self.options.first_event_rate,
+        };
+        match log.read_entry::<NexmarkStart>(0).await? {
+            ReadEntry::Valid(recorded) if recorded == current => Ok(()),
+            ReadEntry::Valid(recorded) => Err(log.error(
+                0,
+                format!(
+                    "the checkpoint was written with stream = '{}', seed = {}, first_event_rate = {}, but the table now \
+                     says stream = '{}', seed = {}, first_event_rate = {}; a replayed batch would differ: restore \
+                     the options or use a new checkpoint location",
+                    recorded.stream.name(),
+                    recorded.seed,
+                    recorded.first_event_rate,
+                    current.stream.name(),
+                    current.seed,
+                    current.first_event_rate
+                ),
+            )),
+            // A new query, or one that crashed before batch 0 planned: nothing was read yet.
+            _ if through_batch.is_none() => log.write(0, &current).await,
+            ReadEntry::Torn(why) => Err(log.error(
+                0,
+                format!("the nexmark source's options are damaged ({why}); restore the file or use a new checkpoint location"),
+            )),
+            ReadEntry::Missing => Err(log.error(
+                0,
+                "the nexmark source's options are missing; restore the file or use a new checkpoint location",
+            )),
+        }
+    }
+
+    async fn freeze_available(&mut self) -> Result<()> {
+        if self.options.num_events.is_none() {
+            return Err(self.error(
+                "an unbounded nexmark stream has no end for the available-now or once trigger; set num_events".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn read_all_available(&mut self) {
+        self.read_all = true;
+    }
+
+    async fn plan_batch(&mut self, _location: &CheckpointLocation, _batch_id: u64, start: &Value) -> Result<Value> {
+        let start = self.as_event_number(start)?;
+        let limit = self.options.num_events.unwrap_or(i64::MAX as u64);
+        let end = match (self.read_all, self.options.num_events) {
+            (true, Some(total)) => total,
+            _ => start.saturating_add(self.options.max_events_per_trigger),
+        };
+        self.read_all = false;
+        Ok(Value::from(end.min(limit).max(start)))
+    }
+
+    async fn read(&mut self, start: &Value, end: &Value) -> Result<SourceData> {
+        let (start, end) = (self.as_event_number(start)?, self.as_event_number(end)?);
+        if end < start {
+            return Err(self.error(format!("offsets {start}..{end} go backwards")));
+        }
+        if let Some(total) = self.options.num_events.filter(|total| end > *total) {
+            return Err(self.error(format!(
+                "offset {end} is past num_events = {total}; the checkpoint was written with more events: restore \
+                 num_events or use a new checkpoint location"
+            )));
+        }
+        Ok(SourceData { batches: self.rows(start, end)?, dropped_records: 0 })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use arrow::array::{Array, AsArray};
+    use arrow::compute::concat_batches;
+    use arrow::datatypes::{Int64Type, TimestampNanosecondType};
+    use serde_json::json;
+
+    fn options(pairs: &[(&str, &str)]) -> Result<NexmarkOptions> {
+        NexmarkOptions::parse("n", &pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    fn source(stream: &str, extra: &[(&str, &str)]) -> NexmarkSource {
+        let mut pairs = vec![("stream", stream)];
+        pairs.extend_from_slice(extra);
+        let options = options(&pairs).unwrap();
+        NexmarkSource::new("n", nexmark_schema(options.stream), options)
+    }
+
+    async fn read(source: &mut NexmarkSource, start: u64, end: u64) -> RecordBatch {
+        let data = source.read(&json!(start), &json!(end)).await.unwrap();
+        concat_batches(&source.schema, &data.batches).unwrap()
+    }
+
+    fn ints(batch: &RecordBatch, column: &str) -> Vec<i64> {
+        batch.column_by_name(column).unwrap().as_primitive::<Int64Type>().values().to_vec()
+    }
+
+    fn times_ms(batch: &RecordBatch, column: &str) -> Vec<i64> {
+        let array = batch.column_by_name(column).unwrap().as_primitive::<TimestampNanosecondType>();
+        array.values().iter().map(|ns| ns / 1_000_000).collect()
+    }
+
+    #[test]
+    fn options_default_and_bad_values_name_the_option() {
+        let defaults = options(&[("stream", "Bid")]).unwrap();
+        assert_eq!(
+            defaults,
+            NexmarkOptions {
+                stream: NexmarkStream::Bid,
+                seed: 0,
+                first_event_rate: 10_000,
+                num_events: None,
+                num_partitions: 1,
+                max_events_per_trigger: 100_000
+            }
+        );
+        let err = options(&[]).unwrap_err().to_string();
+        assert!(err.contains("needs option stream"), "{err}");
+        for (option, value) in [
+            ("stream", "bids"),
+            ("seed", "-1"),
+            ("first_event_rate", "0"),
+            ("first_event_rate", "1e6"),
+            ("num_events", "0"),
+            ("num_events", "9223372036854775808"),
+            ("num_partitions", "1025"),
+            ("max_events_per_trigger", "ten"),
+        ] {
+            let mut pairs = vec![("stream", "bid")];
+            pairs.retain(|(k, _)| *k != option);
+            pairs.push((option, value));
+            let err = options(&pairs).unwrap_err().to_string();
+            assert!(err.contains(&format!("option {option} must be")) && err.contains(value), "{option}: {err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_same_offsets_and_seed_give_the_same_rows_and_another_seed_others() {
+        for stream in ["person", "auction", "bid"] {
+            let mut a = source(stream, &[("num_partitions", "3")]);
+            let first = read(&mut a, 0, 5_000).await;
+            assert_eq!(read(&mut a, 0, 5_000).await, first, "{stream}: read twice");
+            // Another source, one partition: the same rows in the same order.
+            let mut b = source(stream, &[]);
+            assert_eq!(read(&mut b, 0, 5_000).await, first, "{stream}: another source");
+            // A sub-range replayed equals the matching rows of the first read.
+            let part = read(&mut b, 1_000, 2_000).await;
+            let skip = count_of(a.options.stream, 0, 1_000);
+            assert_eq!(part, first.slice(skip, part.num_rows()), "{stream}: sub-range");
+            let mut other = source(stream, &[("seed", "7")]);
+            assert_ne!(read(&mut other, 0, 5_000).await, first, "{stream}: another seed");
+        }
+    }
+
+    #[tokio::test]
+    async fn kinds_follow_the_1_3_46_proportions_and_ids_count_up_from_1000() {
+        let (mut p, mut a, mut b) = (source("person", &[]), source("auction", &[]), source("bid", &[]));
+        let (people, auctions, bids) =
+            (read(&mut p, 0, 10_000).await, read(&mut a, 0, 10_000).await, read(&mut b, 0, 10_000).await);
+        assert_eq!((people.num_rows(), auctions.num_rows(), bids.num_rows()), (200, 600, 9_200));
+        assert_eq!(ints(&people, "id"), (1000..1200).collect::<Vec<_>>());
+        assert_eq!(ints(&auctions, "id"), (1000..1600).collect::<Vec<_>>());
+        // A partial block: events 45..105 hold 1 person (50) and 3 auctions (51..=53), plus those of 100.
+        assert_eq!(read(&mut p, 45, 105).await.num_rows(), 2);
+        assert_eq!(read(&mut a, 45, 102).await.num_rows(), 4);
+        assert_eq!(read(&mut b, 45, 105).await.num_rows(), 5 + 46 + 1);
+        // Bids reference people and auctions that exist or are about to (the lead of 10).
+        let max_person = 1000 + 200 + 10;
+        assert!(ints(&bids, "bidder").iter().all(|id| (1000..max_person).contains(id)));
+        assert!(ints(&bids, "auction").iter().all(|id| (1000..1600 + 10).contains(id)));
+        assert!(ints(&auctions, "seller").iter().all(|id| (1000..max_person).contains(id)));
+        // Hot auctions: about half the bids go to a multiple of 100 (plus 1000).
+        let hot = ints(&bids, "auction").iter().filter(|a| *a % 100 == 0).count();
+        assert!((4_200..5_600).contains(&hot), "{hot} of 9200 bids on hot auctions");
+        // Prices: log-uniform in [1, 10^8] cents, so about a sixth below 10.
+        let prices = ints(&bids, "price");
+        assert!(prices.iter().all(|p| (1..=100_000_000).contains(p)));
+        let cheap = prices.iter().filter(|p| **p < 1_000).count();
+        assert!((1_000..2_100).contains(&cheap), "{cheap} of 9200 prices under 1000");
+        // Categories 10 to 14; half the channels hot.
+        assert!(ints(&auctions, "category").iter().all(|c| (10..15).contains(c)));
+        let channels = bids.column_by_name("channel").unwrap().as_string::<i32>();
+        let hot = channels.iter().flatten().filter(|c| HOT_CHANNELS.contains(c)).count();
+        assert!((4_200..5_000).contains(&hot), "{hot} hot channels");
+        assert_eq!(bids.column_by_name("url").unwrap().null_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn extra_pads_events_to_the_standard_average_sizes() {
+        let total = |batch: &RecordBatch, column: &str| {
+            let array = batch.column_by_name(column).unwrap().as_string::<i32>();
+            array.iter().flatten().map(str::len).sum::<usize>() as f64 / batch.num_rows() as f64
+        };
+        let bids = read(&mut source("bid", &[]), 0, 20_000).await;
+        // 32 bytes of numbers, then extra to average 100: 68 ± 14.
+        let extra = total(&bids, "extra");
+        assert!((66.0..70.0).contains(&extra), "bid extra {extra}");
+        let people = read(&mut source("person", &[]), 0, 50_000).await;
+        let size = 8.0
+            + ["name", "email_address", "credit_card", "city", "state", "extra"]
+                .iter()
+                .map(|c| total(&people, c))
+                .sum::<f64>();
+        assert!((195.0..205.0).contains(&size), "person size {size}");
+        let auctions = read(&mut source("auction", &[]), 0, 20_000).await;
+        let size = 48.0 + ["item_name", "description", "extra"].iter().map(|c| total(&auctions, c)).sum::<f64>();
+        assert!((490.0..510.0).contains(&size), "auction size {size}");
+    }
+
+    #[tokio::test]
+    async fn timestamps_follow_the_event_number_and_rate() {
+        let mut bids = source("bid", &[("first_event_rate", "1000")]);
+        let batch = read(&mut bids, 0, 100).await;
+        // 1000 events a second: event n at base + n ms; bids are events 4..50 and 54..100.
+        let expected: Vec<i64> = (0..100).filter(|n| n % 50 >= 4).map(|n| BASE_TIME_MS + n).collect();
+        assert_eq!(times_ms(&batch, "date_time"), expected);
+        let mut slow = source("person", &[("first_event_rate", "3")]);
+        // 3 a second: person 50 at floor(50000 / 3) ms.
+        assert_eq!(times_ms(&read(&mut slow, 0, 51).await, "date_time"), vec![BASE_TIME_MS, BASE_TIME_MS + 16_666]);
+        // Auctions expire after they open, within twice the time to 100 more auctions (1666 events).
+        let mut auctions = source("auction", &[("first_event_rate", "1000")]);
+        let batch = read(&mut auctions, 0, 5_000).await;
+        for (open, expires) in times_ms(&batch, "date_time").iter().zip(times_ms(&batch, "expires")) {
+            assert!(expires > *open && expires <= open + 2 * 1_666 + 1, "{open} {expires}");
+        }
+    }
+
+    #[tokio::test]
+    async fn batches_stop_at_num_events_and_time_past_2262_is_an_error() {
+        let mut bounded = source("bid", &[("num_events", "250"), ("max_events_per_trigger", "100")]);
+        let location = CheckpointLocation::open("memory://").unwrap();
+        bounded.restore(&location, None).await.unwrap();
+        let mut at = json!(0);
+        let mut ends = Vec::new();
+        for batch in 0..4 {
+            at = bounded.plan_batch(&location, batch, &at).await.unwrap();
+            ends.push(at.as_u64().unwrap());
+        }
+        assert_eq!(ends, vec![100, 200, 250, 250]);
+        bounded.read_all_available();
+        assert_eq!(bounded.plan_batch(&location, 4, &json!(10)).await.unwrap(), json!(250));
+        let err = bounded.read(&json!(200), &json!(300)).await.unwrap_err().to_string();
+        assert!(err.contains("past num_events = 250"), "{err}");
+        let mut unbounded = source("bid", &[("first_event_rate", "1")]);
+        assert!(unbounded.freeze_available().await.unwrap_err().to_string().contains("set num_events"));
+        let err = unbounded.read(&json!(9_000_000_000u64), &json!(9_000_000_001u64)).await.unwrap_err();
+        assert!(err.to_string().contains("after year 2262"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_restart_with_another_seed_is_refused() {
+        let location = CheckpointLocation::open("memory://").unwrap();
+        source("bid", &[]).restore(&location, None).await.unwrap();
+        source("bid", &[]).restore(&location, Some(3)).await.unwrap();
+        let err = source("bid", &[("seed", "2")]).restore(&location, Some(3)).await.unwrap_err().to_string();
+        assert!(err.contains("seed = 0") && err.contains("seed = 2"), "{err}");
+    }
+}
