@@ -4,10 +4,10 @@
 //! reading and decoding the same files), with the machine's load; the join also reports its state rows and bytes.
 //!
 //! ```sh
-//! cargo bench --bench flights [-- PATH/TO/flights.jsonl.gz]
+//! cargo bench --bench flights [-- [--empty-only] PATH/TO/flights.jsonl.gz]
 //! ```
 //! The default input is `../shared/data/nycflights13/flights.jsonl.gz`; the weather is read from
-//! `weather.jsonl.gz` beside it.
+//! `weather.jsonl.gz` beside it. `--empty-only` runs only the empty micro-batches (no input is read).
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -49,7 +49,18 @@ fn split_by_day(src: &Path, dir: &Path, day_of: impl Fn(&serde_json::Value) -> S
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// CPU time (user + system) used by this process so far, from `/proc/self/stat` (clock ticks of
+/// 10 ms); `None` where that file cannot be read.
+fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) start at state (field 3).
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
 fn main() {
+    let empty_only = std::env::args().any(|a| a == "--empty-only");
     let src = std::env::args()
         .skip(1)
         .find(|a| !a.starts_with("--"))
@@ -59,10 +70,12 @@ fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let input = dir.path().join("flights");
     std::fs::create_dir(&input).expect("mkdir");
-    let files = split_by_day(&src, &input, |row| {
-        row["dep_ts"].as_str().or(row["sched_dep_ts"].as_str()).expect("a time")[..10].to_string()
-    });
-    println!("input: {} ({files} files); load before: {}", src.display(), load());
+    if !empty_only {
+        let files = split_by_day(&src, &input, |row| {
+            row["dep_ts"].as_str().or(row["sched_dep_ts"].as_str()).expect("a time")[..10].to_string()
+        });
+        println!("input: {} ({files} files); load before: {}", src.display(), load());
+    }
 
     let sql = std::fs::read_to_string("sql/examples/flight_delays.sql")
         .expect("run from the repository root")
@@ -72,11 +85,18 @@ fn main() {
             &format!("WITH (connector = 'file', path = '{}', format = 'json')", dir.path().join("out").display()),
         );
 
+    let full_year_mean_batch = (!empty_only).then(|| full_year(&runtime, &sql, &src, &input, dir.path()));
+    empty_batches(&runtime, &sql, &input, dir.path(), full_year_mean_batch);
+}
+
+/// The decode baseline, the flight_delays query and the join over the whole year; returns the
+/// query's mean micro-batch duration.
+fn full_year(runtime: &tokio::runtime::Runtime, sql: &str, src: &Path, input: &Path, dir: &Path) -> Duration {
     // Baseline: reading the same files with the same decoder and nothing else, one file per
     // micro-batch: a stateless query handing each batch to a function that counts its rows.
     let (rows, decode) = runtime.block_on(async {
         let mut ctx = StreamContext::new();
-        ctx.execute(&sql).await.expect("script");
+        ctx.execute(sql).await.expect("script");
         let rows = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counter = rows.clone();
         let started = Instant::now();
@@ -103,8 +123,8 @@ fn main() {
     // The query: one file per micro-batch, available-now, file checkpoint.
     let (query_time, batches, late) = runtime.block_on(async {
         let mut ctx = StreamContext::new();
-        let definitions = ctx.execute(&sql).await.expect("script");
-        let query = ctx.start(&definitions[0], dir.path().join("cp").to_str().expect("utf-8")).await.expect("start");
+        let definitions = ctx.execute(sql).await.expect("script");
+        let query = ctx.start(&definitions[0], dir.join("cp").to_str().expect("utf-8")).await.expect("start");
         let batches = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let late = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let (b, l) = (batches.clone(), late.clone());
@@ -127,36 +147,60 @@ fn main() {
         query_rate / decode_rate
     );
 
-    join_benchmark(&runtime, &src.with_file_name("weather.jsonl.gz"), &input, dir.path(), decode_rate);
+    join_benchmark(runtime, &src.with_file_name("weather.jsonl.gz"), input, dir, decode_rate);
+    query_time / batches.max(1) as u32
+}
 
-    // Empty micro-batches: the fixed cost of a batch (planning, state and log writes) on the
-    // same stateful query, with an empty input file per batch.
-    let durations = runtime.block_on(async {
-        let empty = dir.path().join("empty");
+/// Empty micro-batches: the fixed cost of a batch (planning, state and log writes) on the
+/// flight_delays stateful query, with an empty input file per batch; 200 batches (the first 10,
+/// warming up, not counted).
+fn empty_batches(
+    runtime: &tokio::runtime::Runtime,
+    sql: &str,
+    input: &Path,
+    dir: &Path,
+    full_year_mean_batch: Option<Duration>,
+) {
+    const WARM_UP: usize = 10;
+    const BATCHES: usize = 200;
+    let (durations, cpu) = runtime.block_on(async {
+        let empty = dir.join("empty");
         std::fs::create_dir(&empty).expect("mkdir");
         let sql = sql.replace(&input.display().to_string(), &empty.display().to_string());
         let mut ctx = StreamContext::new();
         let definitions = ctx.execute(&sql).await.expect("script");
         let query =
-            ctx.start(&definitions[0], dir.path().join("cp-empty").to_str().expect("utf-8")).await.expect("start");
+            ctx.start(&definitions[0], dir.join("cp-empty").to_str().expect("utf-8")).await.expect("start");
         let mut durations = Vec::new();
-        for i in 0..50 {
+        let mut cpu = Duration::ZERO;
+        for i in 0..WARM_UP + BATCHES {
             std::fs::write(empty.join(format!("{i:04}.jsonl")), "").expect("write");
             std::thread::sleep(Duration::from_millis(2));
+            let cpu_before = cpu_time();
             let started = Instant::now();
             assert!(query.run_next_batch().await.expect("batch"));
-            durations.push(started.elapsed());
+            let elapsed = started.elapsed();
+            if i >= WARM_UP {
+                durations.push(elapsed);
+                cpu += cpu_time().zip(cpu_before).map(|(after, before)| after - before).unwrap_or_default();
+            }
         }
-        durations
+        (durations, cpu)
     });
     let mut sorted = durations.clone();
     sorted.sort();
+    let median = sorted[sorted.len() / 2];
+    let versus_year = full_year_mean_batch
+        .map(|mean| format!(" ({:.4}x a full-year run's mean batch)", median.as_secs_f64() / mean.as_secs_f64()))
+        .unwrap_or_default();
     println!(
-        "empty micro-batch: median {:.2?}, p90 {:.2?} over {} batches ({:.4}x a full-year run's mean batch); load after: {}",
-        sorted[sorted.len() / 2],
+        "empty micro-batch: median {median:.2?}, p10 {:.2?}, p90 {:.2?}, mean {:.2?}, CPU {:.2?} per batch \
+         over {} batches{versus_year}; load before: {}",
+        sorted[sorted.len() / 10],
         sorted[sorted.len() * 9 / 10],
+        sorted.iter().sum::<Duration>() / sorted.len() as u32,
+        cpu / sorted.len() as u32,
         sorted.len(),
-        sorted[sorted.len() / 2].as_secs_f64() / (query_time.as_secs_f64() / batches as f64),
         load()
     );
 }
