@@ -86,7 +86,15 @@ fn main() {
         );
 
     let full_year_mean_batch = (!empty_only).then(|| full_year(&runtime, &sql, &src, &input, dir.path()));
-    empty_batches(&runtime, &sql, &input, dir.path(), full_year_mean_batch);
+    let empty_sql = sql.replace(&input.display().to_string(), &dir.path().join("empty").display().to_string());
+    let checkpoint = dir.path().join("cp-empty").display().to_string();
+    empty_batches(&runtime, "empty micro-batch", &empty_sql, &checkpoint, dir.path(), full_year_mean_batch);
+    // The same without any disk write: in-memory checkpoint and sink (the engine's own cost).
+    let memory_sql = empty_sql.replace(
+        &format!("WITH (connector = 'file', path = '{}', format = 'json')", dir.path().join("out").display()),
+        "WITH (connector = 'memory')",
+    );
+    empty_batches(&runtime, "empty micro-batch, in-memory checkpoint and sink", &memory_sql, "memory://", dir.path(), None);
 }
 
 /// The decode baseline, the flight_delays query and the join over the whole year; returns the
@@ -151,13 +159,14 @@ fn full_year(runtime: &tokio::runtime::Runtime, sql: &str, src: &Path, input: &P
     query_time / batches.max(1) as u32
 }
 
-/// Empty micro-batches: the fixed cost of a batch (planning, state and log writes) on the
-/// flight_delays stateful query, with an empty input file per batch; 200 batches (the first 10,
-/// warming up, not counted).
+/// Empty micro-batches: the fixed cost of a batch (planning, state and log writes) of `sql`, the
+/// flight_delays stateful query reading `dir/empty`, with an empty input file per batch and its
+/// checkpoint at `checkpoint`; 200 batches (the first 10, warming up, not counted).
 fn empty_batches(
     runtime: &tokio::runtime::Runtime,
+    label: &str,
     sql: &str,
-    input: &Path,
+    checkpoint: &str,
     dir: &Path,
     full_year_mean_batch: Option<Duration>,
 ) {
@@ -165,12 +174,11 @@ fn empty_batches(
     const BATCHES: usize = 200;
     let (durations, cpu) = runtime.block_on(async {
         let empty = dir.join("empty");
+        let _ = std::fs::remove_dir_all(&empty);
         std::fs::create_dir(&empty).expect("mkdir");
-        let sql = sql.replace(&input.display().to_string(), &empty.display().to_string());
         let mut ctx = StreamContext::new();
-        let definitions = ctx.execute(&sql).await.expect("script");
-        let query =
-            ctx.start(&definitions[0], dir.join("cp-empty").to_str().expect("utf-8")).await.expect("start");
+        let definitions = ctx.execute(sql).await.expect("script");
+        let query = ctx.start(&definitions[0], checkpoint).await.expect("start");
         let mut durations = Vec::new();
         let mut cpu = Duration::ZERO;
         for i in 0..WARM_UP + BATCHES {
@@ -194,8 +202,8 @@ fn empty_batches(
         .map(|mean| format!(" ({:.4}x a full-year run's mean batch)", median.as_secs_f64() / mean.as_secs_f64()))
         .unwrap_or_default();
     println!(
-        "empty micro-batch: median {median:.2?}, p10 {:.2?}, p90 {:.2?}, mean {:.2?}, CPU {:.2?} per batch \
-         over {} batches{versus_year}; load before: {}",
+        "{label}: median {median:.2?}, p10 {:.2?}, p90 {:.2?}, mean {:.2?}, CPU {:.2?} per batch \
+         over {} batches{versus_year}; load after: {}",
         sorted[sorted.len() / 10],
         sorted[sorted.len() * 9 / 10],
         sorted.iter().sum::<Duration>() / sorted.len() as u32,
