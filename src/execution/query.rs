@@ -76,9 +76,9 @@ pub(crate) struct MicroBatchExecution {
     /// The time `now()` returns, set to each batch's timestamp.
     clock: BatchClock,
     sources: Vec<QuerySource>,
-    /// In a mutex only so that the query is `Sync` (and its `run` future `Send`); the loop has
-    /// `&mut self` and never contends for it.
-    sink: Mutex<Box<dyn Sink>>,
+    /// Shared with the blocking task that writes each batch's output (while the state commits);
+    /// the loop waits for that task, so it never contends for the lock.
+    sink: Arc<Mutex<Box<dyn Sink>>>,
     operators: Vec<Arc<dyn StatefulOperator>>,
     location: CheckpointLocation,
     /// The checkpoint's lock while the query may write to it: from its start until it stops.
@@ -197,7 +197,7 @@ impl MicroBatchExecution {
             task_context,
             clock,
             sources,
-            sink: Mutex::new(sink),
+            sink: Arc::new(Mutex::new(sink)),
             operators,
             location,
             lock,
@@ -434,14 +434,30 @@ impl MicroBatchExecution {
         for op in &self.operators {
             outcome.state_operators.push(StateOperatorProgress::from(op.progress().await));
         }
+        // The sink writes (on a blocking thread: sinks do synchronous I/O) while the state
+        // commits: neither needs the other on the disk first. A crash before both are there
+        // leaves the batch without `commits/N`, so it runs again, from the state before it, and
+        // its output replaces this attempt's.
+        let (sink, schema) = (Arc::clone(&self.sink), Arc::clone(&self.output_schema));
+        let sinking = tokio::task::spawn_blocking(move || {
+            let mut sink = sink.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            sink.add_batch(batch_id, &schema, &output)?;
+            let num_output_rows = output.iter().map(|b| b.num_rows() as u64).sum();
+            Ok::<_, crate::SluiceError>(SinkProgress { description: sink.description(), num_output_rows })
+        });
+        let mut committed = Ok(());
         for op in &self.operators {
-            op.commit(batch_id).await?;
+            committed = op.commit(batch_id).await;
+            if committed.is_err() {
+                break;
+            }
         }
         timer.lap(Phase::StateCommit);
-        let sink = self.sink.get_mut().expect("sink lock");
-        sink.add_batch(batch_id, &self.output_schema, &output)?;
-        let num_output_rows = output.iter().map(|b| b.num_rows() as u64).sum();
-        outcome.sink = SinkProgress { description: sink.description(), num_output_rows };
+        // Waits for the sink even when the state failed, so nothing of this attempt is written
+        // after the batch has failed.
+        let sunk = sinking.await.map_err(|e| datafusion::error::DataFusionError::ExecutionJoin(Box::new(e)));
+        committed?;
+        outcome.sink = sunk??;
         timer.lap(Phase::AddBatch);
         let next_watermark_ms = self.watermarks.next_watermark(entry.watermark_ms);
         let commit = CommitEntry { batch_id, input_watermarks_ms: self.watermarks.inputs().clone(), next_watermark_ms };

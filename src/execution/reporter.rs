@@ -26,9 +26,9 @@ pub enum Phase {
     /// Preparing the batch's physical plan: it is planned once when the query starts, so this is
     /// the fresh execution state of its nodes (Spark plans incrementally here).
     QueryPlanning,
-    /// Running the plan and writing the sink.
+    /// Running the plan and writing the sink (of the sink's write, what outlasts the state commit).
     AddBatch,
-    /// Writing the stateful operators' state (sluice's own phase).
+    /// Writing the stateful operators' state (sluice's own phase), while the sink writes.
     StateCommit,
     /// Writing the commit log entry and committing the sources.
     CommitOffsets,
