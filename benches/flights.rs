@@ -94,7 +94,47 @@ fn main() {
         &format!("WITH (connector = 'file', path = '{}', format = 'json')", dir.path().join("out").display()),
         "WITH (connector = 'memory')",
     );
-    empty_batches(&runtime, "empty micro-batch, in-memory checkpoint and sink", &memory_sql, "memory://", dir.path(), None);
+    empty_batches(
+        &runtime,
+        "empty micro-batch, in-memory checkpoint and sink",
+        &memory_sql,
+        "memory://",
+        dir.path(),
+        None,
+    );
+    // After the batches: the probe's files would slow the creation of theirs.
+    disk_probe(dir.path());
+}
+
+/// What the disk holding `dir` charges for the steps of a durable write of a new small file, each
+/// the median of 200: creating the file, `fsync` of its 300 bytes, `fsync` of its directory.
+fn disk_probe(dir: &Path) {
+    let probe = dir.join("probe");
+    std::fs::create_dir(&probe).expect("mkdir");
+    let directory = std::fs::File::open(&probe).expect("open the directory");
+    let (mut create, mut sync_file, mut sync_dir) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..200 {
+        let started = Instant::now();
+        let mut file = std::fs::File::create_new(probe.join(i.to_string())).expect("create");
+        create.push(started.elapsed());
+        file.write_all(&[b'x'; 300]).expect("write");
+        let started = Instant::now();
+        file.sync_all().expect("fsync");
+        sync_file.push(started.elapsed());
+        let started = Instant::now();
+        directory.sync_all().expect("fsync the directory");
+        sync_dir.push(started.elapsed());
+    }
+    let median = |mut d: Vec<Duration>| {
+        d.sort();
+        d[d.len() / 2]
+    };
+    println!(
+        "disk: create a file {:.2?}, fsync it {:.2?}, fsync its directory {:.2?} (medians of 200)",
+        median(create),
+        median(sync_file),
+        median(sync_dir)
+    );
 }
 
 /// The decode baseline, the flight_delays query and the join over the whole year; returns the
