@@ -287,7 +287,10 @@ fn source_table(broker: &Broker) -> String {
     broker.events_table(
         "id BIGINT, v STRING, partition INT, offset BIGINT",
         "in",
-        &format!(", starting_offsets = 'earliest', max_offsets_per_trigger = '{MAX_OFFSETS_PER_TRIGGER}'"),
+        &format!(
+            ", starting_offsets = 'earliest', max_offsets_per_trigger = '{MAX_OFFSETS_PER_TRIGGER}', \
+             'kafka.fetch.wait.max.ms' = '10'"
+        ),
     )
 }
 
