@@ -129,7 +129,8 @@ fn print(name: &str, f: &Figures) {
 /// The flights example over files in `dir` or over topic `flights`, into a file sink.
 fn flights_sql(kafka: Option<(&str, u64)>, dir: &Path, out: &Path) -> String {
     let console = "CREATE TABLE hourly_delays WITH (connector = 'console', output_mode = 'append', num_rows = '10');";
-    let sink = format!("CREATE TABLE hourly_delays WITH (connector = 'file', path = '{}', format = 'json');", out.display());
+    let sink =
+        format!("CREATE TABLE hourly_delays WITH (connector = 'file', path = '{}', format = 'json');", out.display());
     let sql = match kafka {
         Some((servers, per_batch)) => std::fs::read_to_string("sql/examples/kafka_flight_delays.sql")
             .expect("example")
@@ -164,8 +165,12 @@ fn main() {
     // The mock cluster has no CreateTopics: the exactly-once sink's marker topic is made here.
     mock.create_topic("out-eo.sluice-commits", 1, 1).expect("topic");
     let produce = |topic: &str, files: &[PathBuf]| {
-        let options =
-            ProduceOptions { bootstrap_servers: servers.clone(), topic: topic.to_string(), partitions: None, key: None };
+        let options = ProduceOptions {
+            bootstrap_servers: servers.clone(),
+            topic: topic.to_string(),
+            partitions: None,
+            key: None,
+        };
         let (cpu_before, started) = (cpu().0, Instant::now());
         let n = runtime.block_on(produce_files(&options, files)).expect("produce");
         (n, started.elapsed().as_secs_f64(), cpu().0 - cpu_before)
@@ -187,7 +192,10 @@ fn main() {
     }
 
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!("{events} JSON events in {PARTITIONS} partitions / {BATCHES} files, {BATCHES} batches; {cores} cores; load {}", load());
+    println!(
+        "{events} JSON events in {PARTITIONS} partitions / {BATCHES} files, {BATCHES} batches; {cores} cores; load {}",
+        load()
+    );
     println!(
         "produce into the mock cluster: {:.0} records/s ({seconds:.2} s, CPU {produce_cpu:.2} s, producer and broker)",
         events as f64 / seconds
