@@ -31,13 +31,17 @@ pub fn events(rows: &[(&str, i64, i64)]) -> RecordBatch {
 
 /// Each row as `cell,cell,...`, timestamps as `HH:MM:SS` of 2024-01-01 (or the full date when not).
 pub fn rows(batches: &[RecordBatch]) -> Vec<String> {
-    let options = FormatOptions::default().with_timestamp_format(Some("%H:%M:%S")).with_null("null");
+    rows_with(batches, &FormatOptions::default().with_timestamp_format(Some("%H:%M:%S")).with_null("null"))
+}
+
+/// Each row as `cell,cell,...`, each cell formatted with `options`.
+pub fn rows_with(batches: &[RecordBatch], options: &FormatOptions) -> Vec<String> {
     let mut out = Vec::new();
     for batch in batches {
         let columns: Vec<ArrayFormatter> = batch
             .columns()
             .iter()
-            .map(|c| ArrayFormatter::try_new(c.as_ref() as &dyn Array, &options).unwrap())
+            .map(|c| ArrayFormatter::try_new(c.as_ref() as &dyn Array, options).unwrap())
             .collect();
         for row in 0..batch.num_rows() {
             out.push(columns.iter().map(|c| c.value(row).to_string()).collect::<Vec<_>>().join(","));
