@@ -64,7 +64,7 @@ fn child(input: &Path, work: &Path) {
     let seconds = runtime.block_on(async {
         let mut ctx = StreamContext::new();
         let definitions = ctx.execute(&sql(input, &work.join("out"))).await.expect("script");
-        let mut query = ctx.start(&definitions[0], work.join("cp").to_str().expect("utf-8")).await.expect("start");
+        let query = ctx.start(&definitions[0], work.join("cp").to_str().expect("utf-8")).await.expect("start");
         let started = Instant::now();
         query.run(Trigger::AvailableNow).await.expect("run");
         started.elapsed().as_secs_f64()
