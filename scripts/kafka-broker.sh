@@ -9,7 +9,7 @@
 # PORT defaults to 9092, DIR (the SQLite file, the log, the pid file) to
 # ${XDG_CACHE_HOME:-$HOME/.cache}/sluice/kafka-broker-PORT. When no `tansu` is on PATH nor in
 # ${CARGO_HOME:-$HOME/.cargo}/bin, it is first built and installed there with
-# `cargo install tansu --version 0.6.0 --features libsql --locked` (about 10 minutes on two cores;
+# `cargo install tansu --version 0.6.0 --features libsql --locked` (about 16 minutes on two cores;
 # under `flock /tmp/cargo.lock` when flock exists, CARGO_TARGET_DIR defaulting to
 # ${XDG_CACHE_HOME:-$HOME/.cache}/tansu-target). TANSU=/path/to/tansu picks another binary.
 #
@@ -107,10 +107,13 @@ if [ -z "$tansu" ] && [ -x "$cargo_bin/tansu" ]; then
     tansu="$cargo_bin/tansu"
 fi
 if [ -z "$tansu" ]; then
-    echo "tansu not found: installing tansu $TANSU_VERSION into $cargo_bin (about 10 minutes)" >&2
+    echo "tansu not found: installing tansu $TANSU_VERSION into $cargo_bin (about 16 minutes)" >&2
     command -v cargo >/dev/null || { echo "kafka-broker.sh: cargo is needed to install tansu" >&2; exit 3; }
     lock=()
-    command -v flock >/dev/null && lock=(flock /tmp/cargo.lock)
+    if command -v flock >/dev/null; then
+        lock=(flock /tmp/cargo.lock)
+        echo "(under flock /tmp/cargo.lock: waits while another cargo build holds it)" >&2
+    fi
     started=$(date +%s)
     if ! CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tansu-target}" \
         "${lock[@]}" cargo install tansu --version "$TANSU_VERSION" --features libsql --locked; then
@@ -121,6 +124,11 @@ if [ -z "$tansu" ]; then
     tansu="$cargo_bin/tansu"
 fi
 [ -x "$tansu" ] || { echo "kafka-broker.sh: '$tansu' is not an executable" >&2; exit 3; }
+version=$("$tansu" --version 2>/dev/null | awk '{print $NF}')
+case "$version" in
+    0.6.*) ;;
+    *) echo "kafka-broker.sh: warning: $tansu is tansu '$version', not $TANSU_VERSION: its flags or features may differ" >&2 ;;
+esac
 
 mkdir -p "$dir"
 url="tcp://127.0.0.1:$port"
@@ -145,7 +153,7 @@ for _ in $(seq 1 300); do
         exit 1
     fi
     if port_answers; then
-        echo "tansu $("$tansu" --version 2>/dev/null | awk '{print $NF}') broker listening on 127.0.0.1:$port, pid $pid, data and log in $dir"
+        echo "tansu $version broker listening on 127.0.0.1:$port, pid $pid, data and log in $dir"
         echo "stop it with: $0 --stop --port $port --dir $dir   (or: kill $pid)"
         echo "SLUICE_KAFKA_BOOTSTRAP=127.0.0.1:$port"
         exit 0
