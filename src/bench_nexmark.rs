@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use arrow::array::{ArrayRef, AsArray, RecordBatch};
+use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampNanosecondType};
 use datafusion::datasource::MemTable;
 use sluice::sink::Sink;
@@ -120,14 +120,16 @@ fn wall_clock_us() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
-/// Output rows' generation-instant columns, each with the wall clock (µs) when it reached the sink.
-type Arrivals = Arc<Mutex<Vec<(i64, ArrayRef)>>>;
+/// The latency of every output row so far, µs.
+type Latencies = Arc<Mutex<Vec<u64>>>;
 
-/// A sink that only counts the rows it is given and, under `--rate`, keeps each batch's
-/// generation-instant column with its arrival time.
+/// A sink that only counts the rows it is given and, under `--rate`, the latency of each: its
+/// arrival minus its generation instant (0 if the wall clock stepped back). The latencies are
+/// computed here rather than the columns kept, since an output column may hold on to a much
+/// larger buffer (a coalesced batch's capacity).
 struct Discard {
     rows: Arc<Mutex<u64>>,
-    arrivals: Option<(&'static str, Arrivals)>,
+    latencies: Option<(Generated, Latencies)>,
 }
 
 impl Sink for Discard {
@@ -135,13 +137,18 @@ impl Sink for Discard {
         let now = wall_clock_us();
         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
         *self.rows.lock().unwrap_or_else(|e| e.into_inner()) += rows as u64;
-        if let Some((column, arrivals)) = &self.arrivals {
-            let mut arrivals = arrivals.lock().unwrap_or_else(|e| e.into_inner());
-            for batch in batches.iter().filter(|b| b.num_rows() > 0) {
+        if let Some((generated, latencies)) = &self.latencies {
+            let mut latencies = latencies.lock().unwrap_or_else(|e| e.into_inner());
+            for batch in batches {
+                let column = generated.column();
                 let values = batch.column_by_name(column).ok_or_else(|| {
                     SluiceError::sql(format!("the output has no column {column} to time its rows by"))
                 })?;
-                arrivals.push((now, values.clone()));
+                let values = arrow::compute::cast(values, &DataType::Timestamp(TimeUnit::Nanosecond, None))?;
+                let values = values.as_primitive::<TimestampNanosecondType>();
+                latencies.extend(
+                    values.iter().flatten().map(|ns| u64::try_from(now - generated.instant_us(ns)).unwrap_or(0)),
+                );
             }
         }
         Ok(())
@@ -155,18 +162,11 @@ struct Latency {
     rows: usize,
 }
 
-/// The latency of every row of `arrivals`: arrival minus generation instant (0 if the wall clock
-/// stepped back), p50 and p99.
-fn latency(generated: Generated, arrivals: &[(i64, ArrayRef)]) -> sluice::Result<Latency> {
-    let mut us = Vec::new();
-    for (arrival, values) in arrivals {
-        let values = arrow::compute::cast(values, &DataType::Timestamp(TimeUnit::Nanosecond, None))?;
-        let values = values.as_primitive::<TimestampNanosecondType>();
-        us.extend(values.iter().flatten().map(|ns| u64::try_from(arrival - generated.instant_us(ns)).unwrap_or(0)));
-    }
+/// The p50 and p99 of latencies `us` (µs).
+fn latency(mut us: Vec<u64>) -> Latency {
     us.sort_unstable();
     let ms = |p| percentile(&us, p) as f64 / 1_000.0;
-    Ok(Latency { p50_ms: ms(50), p99_ms: ms(99), rows: us.len() })
+    Latency { p50_ms: ms(50), p99_ms: ms(99), rows: us.len() }
 }
 
 /// Collects every batch's duration, ms, and the least end offset of its sources (events read).
@@ -351,10 +351,10 @@ async fn stream(options: &BenchOptions, name: &str, generator: (f64, f64)) -> sl
     let rows = Arc::new(Mutex::new(0));
     let counter = Arc::clone(&rows);
     let generated = options.rate.and(Generated::of(name));
-    let arrivals: Arrivals = Arc::default();
-    let timed = generated.map(|g| (g.column(), Arc::clone(&arrivals)));
+    let latencies: Latencies = Arc::default();
+    let timed = generated.map(|g| (g, Arc::clone(&latencies)));
     ctx.register_sink(&format!("nexmark_{name}"), mode, move || {
-        Box::new(Discard { rows: Arc::clone(&counter), arrivals: timed.clone() })
+        Box::new(Discard { rows: Arc::clone(&counter), latencies: timed.clone() })
     });
     let definitions = ctx.execute(&script).await?;
     let definition = definitions.first().ok_or_else(|| SluiceError::sql(format!("{name}: no INSERT INTO")))?;
@@ -385,10 +385,7 @@ async fn stream(options: &BenchOptions, name: &str, generator: (f64, f64)) -> sl
     durations.sort_unstable();
     let batch_engine_events_per_s = if options.batch { Some(batch(options, name, &select).await?) } else { None };
     let output_rows = *rows.lock().unwrap_or_else(|e| e.into_inner());
-    let latency = match generated {
-        Some(g) => Some(latency(g, &arrivals.lock().unwrap_or_else(|e| e.into_inner()))?),
-        None => None,
-    };
+    let latency = generated.map(|_| latency(std::mem::take(&mut *latencies.lock().unwrap_or_else(|e| e.into_inner()))));
     Ok(Figures {
         query: name.to_string(),
         events: options.events,
