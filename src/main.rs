@@ -89,7 +89,7 @@ enum Command {
 enum BenchSuite {
     /// Runs the Nexmark queries of sql/nexmark/ on generated events into a discarding sink and
     /// prints, per query, events, wall seconds, events/s, events per CPU second, micro-batch
-    /// p50/p99 and peak memory.
+    /// p50/p99, peak memory and the generator's own events/s; with --rate, end-to-end latency.
     Nexmark {
         /// A query to run (e.g. q5); repeat for several. Default: every query of the directory.
         #[arg(long = "query", value_name = "QUERY")]
@@ -110,6 +110,13 @@ enum BenchSuite {
         /// One JSON object per query, one per line.
         #[arg(long)]
         json: bool,
+        /// Events per second of wall clock: the source offers each event when its time comes, the
+        /// query runs under the default trigger, and the end-to-end latency p50/p99 is reported.
+        #[arg(long, value_name = "EVENTS_PER_S", value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+        rate: Option<u64>,
+        /// Checkpoints in memory instead of a temporary directory: no disk flush in the figures.
+        #[arg(long)]
+        checkpoint_in_memory: bool,
         /// The directory of the query files.
         #[arg(long, default_value = "sql/nexmark")]
         dir: PathBuf,
@@ -154,7 +161,18 @@ async fn main() -> ExitCode {
             run(&file, checkpoint, trigger, reports).await.map_err(|e| (file, e))
         }
         Command::Bench {
-            suite: BenchSuite::Nexmark { queries, events, partitions, batch_events, batch, json, dir },
+            suite:
+                BenchSuite::Nexmark {
+                    queries,
+                    events,
+                    partitions,
+                    batch_events,
+                    batch,
+                    json,
+                    rate,
+                    checkpoint_in_memory,
+                    dir,
+                },
         } => {
             let queries = if queries.is_empty() {
                 bench_nexmark::QUERIES.iter().map(|q| q.to_string()).collect()
@@ -162,7 +180,17 @@ async fn main() -> ExitCode {
                 queries
             };
             let partitions = usize::try_from(partitions).unwrap_or(1);
-            let options = bench_nexmark::BenchOptions { dir, queries, events, partitions, batch_events, batch, json };
+            let options = bench_nexmark::BenchOptions {
+                dir,
+                queries,
+                events,
+                partitions,
+                batch_events,
+                batch,
+                json,
+                rate,
+                checkpoint_in_memory,
+            };
             bench_nexmark::run(&options).await.map_err(|e| (options.dir.clone(), e))
         }
         Command::Produce { bootstrap_servers, topic, partitions, key, files } => {

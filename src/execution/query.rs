@@ -317,7 +317,9 @@ impl MicroBatchExecution {
                         if ran {
                             Duration::ZERO
                         } else {
-                            IDLE_POLL
+                            // A source that knows when its next data comes (a rate-limited
+                            // generator) shortens the wait, so its rows are not held back.
+                            self.sources.iter().filter_map(|s| s.source.next_data_in()).fold(IDLE_POLL, Duration::min)
                         }
                     } else {
                         interval.saturating_sub(started.elapsed())

@@ -19,7 +19,8 @@ pub enum Trigger {
     Once,
     /// Start a batch every interval; a batch that overruns delays the next one. A zero interval is
     /// the default trigger: the next batch starts as soon as the last one ends and there is new
-    /// data or a due no-data batch (polling every [`IDLE_POLL`] while idle).
+    /// data or a due no-data batch (polling every [`IDLE_POLL`] while idle, sooner when a source
+    /// knows its next data comes sooner).
     ProcessingTime(Duration),
 }
 

@@ -1,7 +1,8 @@
 //! Sources: replayable streams of Arrow record batches addressed by offsets.
 //!
 //! Public here is [`MemoryStream`], the stream an embedding program or a test pushes record
-//! batches into (register one with [`crate::StreamContext::register_memory_stream`]). The other
+//! batches into (register one with [`crate::StreamContext::register_memory_stream`]), and the
+//! [`nexmark`] generator, which `sluice bench nexmark` times alone. The other
 //! sources (files, Kafka, rate, nexmark, socket) are declared in SQL (`CREATE TABLE ... WITH (connector =
 //! ...)`) or with [`crate::StreamContext::read_stream`]; user-written sources are not supported,
 //! so the source trait is internal.
@@ -15,7 +16,7 @@ pub(crate) mod backpressure;
 pub(crate) mod file;
 pub(crate) mod kafka;
 pub(crate) mod memory;
-pub(crate) mod nexmark;
+pub mod nexmark;
 pub(crate) mod rate;
 pub(crate) mod seen_files;
 pub(crate) mod socket;
@@ -87,6 +88,13 @@ pub(crate) trait Source: Send + Sync + std::fmt::Debug {
     /// [`crate::SluiceError::MalformedRecord`] (naming file and line) for a bad record unless the
     /// source drops them; [`crate::SluiceError::Io`] for unreadable data.
     async fn read(&mut self, start: &Value, end: &Value) -> Result<SourceData>;
+
+    /// How long until the source has new data, when it knows (a rate-limited generator does): an
+    /// idle query under the default trigger looks again then instead of after
+    /// [`crate::execution::trigger::IDLE_POLL`]. `None` (the default): not known.
+    fn next_data_in(&self) -> Option<std::time::Duration> {
+        None
+    }
 
     /// Tells the source how the batch it just read went (rows, duration, the trigger's interval),
     /// after the batch committed: what an adaptive rate limit (backpressure) adjusts to. The

@@ -296,6 +296,15 @@ async fn options_and_columns_are_checked_when_the_table_is_created() {
         ("WITH (connector = 'nexmark', stream = 'bid', num_events = '-5')", "option num_events must be a positive"),
         ("WITH (connector = 'nexmark', stream = 'bid', first_event_rate = '0')", "option first_event_rate must be"),
         ("WITH (connector = 'nexmark', stream = 'bid', rate = '5')", "unknown option 'rate' for connector 'nexmark'"),
+        (
+            "WITH (connector = 'nexmark', stream = 'bid', is_rate_limited = 'yes')",
+            "option is_rate_limited must be 'true' or 'false', got 'yes'",
+        ),
+        (
+            "WITH (connector = 'nexmark', stream = 'bid', use_wallclock_event_time = 'on')",
+            "option use_wallclock_event_time must be 'true' or 'false', got 'on'",
+        ),
+        ("WITH (connector = 'nexmark', stream = 'bid', start_time_ms = 'now')", "option start_time_ms must be"),
         ("(auction BIGINT) WITH (connector = 'nexmark', stream = 'bid')", "connector 'nexmark' produces the columns"),
         (
             "(WATERMARK FOR dateTime AS dateTime - INTERVAL '4' SECOND) WITH (connector = 'nexmark', stream = 'bid')",
@@ -328,9 +337,19 @@ fn sluice_bench_nexmark_prints_a_json_object_per_query() {
     for (line, query) in lines.iter().zip(["q0", "q5"]) {
         assert_eq!(line["query"], query);
         assert_eq!(line["events"], 20_000);
-        for key in ["wall_s", "events_per_s", "events_per_cpu_s", "batch_engine_events_per_s", "peak_rss_bytes"] {
+        for key in [
+            "wall_s",
+            "events_per_s",
+            "events_per_cpu_s",
+            "batch_engine_events_per_s",
+            "peak_rss_bytes",
+            "generator_events_per_s",
+            "generator_events_per_cpu_s",
+        ] {
             assert!(line[key].as_f64().is_some_and(|v| v > 0.0), "{key} in {line}");
         }
+        // Without --rate, no latency.
+        assert!(line.get("latency_p50_ms").is_none(), "{line}");
     }
     assert_eq!(lines[0]["output_rows"], 18_400);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
@@ -339,4 +358,40 @@ fn sluice_bench_nexmark_prints_a_json_object_per_query() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("q99.sql"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn sluice_bench_nexmark_with_a_rate_reports_the_latency_of_each_row() {
+    // 20,000 events at 20,000 a second: a second of wall clock a query (after a second's lead).
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["bench", "nexmark", "--query", "q0", "--query", "q2", "--query", "q5", "--events", "20000"])
+        .args(["--rate", "20000", "--checkpoint-in-memory", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 3);
+    for line in &lines[..2] {
+        assert_eq!(line["rate"], 20_000, "{line}");
+        let p50 = line["latency_p50_ms"].as_f64().unwrap_or(-1.0);
+        let p99 = line["latency_p99_ms"].as_f64().unwrap_or(-1.0);
+        assert!(0.0 <= p50 && p50 <= p99, "{line}");
+        // Every output row is timed (q2's too: the bench adds its bid's date_time).
+        assert!(line["output_rows"].as_u64().is_some_and(|rows| rows > 0), "{line}");
+        assert_eq!(line["latency_rows"], line["output_rows"], "{line}");
+        assert!(line["generator_events_per_s"].as_f64().is_some_and(|v| v > 0.0), "{line}");
+    }
+    assert_eq!(lines[0]["output_rows"], 18_400);
+    // q5's output has no time: the fields are there, empty.
+    assert!(lines[2]["latency_p50_ms"].is_null() && lines[2]["latency_p99_ms"].is_null(), "{}", lines[2]);
+    for bad in ["0", "fast", "1000000001"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["bench", "nexmark", "--query", "q0", "--events", "100", "--rate", bad])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "--rate {bad}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("invalid value '{bad}' for '--rate <EVENTS_PER_S>'")), "{err}");
+    }
 }

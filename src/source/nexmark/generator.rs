@@ -201,10 +201,19 @@ impl Channels {
     }
 }
 
-/// The timestamp of event `n` in ms since the epoch; `None` past what a TIMESTAMP holds.
-pub(super) fn event_time_ms(n: u64, rate: u64) -> Option<i64> {
+/// The timestamp of event `n` in ms since the epoch, for event 0 at `base_ms`; `None` past what a
+/// TIMESTAMP holds.
+pub(super) fn event_time_ms(n: u64, rate: u64, base_ms: i64) -> Option<i64> {
     let since = u128::from(n) * 1000 / u128::from(rate);
-    i64::try_from(since).ok()?.checked_add(BASE_TIME_MS).filter(|ms| *ms <= MAX_TIME_MS)
+    i64::try_from(since).ok()?.checked_add(base_ms).filter(|ms| *ms <= MAX_TIME_MS)
+}
+
+/// How many events are due `elapsed_ms` after event 0's time: those whose timestamp offset
+/// `⌊n × 1000 / rate⌋` is at most `elapsed_ms`, i.e. `⌈(elapsed_ms + 1) × rate / 1000⌉`
+/// (Beam's `isRateLimited`: an event is generated once its time has come).
+pub(super) fn due_events(elapsed_ms: u64, rate: u64) -> u64 {
+    let due = (u128::from(elapsed_ms) + 1) * u128::from(rate);
+    u64::try_from(due.div_ceil(1000)).unwrap_or(u64::MAX)
 }
 
 /// How many events of `[start, end)` are of `stream`.
@@ -228,12 +237,14 @@ pub(super) fn count_of(stream: NexmarkStream, start: u64, end: u64) -> usize {
 /// The most rows a column builder reserves room for up front.
 const CAPACITY_HINT_ROWS: usize = 1 << 20;
 
-/// Generates the rows of `stream` among events `[start, end)` into one record batch of `schema`;
-/// `None` when there are none. The caller checked that every timestamp fits.
+/// Generates the rows of `stream` among events `[start, end)` into one record batch of `schema`,
+/// event 0 at `base_ms` (ms since the epoch); `None` when there are none. The caller checked that
+/// every timestamp fits.
 pub(super) fn generate(
     options: &NexmarkOptions,
     channels: &Channels,
     schema: &SchemaRef,
+    base_ms: i64,
     start: u64,
     end: u64,
 ) -> Result<Option<RecordBatch>> {
@@ -245,7 +256,7 @@ pub(super) fn generate(
     // `max_events_per_trigger` allows must not ask for a capacity that overflows.
     let hint = rows.min(CAPACITY_HINT_ROWS);
     let (seed, rate) = (options.seed, options.first_event_rate);
-    let time = |n: u64| event_time_ms(n, rate).unwrap_or(MAX_TIME_MS);
+    let time = |n: u64| event_time_ms(n, rate, base_ms).unwrap_or(MAX_TIME_MS);
     let mut buf = String::with_capacity(512);
     let events = (start..end).filter(|n| NexmarkStream::of_event(*n) == options.stream);
     let columns: Vec<ArrayRef> = match options.stream {
@@ -434,14 +445,14 @@ fn itoa(mut k: u64, digits: &mut [u8; 20]) -> &str {
     std::str::from_utf8(&digits[at..]).unwrap_or("0")
 }
 
-/// Whether every timestamp of events before `end` at `rate` fits a TIMESTAMP (ns): an auction
-/// expires at most twice the time until 100 more auctions after it opens, so
-/// `2 × time(end + horizon) - base` bounds them all.
-pub(super) fn timestamps_fit(end: u64, rate: u64) -> bool {
+/// Whether every timestamp of events before `end` at `rate`, event 0 at `base_ms`, fits a
+/// TIMESTAMP (ns): an auction expires at most twice the time until 100 more auctions after it
+/// opens, so `2 × time(end + horizon) - base` bounds them all.
+pub(super) fn timestamps_fit(end: u64, rate: u64, base_ms: i64) -> bool {
     let horizon = NUM_IN_FLIGHT_AUCTIONS * PROPORTION_DENOMINATOR / AUCTION_PROPORTION;
     end.checked_add(horizon)
-        .and_then(|n| event_time_ms(n, rate))
+        .and_then(|n| event_time_ms(n, rate, base_ms))
         .and_then(|ms| ms.checked_mul(2))
-        .and_then(|ms| ms.checked_sub(BASE_TIME_MS))
+        .and_then(|ms| ms.checked_sub(base_ms))
         .is_some_and(|ms| ms <= MAX_TIME_MS)
 }

@@ -37,8 +37,10 @@
 //!   it, then letters for a length uniform within ±20% of what is missing (`nextExtra`).
 //! - **Time.** Event `n` happens at `2015-07-15T00:00:00Z` (Beam's `BASE_TIME`) plus
 //!   `⌊n × 1000 / first_event_rate⌋` ms (`timestampAndInterEventDelayUsForEvent` for one generator
-//!   and a constant rate). An auction expires `1 + uniform(2 × h)` ms after it opens, where `h` is
-//!   the event time until 100 more auctions have opened (`nextAuctionLengthMs`).
+//!   and a constant rate); with `use_wallclock_event_time` (Beam's `useWallclockEventTime`) at the
+//!   stream's start time instead (below). An auction expires `1 + uniform(2 × h)` ms after it
+//!   opens, where `h` is the event time until 100 more auctions have opened
+//!   (`nextAuctionLengthMs`).
 //!
 //! Randomness: each event draws from its own generator seeded by the `seed` option and the event
 //! number (Beam seeds a `java.util.Random` with the event id), a SplitMix64, so the rows of event
@@ -50,9 +52,24 @@
 //! consistent slices of the same event stream. A batch takes at most `max_events_per_trigger`
 //! events (all remaining ones under the `once` trigger of a bounded source), up to `num_events`.
 //! The slice is cut into `num_partitions` consecutive runs of event numbers, generated in parallel,
-//! one record batch each. The seed, rate and stream go into the checkpoint
-//! (`sources/<table>/0`) on the first run; a restart with other values is refused, since its
-//! replayed batches would differ.
+//! one record batch each.
+//!
+//! **Wall clock.** The stream's start time is `start_time_ms` if given, else the wall clock when
+//! the query first runs. With `is_rate_limited` (Beam's `isRateLimited`: "generate events only
+//! when they are due according to their timestamp") event `n` becomes available once the wall
+//! clock reaches the start time plus its offset `⌊n × 1000 / first_event_rate⌋` ms, so the stream
+//! flows at `first_event_rate` events per second of wall clock, each batch taking the events due
+//! when it is planned (at most `max_events_per_trigger`); nothing is due before the start time.
+//! With `use_wallclock_event_time` as well, an event's `date_time` is the instant it became due,
+//! so a result's delay from the event's generation is the wall clock minus its `date_time`.
+//! Tables that must read consistent slices of one stream under `use_wallclock_event_time` need the
+//! same `start_time_ms` (each table's first run reads the clock at a different instant).
+//!
+//! The seed, rate, stream, `use_wallclock_event_time` and the start time go into the checkpoint
+//! (`sources/<table>/0`) on the first run; a restart reuses the recorded start time (so replayed
+//! batches keep their timestamps and the rate limit its schedule), and a restart with another
+//! seed, rate, stream, `use_wallclock_event_time` or `start_time_ms` is refused, since its replayed
+//! batches would differ.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -63,7 +80,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use self::generator::{generate, timestamps_fit, Channels};
+use self::generator::{due_events, event_time_ms, generate, timestamps_fit, Channels, BASE_TIME_MS};
 use super::{Source, SourceData};
 use crate::checkpoint::{BatchLog, CheckpointLocation, ReadEntry};
 use crate::{Result, SluiceError};
@@ -109,11 +126,33 @@ pub struct NexmarkOptions {
     pub num_partitions: usize,
     /// `max_events_per_trigger`: at most this many events (of all kinds) a batch; default 100,000.
     pub max_events_per_trigger: u64,
+    /// `is_rate_limited` (Beam's `isRateLimited`): when true, event `n` becomes available once the
+    /// wall clock reaches the stream's start time plus `⌊n × 1000 / first_event_rate⌋` ms, so the
+    /// stream flows at `first_event_rate` events per second of wall clock; default false (every
+    /// event at once).
+    pub is_rate_limited: bool,
+    /// `use_wallclock_event_time` (Beam's `useWallclockEventTime`): when true, event 0 happens at
+    /// the stream's start time instead of Beam's base time 2015-07-15T00:00:00Z; default false.
+    pub use_wallclock_event_time: bool,
+    /// `start_time_ms`: the stream's start time, ms since the epoch (as Spark's `rate-micro-batch`
+    /// `startTimestamp`); default the wall clock when the query first runs, recorded in the
+    /// checkpoint.
+    pub start_time_ms: Option<i64>,
 }
 
 /// The options a `nexmark` table accepts.
-pub(crate) const NEXMARK_OPTIONS: &[&str] =
-    &["connector", "stream", "seed", "first_event_rate", "num_events", "num_partitions", "max_events_per_trigger"];
+pub(crate) const NEXMARK_OPTIONS: &[&str] = &[
+    "connector",
+    "stream",
+    "seed",
+    "first_event_rate",
+    "num_events",
+    "num_partitions",
+    "max_events_per_trigger",
+    "is_rate_limited",
+    "use_wallclock_event_time",
+    "start_time_ms",
+];
 
 impl NexmarkOptions {
     /// The options of table `table` from its `WITH (...)` options (keys lower-cased; `connector`
@@ -122,7 +161,8 @@ impl NexmarkOptions {
     /// # Errors
     /// [`SluiceError::Sql`] naming the option: `stream` missing or not one of the three,
     /// `first_event_rate`, `num_events`, `num_partitions` (at most 1024) or
-    /// `max_events_per_trigger` not a positive integer, `seed` not a non-negative integer.
+    /// `max_events_per_trigger` not a positive integer, `seed` or `start_time_ms` not a
+    /// non-negative integer, `is_rate_limited` or `use_wallclock_event_time` not `true` or `false`.
     pub fn parse(table: &str, options: &BTreeMap<String, String>) -> Result<Self> {
         let bad = |option: &str, value: &str, expected: &str| {
             SluiceError::sql(format!("table '{table}': option {option} must be {expected}, got '{value}'"))
@@ -137,6 +177,13 @@ impl NexmarkOptions {
             match value.trim().parse::<u64>() {
                 Ok(n) if (min..=max).contains(&n) => Ok(Some(n)),
                 _ => Err(bad(option, value, &expected)),
+            }
+        };
+        let flag = |option: &str| -> Result<bool> {
+            match options.get(option).map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+                None | Some("false") => Ok(false),
+                Some("true") => Ok(true),
+                Some(_) => Err(bad(option, &options[option], "'true' or 'false'")),
             }
         };
         let stream = match options.get("stream").map(|s| s.trim().to_ascii_lowercase()).as_deref() {
@@ -159,6 +206,10 @@ impl NexmarkOptions {
             num_events: number("num_events", 1, max)?,
             num_partitions: number("num_partitions", 1, 1024)?.map_or(1, |n| n as usize),
             max_events_per_trigger: number("max_events_per_trigger", 1, max)?.unwrap_or(100_000),
+            is_rate_limited: flag("is_rate_limited")?,
+            use_wallclock_event_time: flag("use_wallclock_event_time")?,
+            // At most the last millisecond a TIMESTAMP (ns) holds.
+            start_time_ms: number("start_time_ms", 0, (i64::MAX / 1_000_000) as u64)?.map(|ms| ms as i64),
         })
     }
 }
@@ -212,12 +263,48 @@ pub fn nexmark_schema(stream: NexmarkStream) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-/// What the source records in the checkpoint on a query's first run: what its rows depend on.
+/// What the source records in the checkpoint on a query's first run: what its rows and its
+/// schedule depend on.
 #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct NexmarkStart {
     stream: NexmarkStream,
     seed: u64,
     first_event_rate: u64,
+    /// False in checkpoints written before the option existed.
+    #[serde(default)]
+    use_wallclock_event_time: bool,
+    /// The stream's start time, ms since the epoch; absent in checkpoints written before it was
+    /// recorded.
+    #[serde(default)]
+    start_time_ms: Option<i64>,
+}
+
+impl NexmarkStart {
+    /// Whether a batch replayed under `self` gives the rows it gave under `recorded`; a start time
+    /// matters only when given (otherwise the recorded one is reused).
+    fn replays(&self, recorded: &Self) -> bool {
+        (self.stream, self.seed, self.first_event_rate, self.use_wallclock_event_time)
+            == (recorded.stream, recorded.seed, recorded.first_event_rate, recorded.use_wallclock_event_time)
+            && (self.start_time_ms.is_none() || self.start_time_ms == recorded.start_time_ms)
+    }
+
+    fn describe(&self) -> String {
+        let start = self.start_time_ms.map_or(String::new(), |ms| format!(", start_time_ms = {ms}"));
+        format!(
+            "stream = '{}', seed = {}, first_event_rate = {}, use_wallclock_event_time = {}{start}",
+            self.stream.name(),
+            self.seed,
+            self.first_event_rate,
+            self.use_wallclock_event_time
+        )
+    }
+}
+
+/// The wall clock, ms since the epoch.
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// The Nexmark source. See the module documentation.
@@ -229,6 +316,14 @@ pub struct NexmarkSource {
     channels: Arc<Channels>,
     /// Set by the `once` trigger: a bounded source's next batch takes every remaining event.
     read_all: bool,
+    /// The stream's start time, ms since the epoch, once [`Source::restore`] read or recorded it.
+    start_time_ms: Option<i64>,
+    /// The latest wall clock seen, ms since the epoch: the schedule never goes back.
+    last_time_ms: i64,
+    /// Under `available-now` with `is_rate_limited`: the last offset later batches may reach.
+    frozen: Option<u64>,
+    /// The end of the latest batch planned: the next event to come.
+    planned: u64,
 }
 
 impl NexmarkSource {
@@ -236,7 +331,40 @@ impl NexmarkSource {
     /// perhaps with the watermark metadata of a declared `WATERMARK FOR date_time`.
     pub fn new(name: &str, schema: SchemaRef, options: NexmarkOptions) -> Self {
         let channels = Arc::new(Channels::new(options.seed));
-        Self { name: name.to_string(), schema, options, channels, read_all: false }
+        Self {
+            name: name.to_string(),
+            schema,
+            options,
+            channels,
+            read_all: false,
+            start_time_ms: None,
+            last_time_ms: i64::MIN,
+            frozen: None,
+            planned: 0,
+        }
+    }
+
+    fn started(&self) -> Result<i64> {
+        self.start_time_ms.ok_or_else(|| self.error("used before the query restored the stream's start time".into()))
+    }
+
+    /// The time of event 0, ms since the epoch.
+    fn base_time_ms(&self) -> Result<i64> {
+        if self.options.use_wallclock_event_time {
+            self.started()
+        } else {
+            Ok(BASE_TIME_MS)
+        }
+    }
+
+    /// How many events are due now under `is_rate_limited`: see the module documentation.
+    fn due(&mut self) -> Result<u64> {
+        let start = self.started()?;
+        self.last_time_ms = self.last_time_ms.max(wall_clock_ms());
+        Ok(match u64::try_from(self.last_time_ms.saturating_sub(start)) {
+            Ok(elapsed_ms) => due_events(elapsed_ms, self.options.first_event_rate),
+            Err(_) => 0,
+        })
     }
 
     fn error(&self, message: String) -> SluiceError {
@@ -250,13 +378,20 @@ impl NexmarkSource {
         })
     }
 
-    /// The rows of events `[start, end)`: one record batch per partition with rows of the stream.
-    fn rows(&self, start: u64, end: u64) -> Result<Vec<RecordBatch>> {
+    /// The rows of events `[start, end)` (event numbers, all kinds counted): one record batch per
+    /// partition with rows of the stream, what a batch with these offsets reads. Public for
+    /// `sluice bench nexmark`, which times the generator alone.
+    ///
+    /// # Errors
+    /// [`SluiceError::Source`] when a timestamp would be past year 2262, or, under
+    /// `use_wallclock_event_time`, before the query restored the stream's start time.
+    pub fn rows(&self, start: u64, end: u64) -> Result<Vec<RecordBatch>> {
         if end <= start {
             return Ok(Vec::new());
         }
         let rate = self.options.first_event_rate;
-        if !timestamps_fit(end, rate) {
+        let base = self.base_time_ms()?;
+        if !timestamps_fit(end, rate, base) {
             return Err(self.error(format!(
                 "event {end} at first_event_rate = {rate} would be after year 2262, past what a TIMESTAMP holds; \
                  raise first_event_rate or lower num_events"
@@ -273,12 +408,12 @@ impl NexmarkSource {
             .collect();
         let (options, channels, schema) = (&self.options, &*self.channels, &self.schema);
         let batches: Vec<Result<Option<RecordBatch>>> = if bounds.len() <= 1 {
-            bounds.iter().map(|(a, b)| generate(options, channels, schema, *a, *b)).collect()
+            bounds.iter().map(|(a, b)| generate(options, channels, schema, base, *a, *b)).collect()
         } else {
             std::thread::scope(|scope| {
                 let handles: Vec<_> = bounds
                     .iter()
-                    .map(|(a, b)| scope.spawn(move || generate(options, channels, schema, *a, *b)))
+                    .map(|(a, b)| scope.spawn(move || generate(options, channels, schema, base, *a, *b)))
                     .collect();
                 handles
                     .into_iter()
@@ -306,40 +441,63 @@ impl Source for NexmarkSource {
             stream: self.options.stream,
             seed: self.options.seed,
             first_event_rate: self.options.first_event_rate,
+            use_wallclock_event_time: self.options.use_wallclock_event_time,
+            start_time_ms: self.options.start_time_ms,
         };
-        match log.read_entry::<NexmarkStart>(0).await? {
-            ReadEntry::Valid(recorded) if recorded == current => Ok(()),
-            ReadEntry::Valid(recorded) => Err(log.error(
-                0,
-                format!(
-                    "the checkpoint was written with stream = '{}', seed = {}, first_event_rate = {}, but the table now \
-                     says stream = '{}', seed = {}, first_event_rate = {}; a replayed batch would differ: restore \
-                     the options or use a new checkpoint location",
-                    recorded.stream.name(),
-                    recorded.seed,
-                    recorded.first_event_rate,
-                    current.stream.name(),
-                    current.seed,
-                    current.first_event_rate
-                ),
-            )),
+        let recorded = match log.read_entry::<NexmarkStart>(0).await? {
+            ReadEntry::Valid(recorded) if current.replays(&recorded) => recorded,
+            ReadEntry::Valid(recorded) => {
+                return Err(log.error(
+                    0,
+                    format!(
+                        "the checkpoint was written with {}, but the table now says {}; a replayed batch would \
+                         differ: restore the options or use a new checkpoint location",
+                        recorded.describe(),
+                        current.describe()
+                    ),
+                ))
+            }
             // A new query, or one that crashed before batch 0 planned: nothing was read yet.
-            _ if through_batch.is_none() => log.write(0, &current).await,
-            ReadEntry::Torn(why) => Err(log.error(
+            _ if through_batch.is_none() => {
+                let first = NexmarkStart { start_time_ms: current.start_time_ms.or(Some(wall_clock_ms())), ..current };
+                log.write(0, &first).await?;
+                first
+            }
+            ReadEntry::Torn(why) => {
+                return Err(log.error(
+                    0,
+                    format!(
+                        "the nexmark source's options are damaged ({why}); restore the file or use a new checkpoint \
+                         location"
+                    ),
+                ))
+            }
+            ReadEntry::Missing => {
+                return Err(log.error(
+                    0,
+                    "the nexmark source's options are missing; restore the file or use a new checkpoint location",
+                ))
+            }
+        };
+        self.start_time_ms = recorded.start_time_ms;
+        if self.start_time_ms.is_none() && self.options.is_rate_limited {
+            return Err(log.error(
                 0,
-                format!("the nexmark source's options are damaged ({why}); restore the file or use a new checkpoint location"),
-            )),
-            ReadEntry::Missing => Err(log.error(
-                0,
-                "the nexmark source's options are missing; restore the file or use a new checkpoint location",
-            )),
+                "the checkpoint holds no start time (it was written before the nexmark source recorded one), which \
+                 is_rate_limited needs; set start_time_ms or use a new checkpoint location",
+            ));
         }
+        Ok(())
     }
 
     async fn freeze_available(&mut self) -> Result<()> {
-        if self.options.num_events.is_none() {
+        if self.options.is_rate_limited {
+            self.frozen = Some(self.due()?);
+        } else if self.options.num_events.is_none() {
             return Err(self.error(
-                "an unbounded nexmark stream has no end for the available-now or once trigger; set num_events".into(),
+                "an unbounded nexmark stream has no end for the available-now or once trigger; set num_events or \
+                 is_rate_limited"
+                    .into(),
             ));
         }
         Ok(())
@@ -351,13 +509,31 @@ impl Source for NexmarkSource {
 
     async fn plan_batch(&mut self, _location: &CheckpointLocation, _batch_id: u64, start: &Value) -> Result<Value> {
         let start = self.as_event_number(start)?;
-        let limit = self.options.num_events.unwrap_or(i64::MAX as u64);
-        let end = match (self.read_all, self.options.num_events) {
-            (true, Some(total)) => total,
-            _ => start.saturating_add(self.options.max_events_per_trigger),
-        };
+        let mut end = self.options.num_events.unwrap_or(i64::MAX as u64);
+        if !self.read_all {
+            end = end.min(start.saturating_add(self.options.max_events_per_trigger));
+        }
         self.read_all = false;
-        Ok(Value::from(end.min(limit).max(start)))
+        if self.options.is_rate_limited {
+            end = end.min(self.due()?);
+        }
+        if let Some(frozen) = self.frozen {
+            end = end.min(frozen);
+        }
+        self.planned = end.max(start);
+        Ok(Value::from(self.planned))
+    }
+
+    fn next_data_in(&self) -> Option<std::time::Duration> {
+        let next = self.planned;
+        if !self.options.is_rate_limited || self.options.num_events.is_some_and(|total| next >= total) {
+            return None;
+        }
+        // Event `next` is due at the start time plus its offset (ms).
+        let due_ms = event_time_ms(next, self.options.first_event_rate, self.start_time_ms?)?;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?;
+        let due = std::time::Duration::from_millis(u64::try_from(due_ms).ok()?);
+        Some(due.saturating_sub(now))
     }
 
     async fn read(&mut self, start: &Value, end: &Value) -> Result<SourceData> {
@@ -421,7 +597,10 @@ mod tests {
                 first_event_rate: 10_000,
                 num_events: None,
                 num_partitions: 1,
-                max_events_per_trigger: 100_000
+                max_events_per_trigger: 100_000,
+                is_rate_limited: false,
+                use_wallclock_event_time: false,
+                start_time_ms: None,
             }
         );
         let err = options(&[]).unwrap_err().to_string();
@@ -435,6 +614,10 @@ mod tests {
             ("num_events", "9223372036854775808"),
             ("num_partitions", "1025"),
             ("max_events_per_trigger", "ten"),
+            ("is_rate_limited", "yes"),
+            ("use_wallclock_event_time", "1"),
+            ("start_time_ms", "-1"),
+            ("start_time_ms", "9223372036855"),
         ] {
             let mut pairs = vec![("stream", "bid")];
             pairs.retain(|(k, _)| *k != option);
@@ -555,6 +738,85 @@ mod tests {
         assert!(unbounded.freeze_available().await.unwrap_err().to_string().contains("set num_events"));
         let err = unbounded.read(&json!(9_000_000_000u64), &json!(9_000_000_001u64)).await.unwrap_err();
         assert!(err.to_string().contains("after year 2262"), "{err}");
+    }
+
+    #[test]
+    fn events_are_due_once_their_time_offset_has_come() {
+        let due: Vec<u64> = [0, 1, 9, 999].iter().map(|ms| due_events(*ms, 1000)).collect();
+        assert_eq!(due, vec![1, 2, 10, 1000]);
+        // 3 a second: events 0, 1, 2 at 0, 333 and 666 ms.
+        let due: Vec<u64> = [0, 332, 333, 665, 666, 999].iter().map(|ms| due_events(*ms, 3)).collect();
+        assert_eq!(due, vec![1, 1, 2, 2, 3, 3]);
+        // 100,000 a second: 100 a millisecond.
+        assert_eq!(due_events(0, 100_000), 100);
+        assert_eq!(due_events(9, 100_000), 1_000);
+        assert_eq!(due_events(u64::MAX, u64::MAX), u64::MAX);
+    }
+
+    #[tokio::test]
+    async fn a_rate_limited_stream_offers_the_events_due_by_the_wall_clock() {
+        let location = CheckpointLocation::open("memory://").unwrap();
+        // Started 10 s ago at 1 event a second: events 0 to 10 are due (for the next 999 ms).
+        let start = (wall_clock_ms() - 10_000).to_string();
+        let mut paced = source(
+            "bid",
+            &[
+                ("is_rate_limited", "true"),
+                ("first_event_rate", "1"),
+                ("start_time_ms", start.as_str()),
+                ("max_events_per_trigger", "4"),
+            ],
+        );
+        paced.restore(&location, None).await.unwrap();
+        let mut ends = Vec::new();
+        for from in [0, 4, 8, 11, 30] {
+            ends.push(paced.plan_batch(&location, 0, &json!(from)).await.unwrap().as_u64().unwrap());
+        }
+        assert_eq!(ends, vec![4, 8, 11, 11, 30]);
+        // Event 30 is due at 30 s, about 20 s from now.
+        let wait = paced.next_data_in().unwrap();
+        assert!(wait > std::time::Duration::from_secs(18) && wait <= std::time::Duration::from_secs(20), "{wait:?}");
+        paced.read_all_available();
+        assert_eq!(paced.plan_batch(&location, 0, &json!(0)).await.unwrap(), json!(11));
+        // Event 11 is due within the second.
+        assert!(paced.next_data_in().unwrap() <= std::time::Duration::from_secs(1));
+        // Unbounded, yet available-now stops at what is due when it starts.
+        paced.freeze_available().await.unwrap();
+        assert_eq!(paced.frozen, Some(11));
+        // Nothing is due before the start time.
+        let later = (wall_clock_ms() + 60_000).to_string();
+        let mut early = source("bid", &[("is_rate_limited", "true"), ("start_time_ms", later.as_str())]);
+        early.restore(&CheckpointLocation::open("memory://").unwrap(), None).await.unwrap();
+        assert_eq!(early.plan_batch(&location, 0, &json!(0)).await.unwrap(), json!(0));
+    }
+
+    #[tokio::test]
+    async fn wallclock_event_time_starts_at_the_recorded_start_time_and_a_restart_reuses_it() {
+        let location = CheckpointLocation::open("memory://").unwrap();
+        let wallclock = [("use_wallclock_event_time", "true"), ("first_event_rate", "1000")];
+        let mut first = source("bid", &wallclock);
+        let err = first.rows(0, 10).unwrap_err().to_string();
+        assert!(err.contains("before the query restored"), "{err}");
+        let before = wall_clock_ms();
+        first.restore(&location, None).await.unwrap();
+        let start = first.start_time_ms.unwrap();
+        assert!((before..=wall_clock_ms()).contains(&start));
+        let rows = read(&mut first, 0, 100).await;
+        let expected: Vec<i64> = (0..100).filter(|n| n % 50 >= 4).map(|n| start + n).collect();
+        assert_eq!(times_ms(&rows, "date_time"), expected);
+        // A restart later reads the recorded start time: the replayed batch is the same.
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let mut again = source("bid", &wallclock);
+        again.restore(&location, Some(3)).await.unwrap();
+        assert_eq!(read(&mut again, 0, 100).await, rows);
+        // Without wall-clock time, or with another start time, the rows would differ: refused.
+        for other in [("use_wallclock_event_time", "false"), ("start_time_ms", "5")] {
+            let mut pairs = wallclock.to_vec();
+            pairs.retain(|(k, _)| *k != other.0);
+            pairs.push(other);
+            let err = source("bid", &pairs).restore(&location, Some(3)).await.unwrap_err().to_string();
+            assert!(err.contains(&format!("start_time_ms = {start}")), "{err}");
+        }
     }
 
     #[tokio::test]
