@@ -19,6 +19,7 @@ mod examples;
 mod file_stream;
 mod group_state;
 mod kafka_exactly_once;
+mod kafka_faults;
 mod kafka_kill;
 mod kafka_source;
 mod kafka_source_options;

@@ -13,6 +13,29 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use super::options::{KafkaSourceOptions, Subscription};
 
+/// How long to wait before repeating a request that met a transient error.
+const RETRY_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Whether a broker error is transient: the same request may succeed a moment later (a leader
+/// moving or not elected yet, a request timing out, a connection lost or not made yet).
+fn is_transient(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::LeaderNotAvailable
+            | RDKafkaErrorCode::NotLeaderForPartition
+            | RDKafkaErrorCode::RequestTimedOut
+            | RDKafkaErrorCode::NetworkException
+            | RDKafkaErrorCode::ReplicaNotAvailable
+            | RDKafkaErrorCode::KafkaStorageError
+            | RDKafkaErrorCode::FencedLeaderEpoch
+            | RDKafkaErrorCode::UnknownLeaderEpoch
+            | RDKafkaErrorCode::OffsetNotAvailable
+            | RDKafkaErrorCode::BrokerTransportFailure
+            | RDKafkaErrorCode::AllBrokersDown
+            | RDKafkaErrorCode::OperationTimedOut
+    )
+}
+
 /// One message as read: what the source's columns are made of.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KafkaRecord {
@@ -84,44 +107,88 @@ impl KafkaClient {
     /// The partitions of each topic of `subscription` that exists (a topic that does not exist
     /// yet has none).
     ///
+    /// Transient errors (for the request, or for a topic such as "leader not available") are
+    /// retried until the timeout.
+    ///
     /// # Errors
     /// A message naming the brokers when they cannot be reached within the timeout, or naming
-    /// the topic when the brokers report an error other than "unknown topic" for it.
+    /// the topic when the brokers report an error other than "unknown topic" for it (a transient
+    /// one still after the timeout).
     pub fn partitions(&self, subscription: &Subscription) -> Result<BTreeMap<String, Vec<i32>>, String> {
-        let metadata =
-            self.consumer.fetch_metadata(None, self.timeout).map_err(|e| self.unreachable("fetch the topics", &e))?;
-        let names: Vec<&str> = metadata.topics().iter().map(|t| t.name()).collect();
-        let selected = subscription.selects(&names)?;
-        let mut partitions = BTreeMap::new();
-        for (topic, _) in metadata.topics().iter().zip(selected).filter(|(_, s)| *s) {
-            match topic.error() {
-                None => {
-                    let mut ids: Vec<i32> = topic.partitions().iter().map(|p| p.id()).collect();
-                    ids.sort_unstable();
-                    partitions.insert(topic.name().to_string(), ids);
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let metadata =
+                self.retrying("fetch the topics", deadline, |timeout| self.consumer.fetch_metadata(None, timeout))?;
+            let names: Vec<&str> = metadata.topics().iter().map(|t| t.name()).collect();
+            let selected = subscription.selects(&names)?;
+            let mut partitions = BTreeMap::new();
+            let mut transient_error = None;
+            for (topic, _) in metadata.topics().iter().zip(selected).filter(|(_, s)| *s) {
+                match topic.error().map(RDKafkaErrorCode::from) {
+                    None => {
+                        let mut ids: Vec<i32> = topic.partitions().iter().map(|p| p.id()).collect();
+                        ids.sort_unstable();
+                        partitions.insert(topic.name().to_string(), ids);
+                    }
+                    Some(RDKafkaErrorCode::UnknownTopicOrPartition) => {}
+                    Some(code) if is_transient(code) => transient_error = Some((topic.name().to_string(), code)),
+                    Some(code) => {
+                        return Err(format!("the brokers report an error for topic '{}': {code}", topic.name()))
+                    }
                 }
-                Some(e) if RDKafkaErrorCode::from(e) == RDKafkaErrorCode::UnknownTopicOrPartition => {}
-                Some(e) => {
+            }
+            match transient_error {
+                None => return Ok(partitions),
+                Some((topic, code)) if Instant::now() >= deadline => {
                     return Err(format!(
-                        "the brokers report an error for topic '{}': {}",
-                        topic.name(),
-                        RDKafkaErrorCode::from(e)
+                        "the Kafka brokers at {} report an error for topic '{topic}' for poll_timeout_ms = {}: {code}",
+                        self.servers,
+                        self.timeout.as_millis()
                     ))
+                }
+                Some((topic, code)) => {
+                    tracing::debug!(%topic, %code, "transient topic error in the brokers' metadata; retrying");
+                    std::thread::sleep(RETRY_BACKOFF);
                 }
             }
         }
-        Ok(partitions)
     }
 
     /// The low and high watermarks of a partition: its earliest offset held and the offset the
     /// next message will get.
     ///
+    /// Transient errors are retried until the timeout.
+    ///
     /// # Errors
     /// A message naming the brokers when they cannot be reached within the timeout.
     pub fn watermarks(&self, topic: &str, partition: i32) -> Result<(i64, i64), String> {
-        self.consumer
-            .fetch_watermarks(topic, partition, self.timeout)
-            .map_err(|e| self.unreachable(&format!("fetch the offsets of topic '{topic}' partition {partition}"), &e))
+        let deadline = Instant::now() + self.timeout;
+        self.retrying(&format!("fetch the offsets of topic '{topic}' partition {partition}"), deadline, |timeout| {
+            self.consumer.fetch_watermarks(topic, partition, timeout)
+        })
+    }
+
+    /// Runs `request` (given the time left) until it succeeds, fails with an error that is not
+    /// transient, or `deadline` passes: librdkafka answers a transient broker error (a leader
+    /// moving, a request timing out, a connection lost) to `ListOffsets` or `Metadata` without
+    /// retrying it, where a moment later the request succeeds.
+    fn retrying<T>(
+        &self,
+        what: &str,
+        deadline: Instant,
+        mut request: impl FnMut(Duration) -> Result<T, KafkaError>,
+    ) -> Result<T, String> {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match request(left) {
+                Ok(value) => return Ok(value),
+                Err(e) if !left.is_zero() && e.rdkafka_error_code().is_some_and(is_transient) => {
+                    tracing::debug!("cannot {what} ({e}); retrying");
+                    std::thread::sleep(RETRY_BACKOFF.min(left));
+                }
+                Err(e) => return Err(self.unreachable(what, &e)),
+            }
+        }
     }
 
     /// Commits `offsets` (topic, partition, next offset) to the consumer's group.

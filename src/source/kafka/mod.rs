@@ -28,7 +28,9 @@
 //!   warning names them and the source reads what is left.
 //! - Broker requests and reads fail the query after `poll_timeout_ms` (default 30 s) without an
 //!   answer or a record, with an error naming the brokers; a restart resumes from the
-//!   checkpoint. The source does not wait for brokers indefinitely.
+//!   checkpoint. The source does not wait for brokers indefinitely. Within that time, a broker
+//!   that is down comes back and transient broker errors (a leader moving, a request timing
+//!   out) are retried: the batch completes with the records it planned.
 //! - Each partition read becomes one record batch, in topic then partition order.
 
 mod client;
