@@ -190,8 +190,38 @@ impl AggregateState {
         let (touched, states) = self.merge_into_store(&partial)?;
         match self.mode {
             OutputMode::Complete => {
-                let all: Vec<Box<[u8]>> = self.store.iter().map(|(k, _)| k.into()).collect();
-                self.finalize(all)
+                // The touched groups' merged states are at hand; only the others are decoded
+                // from the store (decoding them all again cost as much as the merge for large
+                // states such as count(DISTINCT)'s value lists).
+                let touched_set: HashSet<&[u8]> = touched.iter().map(|k| &**k).collect();
+                let untouched: Vec<Box<[u8]>> =
+                    self.store.iter().map(|(k, _)| k).filter(|k| !touched_set.contains(k)).map(Box::from).collect();
+                drop(touched_set);
+                if untouched.is_empty() {
+                    return self.evaluate(touched, states);
+                }
+                let old = self.stored_states(&untouched)?;
+                let states = if states.is_empty() {
+                    old
+                } else {
+                    states
+                        .iter()
+                        .zip(&old)
+                        .map(|(new, old)| {
+                            // An accumulator's state type may differ from the stored one in a
+                            // list's field name or nullability.
+                            let new = if new.data_type() == old.data_type() {
+                                Arc::clone(new)
+                            } else {
+                                arrow::compute::cast(new, old.data_type())?
+                            };
+                            arrow::compute::concat(&[new.as_ref(), old.as_ref()])
+                        })
+                        .collect::<Result<Vec<_>, _>>()?
+                };
+                let mut keys = touched;
+                keys.extend(untouched);
+                self.evaluate(keys, states)
             }
             OutputMode::Update => {
                 // The touched groups' merged states are at hand: evaluated from them, not read back.
@@ -330,12 +360,20 @@ impl AggregateState {
         Ok(())
     }
 
-    /// Final values of `keys` (which must be in the store), sorted by key.
-    fn finalize(&self, keys: Vec<Box<[u8]>>) -> Result<RecordBatch> {
+    /// The stored state columns of `keys` (which must be in the store), row `i` of each being
+    /// group `keys[i]`; none when the aggregation has no aggregate.
+    fn stored_states(&self, keys: &[Box<[u8]>]) -> Result<Vec<ArrayRef>> {
+        if self.state_widths.iter().sum::<usize>() == 0 {
+            return Ok(vec![]);
+        }
         let parser = self.values.parser();
         let values = keys.iter().map(|k| parser.parse(self.store.get(k).expect("emitted keys are in state")));
-        let states =
-            if self.state_widths.iter().sum::<usize>() == 0 { vec![] } else { self.values.convert_rows(values)? };
+        Ok(self.values.convert_rows(values)?)
+    }
+
+    /// Final values of `keys` (which must be in the store), sorted by key.
+    fn finalize(&self, keys: Vec<Box<[u8]>>) -> Result<RecordBatch> {
+        let states = self.stored_states(&keys)?;
         self.evaluate(keys, states)
     }
 

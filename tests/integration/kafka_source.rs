@@ -1,10 +1,12 @@
 //! The Kafka source (`connector = 'kafka'`) on the Kafka protocol: against librdkafka's mock
 //! cluster (an in-process broker), or against the real broker `SLUICE_KAFKA_BOOTSTRAP` names
-//! (`host:port`; every test then uses topics of its own, created with the admin API).
+//! (`host:port`; every test then uses topics of its own, created with the admin API), such as
+//! the tansu broker `scripts/kafka-broker.sh` starts.
 //!
-//! The mock cluster has no admin API and cannot add partitions to a topic, so "a new partition"
-//! is tested as the partitions of a listed topic created while the query runs (the same code
-//! path: a partition missing from the batch's start offset).
+//! Neither the mock cluster (no admin API) nor tansu 0.6 (no `CreatePartitions` in its
+//! `ApiVersions`) can add partitions to a topic, so "a new partition" is tested as the partitions
+//! of a listed topic created while the query runs (the same code path: a partition missing from
+//! the batch's start offset).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -41,7 +43,8 @@ impl Broker {
         }
     }
 
-    /// Always the mock cluster (for what a real broker such as tansu lacks: transactions).
+    /// Always the mock cluster (for what tansu 0.6, the suite's real broker, lacks: it advertises
+    /// no `EndTxn`, so no transaction can commit).
     pub(crate) fn mock() -> Self {
         let mock = MockCluster::new(1).unwrap();
         let servers = mock.bootstrap_servers();

@@ -3,8 +3,9 @@
 //! crash and fails the batch), dropped, and restarted from its checkpoint; the output topic must
 //! then hold every row once.
 //!
-//! On librdkafka's mock cluster (always used here: tansu, the real broker of the suite, has no
-//! transactions), transactions are protocol only. It does not fence earlier producers of a
+//! On librdkafka's mock cluster (always used here, `SLUICE_KAFKA_BOOTSTRAP` or not: tansu 0.6,
+//! the real broker of the suite, advertises no `EndTxn`, so no transaction can commit),
+//! transactions are protocol only. It does not fence earlier producers of a
 //! transactional id, writes no commit or abort markers and filters no aborted transaction for
 //! `read_committed` readers. So a crash that leaves an aborted transaction shows its rows to
 //! every reader here; the tests emulate `read_committed` by leaving out the offsets written
