@@ -315,3 +315,22 @@ async fn a_lock_of_another_live_process_is_respected_and_a_stale_one_taken_over(
     assert!(!dirs.run().await.unwrap().is_empty());
     assert!(!lock.exists());
 }
+
+#[tokio::test]
+async fn a_join_checkpoint_of_the_earlier_state_format_is_refused_naming_it() {
+    let dirs = Dirs::new(QUERIES[3]);
+    dirs.add_input(0..3);
+    dirs.run().await.unwrap();
+    // The checkpoint as the release that stored a row per entry left it: the same operator line
+    // without the state format (written as bare JSON, the log format before version lines).
+    let file = dirs.checkpoint.join("state/operators.json");
+    let lines: Vec<String> = sluice::checkpoint::decode_entry(&std::fs::read(&file).unwrap()).unwrap();
+    let (old, format) = lines[0].rsplit_once("; ").unwrap();
+    assert!(format.starts_with("join state v2"), "{}", lines[0]);
+    std::fs::write(&file, serde_json::to_vec(&[old]).unwrap()).unwrap();
+    let err = dirs.run().await.unwrap_err().to_string();
+    assert!(
+        err.contains("stateful operators changed") && err.contains(format) && err.contains("sluice release"),
+        "{err}"
+    );
+}
