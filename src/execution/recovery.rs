@@ -287,7 +287,9 @@ pub async fn check_stateful_operators(location: &CheckpointLocation, operators: 
             STATEFUL_OPERATORS,
             format!(
                 "the query's stateful operators changed since this checkpoint was written: {what}. Its state cannot be \
-                 read by the changed query; run the original query on it, or start the changed query with a new checkpoint location"
+                 read by the changed query (nor, where only a state format differs, by this sluice release); run the \
+                 original query, with the sluice release that wrote the checkpoint, on it, or start the changed query \
+                 with a new checkpoint location"
             ),
         )
     };

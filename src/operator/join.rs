@@ -41,6 +41,11 @@ use crate::plan::nodes::StateEviction;
 use crate::state::StateStore;
 use crate::{Result, SluiceError};
 
+/// The layout of the join's stored state, recorded with the operator in the checkpoint (see
+/// `crate::plan::fingerprint`): a checkpoint written with another layout (before it, a row per
+/// store entry valued `[matched][row]`) is refused at start, before its bytes reach a decoder.
+pub(crate) const JOIN_STATE_FORMAT: &str = "join state v2 (a chunk of rows per batch)";
+
 /// Store key prefix of a matched flag, `[MATCHED | side][id]` (no value).
 const MATCHED: u8 = 0x10;
 /// Store key of a side's latest eviction time, `[EVICTED | side]`, valued the time (ms, i64 LE).

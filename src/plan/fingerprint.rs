@@ -3,7 +3,8 @@
 //!
 //! Each stateful operator is described by one line: its definition as `EXPLAIN` shows it, the
 //! types of the rows its state encodes (the input of an aggregation or a join, the keys of a
-//! deduplication) and, for an aggregation, the event-time windows computed below it. A query whose lines differ from the checkpoint's would decode stored rows with
+//! deduplication), for an aggregation the event-time windows computed below it and, for a join,
+//! the layout of its stored state. A query whose lines differ from the checkpoint's would decode stored rows with
 //! another layout, or merge results of another definition (a window of another size), so the
 //! restart is refused (see [`crate::execution::recovery::check_stateful_operators`]). Spark
 //! refuses such changes in its state schema check; changes to the stateless part of the query
@@ -16,6 +17,7 @@ use datafusion::logical_expr::{ExprSchemable, LogicalPlan};
 use super::nodes::{StreamingAggregateNode, StreamingDedupNode, StreamingGroupStateNode, StreamingJoinNode};
 use super::session_window::SESSION_ROW_WINDOW;
 use super::window::{SLIDING_WINDOWS, TUMBLE_WINDOW};
+use crate::operator::join::JOIN_STATE_FORMAT;
 
 /// One line per stateful operator of `plan`, bottom-up (the order of their operator ids).
 pub fn stateful_operators(plan: &LogicalPlan) -> Vec<String> {
@@ -31,7 +33,11 @@ pub fn stateful_operators(plan: &LogicalPlan) -> Vec<String> {
                     dedup.keys.iter().map(|k| k.get_type(schema).map_or_else(|e| e.to_string(), |t| t.to_string()));
                 Some(format!("key types ({})", keys.collect::<Vec<_>>().join(", ")))
             } else if let Some(join) = any.downcast_ref::<StreamingJoinNode>() {
-                Some(format!("left {}, right {}", types(join.left.schema()), types(join.right.schema())))
+                Some(format!(
+                    "left {}, right {}; {JOIN_STATE_FORMAT}",
+                    types(join.left.schema()),
+                    types(join.right.schema())
+                ))
             } else if let Some(group_state) = any.downcast_ref::<StreamingGroupStateNode>() {
                 Some(format!("input {}", types(group_state.input.schema())))
             } else {

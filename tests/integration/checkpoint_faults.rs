@@ -1,4 +1,5 @@
-//! Fault injection on the checkpoint of a file→file aggregation (issue 9): the newest entry of
+//! Fault injection on the checkpoint of file→file queries, one per stateful operator (window
+//! aggregation, deduplication, session windows, stream-stream join; issue 9): the newest entry of
 //! the offset log, of the commit log or of the state, emptied, cut to half or with a byte
 //! flipped — what a crash or a power loss while it was written leaves — counts as never written,
 //! and the restarted query's output equals an uninterrupted run's; a damaged entry below the
@@ -12,20 +13,71 @@ use crate::common::*;
 use sluice::checkpoint::{LockHolder, LOCK_FILE};
 use sluice::{StreamContext, Trigger};
 
-fn script(input: &Path, output: &Path) -> String {
+/// A query over the `events` stream (and `others`, a second stream over the same files), with its
+/// output mode.
+#[derive(Debug, Clone, Copy)]
+struct Query {
+    operator: &'static str,
+    mode: &'static str,
+    insert: &'static str,
+}
+
+const AGGREGATION: Query = Query {
+    operator: "window aggregation",
+    mode: "update",
+    insert: "SELECT window.start AS wstart, key, count(*) AS cnt, sum(value) AS total
+             FROM events GROUP BY window(ts, '10 seconds'), key",
+};
+
+/// One query per stateful operator.
+const QUERIES: [Query; 4] = [
+    AGGREGATION,
+    Query {
+        operator: "deduplication",
+        mode: "append",
+        insert: "SELECT key, ts, value
+                 FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY key, ts ORDER BY ts) AS rn
+                       FROM events) AS firsts
+                 WHERE rn = 1",
+    },
+    Query {
+        operator: "session windows",
+        mode: "append",
+        insert:
+            "SELECT key, session_window.start AS first, session_window.end AS last, count(*) AS cnt, sum(value) AS total
+                 FROM events GROUP BY key, session_window(ts, '5 seconds')",
+    },
+    Query {
+        operator: "stream-stream join",
+        mode: "append",
+        insert: "SELECT e.key, e.ts AS ets, o.ts AS ots, e.value AS evalue, o.value AS ovalue
+                 FROM events e JOIN others o
+                 ON e.key = o.key AND o.ts BETWEEN e.ts - INTERVAL '5' SECOND AND e.ts + INTERVAL '5' SECOND",
+    },
+];
+
+fn script(query: Query, input: &Path, output: &Path) -> String {
+    let stream = |name: &str| {
+        format!(
+            "CREATE TABLE {name} (key STRING, ts TIMESTAMP, value BIGINT, WATERMARK FOR ts AS ts - INTERVAL '10' SECOND)
+               WITH (connector = 'file', path = '{}', format = 'json', max_files_per_trigger = '1');",
+            input.display()
+        )
+    };
     format!(
-        "CREATE TABLE events (key STRING, ts TIMESTAMP, value BIGINT, WATERMARK FOR ts AS ts - INTERVAL '10' SECOND)
-           WITH (connector = 'file', path = '{}', format = 'json', max_files_per_trigger = '1');
-         CREATE TABLE out WITH (connector = 'file', path = '{}', format = 'json', output_mode = 'update');
-         INSERT INTO out SELECT window.start AS wstart, key, count(*) AS cnt, sum(value) AS total
-           FROM events GROUP BY window(ts, '10 seconds'), key;",
-        input.display(),
-        output.display()
+        "{}\n{}\nCREATE TABLE out WITH (connector = 'file', path = '{}', format = 'json', output_mode = '{}');
+         INSERT INTO out {};",
+        stream("events"),
+        stream("others"),
+        output.display(),
+        query.mode,
+        query.insert
     )
 }
 
 /// A query's directories: input, output and checkpoint.
 struct Dirs {
+    query: Query,
     _root: tempfile::TempDir,
     input: PathBuf,
     output: PathBuf,
@@ -33,11 +85,11 @@ struct Dirs {
 }
 
 impl Dirs {
-    fn new() -> Self {
+    fn new(query: Query) -> Self {
         let root = tempfile::tempdir().unwrap();
         let (input, output, checkpoint) = (root.path().join("in"), root.path().join("out"), root.path().join("cp"));
         std::fs::create_dir_all(&input).unwrap();
-        Self { _root: root, input, output, checkpoint }
+        Self { query, _root: root, input, output, checkpoint }
     }
 
     /// Adds input files `range`, slice `i` of the tumbling-window input as file `i`.
@@ -55,7 +107,7 @@ impl Dirs {
 
     /// Runs the query over what the input holds (available-now): the ids of the batches it ran.
     async fn run(&self) -> sluice::Result<Vec<u64>> {
-        let progress = run_script(&script(&self.input, &self.output), &self.checkpoint).await?;
+        let progress = run_script(&script(self.query, &self.input, &self.output), &self.checkpoint).await?;
         Ok(progress.iter().map(|p| u64::try_from(p.batch_id).unwrap()).collect())
     }
 
@@ -107,8 +159,8 @@ fn damage(file: &Path, how: Damage) {
 }
 
 /// The first three files in one run, the last two in another.
-async fn uninterrupted() -> BTreeMap<u64, Vec<String>> {
-    let dirs = Dirs::new();
+async fn uninterrupted(query: Query) -> BTreeMap<u64, Vec<String>> {
+    let dirs = Dirs::new(query);
     dirs.add_input(0..3);
     dirs.run().await.unwrap();
     dirs.add_input(3..5);
@@ -127,39 +179,41 @@ enum Newest {
 
 #[tokio::test]
 async fn a_torn_newest_entry_counts_as_never_written_and_the_output_is_unchanged() {
-    let reference = uninterrupted().await;
-    assert!(reference.len() >= 5, "{reference:?}");
-    for newest in [Newest::Offsets, Newest::Commits, Newest::State] {
-        for how in [Damage::Empty, Damage::Half, Damage::FlipByte] {
-            let dirs = Dirs::new();
-            dirs.add_input(0..3);
-            dirs.run().await.unwrap();
-            let n = dirs.newest_batch();
-            let file = match newest {
-                Newest::Offsets => {
-                    std::fs::remove_file(dirs.checkpoint.join(format!("commits/{n}"))).unwrap();
-                    dirs.checkpoint.join(format!("offsets/{n}"))
-                }
-                Newest::Commits => dirs.checkpoint.join(format!("commits/{n}")),
-                Newest::State => dirs.state_file(n),
-            };
-            damage(&file, how);
-            let case = format!("{newest:?} {how:?}: {}", file.display());
-            // The restart runs batch N again (replayed, or planned afresh), then goes on.
-            let ran = dirs.run().await.unwrap_or_else(|e| panic!("{case}: {e}"));
-            assert_eq!(ran.first(), Some(&n), "{case}");
-            dirs.add_input(3..5);
-            dirs.run().await.unwrap();
-            assert_eq!(dirs.output(), reference, "{case}");
-            assert!(!dirs.checkpoint.join(LOCK_FILE).exists(), "{case}: the lock is released");
+    for query in QUERIES {
+        let reference = uninterrupted(query).await;
+        assert!(reference.values().map(Vec::len).sum::<usize>() >= 3, "{}: {reference:?}", query.operator);
+        for newest in [Newest::Offsets, Newest::Commits, Newest::State] {
+            for how in [Damage::Empty, Damage::Half, Damage::FlipByte] {
+                let dirs = Dirs::new(query);
+                dirs.add_input(0..3);
+                dirs.run().await.unwrap();
+                let n = dirs.newest_batch();
+                let file = match newest {
+                    Newest::Offsets => {
+                        std::fs::remove_file(dirs.checkpoint.join(format!("commits/{n}"))).unwrap();
+                        dirs.checkpoint.join(format!("offsets/{n}"))
+                    }
+                    Newest::Commits => dirs.checkpoint.join(format!("commits/{n}")),
+                    Newest::State => dirs.state_file(n),
+                };
+                damage(&file, how);
+                let case = format!("{} {newest:?} {how:?}: {}", query.operator, file.display());
+                // The restart runs batch N again (replayed, or planned afresh), then goes on.
+                let ran = dirs.run().await.unwrap_or_else(|e| panic!("{case}: {e}"));
+                assert_eq!(ran.first(), Some(&n), "{case}");
+                dirs.add_input(3..5);
+                dirs.run().await.unwrap();
+                assert_eq!(dirs.output(), reference, "{case}");
+                assert!(!dirs.checkpoint.join(LOCK_FILE).exists(), "{case}: the lock is released");
+            }
         }
     }
 }
 
 #[tokio::test]
 async fn a_damaged_entry_below_the_newest_is_an_error_naming_it() {
-    let checkpoint_of = || async {
-        let dirs = Dirs::new();
+    let checkpoint_of = |query: Query| async move {
+        let dirs = Dirs::new(query);
         dirs.add_input(0..3);
         dirs.run().await.unwrap();
         let n = dirs.newest_batch();
@@ -173,28 +227,30 @@ async fn a_damaged_entry_below_the_newest_is_an_error_naming_it() {
     };
 
     // Below a torn newest offset log entry, the one before it is needed, and damaged.
-    let (dirs, n) = checkpoint_of().await;
+    let (dirs, n) = checkpoint_of(AGGREGATION).await;
     std::fs::remove_file(dirs.checkpoint.join(format!("commits/{n}"))).unwrap();
     damage(&dirs.checkpoint.join(format!("offsets/{n}")), Damage::Half);
     let file = dirs.checkpoint.join(format!("offsets/{}", n - 1));
     damage(&file, Damage::FlipByte);
     refused(dirs, file).await;
 
-    // A state delta the newest version is built on.
-    let (dirs, n) = checkpoint_of().await;
-    let file = dirs.state_file(n - 1);
-    damage(&file, Damage::FlipByte);
-    refused(dirs, file).await;
+    // A state delta the newest version is built on, of each operator.
+    for query in QUERIES {
+        let (dirs, n) = checkpoint_of(query).await;
+        let file = dirs.state_file(n - 1);
+        damage(&file, Damage::FlipByte);
+        refused(dirs, file).await;
+    }
 
     // The file source's log of the files batch 1 took.
-    let (dirs, _) = checkpoint_of().await;
+    let (dirs, _) = checkpoint_of(AGGREGATION).await;
     let file = dirs.checkpoint.join("sources/events/1");
     damage(&file, Damage::Empty);
     refused(dirs, file).await;
 
     // The newest offsets of a committed batch: planning it afresh could give the sink another
     // batch under an id it has written.
-    let (dirs, n) = checkpoint_of().await;
+    let (dirs, n) = checkpoint_of(AGGREGATION).await;
     let file = dirs.checkpoint.join(format!("offsets/{n}"));
     damage(&file, Damage::Empty);
     let err = dirs.run().await.unwrap_err().to_string();
@@ -204,13 +260,13 @@ async fn a_damaged_entry_below_the_newest_is_an_error_naming_it() {
 /// Starts the query in a context of its own.
 async fn start(dirs: &Dirs) -> sluice::Result<sluice::StreamingQuery> {
     let mut ctx = StreamContext::new();
-    let definitions = ctx.execute(&script(&dirs.input, &dirs.output)).await?;
+    let definitions = ctx.execute(&script(dirs.query, &dirs.input, &dirs.output)).await?;
     ctx.start(&definitions[0], dirs.checkpoint.to_str().unwrap()).await
 }
 
 #[tokio::test]
 async fn a_second_query_on_a_checkpoint_in_use_is_refused_until_the_first_stops() {
-    let dirs = Dirs::new();
+    let dirs = Dirs::new(AGGREGATION);
     dirs.add_input(0..2);
     let first = start(&dirs).await.unwrap();
     let lock = std::fs::canonicalize(&dirs.checkpoint).unwrap().join(LOCK_FILE);
@@ -233,7 +289,7 @@ async fn a_second_query_on_a_checkpoint_in_use_is_refused_until_the_first_stops(
 
 #[tokio::test]
 async fn a_lock_of_another_live_process_is_respected_and_a_stale_one_taken_over() {
-    let dirs = Dirs::new();
+    let dirs = Dirs::new(AGGREGATION);
     dirs.add_input(0..2);
     std::fs::create_dir_all(&dirs.checkpoint).unwrap();
     let lock = dirs.checkpoint.join(LOCK_FILE);
@@ -258,4 +314,23 @@ async fn a_lock_of_another_live_process_is_respected_and_a_stale_one_taken_over(
     dirs.add_input(2..3);
     assert!(!dirs.run().await.unwrap().is_empty());
     assert!(!lock.exists());
+}
+
+#[tokio::test]
+async fn a_join_checkpoint_of_the_earlier_state_format_is_refused_naming_it() {
+    let dirs = Dirs::new(QUERIES[3]);
+    dirs.add_input(0..3);
+    dirs.run().await.unwrap();
+    // The checkpoint as the release that stored a row per entry left it: the same operator line
+    // without the state format (written as bare JSON, the log format before version lines).
+    let file = dirs.checkpoint.join("state/operators.json");
+    let lines: Vec<String> = sluice::checkpoint::decode_entry(&std::fs::read(&file).unwrap()).unwrap();
+    let (old, format) = lines[0].rsplit_once("; ").unwrap();
+    assert!(format.starts_with("join state v2"), "{}", lines[0]);
+    std::fs::write(&file, serde_json::to_vec(&[old]).unwrap()).unwrap();
+    let err = dirs.run().await.unwrap_err().to_string();
+    assert!(
+        err.contains("stateful operators changed") && err.contains(format) && err.contains("sluice release"),
+        "{err}"
+    );
 }

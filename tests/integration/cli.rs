@@ -1,5 +1,6 @@
 //! `sluice run` as a user runs it: errors without panics, and SIGKILL at random moments while it
-//! aggregates the flights data, restarted until it finishes, giving the uninterrupted output.
+//! runs each stateful example (window aggregation, deduplication, session windows, stream-stream
+//! join) on the bundled data, restarted until it finishes, giving the uninterrupted output.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -45,7 +46,10 @@ fn an_unsupported_query_is_refused_before_it_starts() {
 fn explain_in_a_script_prints_the_incremental_plan_and_runs_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let output = dir.path().join("out");
-    let script = flights_script(Path::new("data/flights"), &output).replace("INSERT INTO", "EXPLAIN INSERT INTO");
+    // Without the sink's output_mode, so EXPLAIN says where the default comes from.
+    let script = flights_script(Path::new("data/flights"), &output)
+        .replace(", output_mode = 'append'", "")
+        .replace("INSERT INTO", "EXPLAIN INSERT INTO");
     let sql = dir.path().join("explain.sql");
     std::fs::write(&sql, script).unwrap();
     let out = sluice().args(["run", sql.to_str().unwrap()]).output().unwrap();
@@ -66,14 +70,26 @@ fn explain_in_a_script_prints_the_incremental_plan_and_runs_nothing() {
 }
 
 fn flights_script(input: &Path, output: &Path) -> String {
-    let example = std::fs::read_to_string("sql/examples/flight_delays.sql").unwrap();
-    example.replace("path = 'data/flights'", &format!("path = '{}'", input.display())).replace(
-        "CREATE TABLE hourly_delays WITH (connector = 'console', output_mode = 'append', num_rows = '10');",
-        &format!(
-            "CREATE TABLE hourly_delays WITH (connector = 'file', path = '{}', format = 'json');",
-            output.display()
-        ),
-    )
+    example_script("flight_delays", &[("flights", input)], output)
+}
+
+/// `sql/examples/<name>.sql` reading its inputs from `inputs` (`data/<dir>` → the given path) and
+/// writing its console sink's rows as JSON files into `output` instead, in the same output mode.
+fn example_script(name: &str, inputs: &[(&str, &Path)], output: &Path) -> String {
+    let mut script = std::fs::read_to_string(format!("sql/examples/{name}.sql")).unwrap();
+    for (dir, path) in inputs {
+        let from = format!("path = 'data/{dir}'");
+        assert!(script.contains(&from), "{name}.sql reads no {from}");
+        script = script.replace(&from, &format!("path = '{}'", path.display()));
+    }
+    let sink = script.lines().find(|l| l.contains("connector = 'console'")).expect("a console sink").to_string();
+    let table = sink.split_whitespace().nth(2).unwrap();
+    let mode = sink.split("output_mode = '").nth(1).and_then(|m| m.split('\'').next()).unwrap();
+    let file_sink = format!(
+        "CREATE TABLE {table} WITH (connector = 'file', path = '{}', format = 'json', output_mode = '{mode}');",
+        output.display()
+    );
+    script.replace(&sink, &file_sink)
 }
 
 fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
@@ -98,16 +114,25 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     paths
 }
 
-#[test]
-fn sigkill_at_random_moments_then_restart_gives_the_uninterrupted_output() {
+/// Runs `example` (reading the bundled `data/<dir>` of each of `inputs`, copied in order) once
+/// uninterrupted, then again killed with SIGKILL after pseudo-random delays and restarted on its
+/// checkpoint until it finishes: both runs must write the same files, byte for byte.
+fn sigkill_trial(example: &str, inputs: &[&str], mut seed: u64) {
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("flights");
-    copy_in_order(Path::new("data/flights"), &input);
+    let copies: Vec<(&str, std::path::PathBuf)> = inputs
+        .iter()
+        .map(|name| {
+            let copy = dir.path().join(name);
+            copy_in_order(&Path::new("data").join(name), &copy);
+            (*name, copy)
+        })
+        .collect();
+    let inputs: Vec<(&str, &Path)> = copies.iter().map(|(name, path)| (*name, path.as_path())).collect();
 
     let run = |name: &str| {
         let output = dir.path().join(format!("{name}-out"));
         let sql = dir.path().join(format!("{name}.sql"));
-        std::fs::write(&sql, flights_script(&input, &output)).unwrap();
+        std::fs::write(&sql, example_script(example, &inputs, &output)).unwrap();
         let mut cmd = sluice();
         cmd.args(["run", sql.to_str().unwrap(), "--trigger", "available-now", "--checkpoint"])
             .arg(dir.path().join(format!("{name}-checkpoint")))
@@ -118,12 +143,12 @@ fn sigkill_at_random_moments_then_restart_gives_the_uninterrupted_output() {
 
     let (mut reference, reference_out) = run("reference");
     let started = Instant::now();
-    assert!(reference.status().unwrap().success());
+    assert!(reference.status().unwrap().success(), "{example}");
     let full_run = started.elapsed();
+    assert!(!files(&reference_out).is_empty(), "{example} wrote nothing");
 
     let (mut killed, killed_out) = run("killed");
-    // A fixed pseudo-random sequence of kill delays, spread over a whole run.
-    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    // A fixed pseudo-random sequence of kill delays (xorshift), spread over a whole run.
     let mut kills = 0;
     loop {
         let mut child = killed.spawn().unwrap();
@@ -133,16 +158,36 @@ fn sigkill_at_random_moments_then_restart_gives_the_uninterrupted_output() {
         let delay = Duration::from_millis(20 + seed % (full_run.as_millis() as u64 / 3 + 1));
         std::thread::sleep(delay);
         if child.try_wait().unwrap().is_some() {
-            assert!(child.wait().unwrap().success());
+            assert!(child.wait().unwrap().success(), "{example}");
             break;
         }
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         kills += 1;
-        assert!(kills < 200, "the query keeps being killed before it finishes");
+        assert!(kills < 200, "{example}: the query keeps being killed before it finishes");
     }
-    assert!(kills > 0, "at least one run was killed");
-    assert_eq!(files(&killed_out), files(&reference_out), "after {kills} kills");
+    assert!(kills > 0, "{example}: at least one run was killed");
+    assert_eq!(files(&killed_out), files(&reference_out), "{example} after {kills} kills");
+}
+
+#[test]
+fn sigkill_during_a_window_aggregation_then_restart_gives_the_uninterrupted_output() {
+    sigkill_trial("flight_delays", &["flights"], 0x9e37_79b9_7f4a_7c15);
+}
+
+#[test]
+fn sigkill_during_a_deduplication_then_restart_gives_the_uninterrupted_output() {
+    sigkill_trial("earthquakes_dedup", &["earthquakes"], 0x2545_f491_4f6c_dd1d);
+}
+
+#[test]
+fn sigkill_during_session_windows_then_restart_gives_the_uninterrupted_output() {
+    sigkill_trial("tailnum_sessions", &["flights"], 0x5851_f42d_4c95_7f2d);
+}
+
+#[test]
+fn sigkill_during_a_stream_stream_join_then_restart_gives_the_uninterrupted_output() {
+    sigkill_trial("flights_weather", &["flights", "weather"], 0x1405_7b7e_f767_814f);
 }
 
 /// The numbered entries of a checkpoint log directory (`offsets`, `commits`).
