@@ -73,9 +73,8 @@ async fn uninterrupted(broker: &Broker) -> Batches {
     let batches = by_batch(&sink);
     let mut all: Vec<(i32, i64, i64)> = batches.values().flatten().copied().collect();
     all.sort_unstable();
-    let expected: Vec<(i32, i64, i64)> = (0..PARTITIONS)
-        .flat_map(|p| (0..PER_PARTITION).map(move |o| (p, o, 1000 * i64::from(p) + o)))
-        .collect();
+    let expected: Vec<(i32, i64, i64)> =
+        (0..PARTITIONS).flat_map(|p| (0..PER_PARTITION).map(move |o| (p, o, 1000 * i64::from(p) + o))).collect();
     assert_eq!(all, expected);
     assert_eq!(batches.len(), 5, "{batches:?}");
     batches
