@@ -39,26 +39,39 @@ use sluice::{OutputMode, QueryProgress, SluiceError, StreamContext, StreamingQue
 pub const QUERIES: &[&str] = &["q0", "q1", "q2", "q3", "q5", "q7", "q8", "q11", "q14", "q16", "q17", "q22"];
 
 /// What to run.
+#[derive(clap::Args)]
 pub struct BenchOptions {
-    /// The directory of the query files (`sql/nexmark`).
-    pub dir: PathBuf,
-    /// The queries, e.g. `q5`.
+    /// A query to run (e.g. q5); repeat for several. Default: every query of the directory.
+    #[arg(long = "query", value_name = "QUERY")]
     pub queries: Vec<String>,
-    /// Events generated (all kinds).
+    /// Events generated (people, auctions and bids together).
+    #[arg(long, default_value_t = 10_000_000, value_parser = clap::value_parser!(u64).range(1..=i64::MAX as u64))]
     pub events: u64,
-    /// Partitions of the source (generator threads).
-    pub partitions: usize,
+    /// Partitions of the source: threads generating each batch's events.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub partitions: u64,
     /// Events per micro-batch.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=i64::MAX as u64))]
     pub batch_events: u64,
-    /// Also run the batch baseline.
+    /// Also runs each SELECT once as a DataFusion batch query over the same events (generated
+    /// into memory first) and reports its events/s.
+    #[arg(long)]
     pub batch: bool,
-    /// One JSON object per query instead of a text line.
+    /// One JSON object per query, one per line.
+    #[arg(long)]
     pub json: bool,
-    /// Events per second of wall clock: pace the source and measure latency (see the module
-    /// documentation); `None`, every event at once.
+    /// Events per second of wall clock: the source offers each event when its time comes, the
+    /// query runs under the default trigger, and the end-to-end latency p50/p99 is reported (see
+    /// the module documentation). Without it, every event is available at once.
+    #[arg(long, value_name = "EVENTS_PER_S", value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
     pub rate: Option<u64>,
-    /// Checkpoint in memory (`memory://`) instead of a new temporary directory.
+    /// Checkpoints in memory (`memory://`) instead of a new temporary directory: no disk flush in
+    /// the figures.
+    #[arg(long)]
     pub checkpoint_in_memory: bool,
+    /// The directory of the query files.
+    #[arg(long, default_value = "sql/nexmark")]
+    pub dir: PathBuf,
 }
 
 /// The watermark delay of every query file (`date_time - INTERVAL '4' SECOND`), ms.
@@ -482,9 +495,16 @@ pub async fn run(options: &BenchOptions) -> sluice::Result<()> {
             options.dir.display()
         )));
     }
+    let all: Vec<String>;
+    let queries = if options.queries.is_empty() {
+        all = QUERIES.iter().map(|q| q.to_string()).collect();
+        &all
+    } else {
+        &options.queries
+    };
     // The generator alone, once for each set of streams the queries read.
     let mut generators: BTreeMap<Vec<&str>, (f64, f64)> = BTreeMap::new();
-    for name in &options.queries {
+    for name in queries {
         let (_, select, _) = script(options, name, 0)?;
         let read = streams(&select);
         let alone = match generators.get(&read) {

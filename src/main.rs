@@ -90,37 +90,7 @@ enum BenchSuite {
     /// Runs the Nexmark queries of sql/nexmark/ on generated events into a discarding sink and
     /// prints, per query, events, wall seconds, events/s, events per CPU second, micro-batch
     /// p50/p99, peak memory and the generator's own events/s; with --rate, end-to-end latency.
-    Nexmark {
-        /// A query to run (e.g. q5); repeat for several. Default: every query of the directory.
-        #[arg(long = "query", value_name = "QUERY")]
-        queries: Vec<String>,
-        /// Events generated (people, auctions and bids together).
-        #[arg(long, default_value_t = 10_000_000, value_parser = clap::value_parser!(u64).range(1..=i64::MAX as u64))]
-        events: u64,
-        /// Partitions of the source: threads generating each batch's events.
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
-        partitions: u64,
-        /// Events per micro-batch.
-        #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=i64::MAX as u64))]
-        batch_events: u64,
-        /// Also runs each SELECT once as a DataFusion batch query over the same events (generated
-        /// into memory first) and reports its events/s.
-        #[arg(long)]
-        batch: bool,
-        /// One JSON object per query, one per line.
-        #[arg(long)]
-        json: bool,
-        /// Events per second of wall clock: the source offers each event when its time comes, the
-        /// query runs under the default trigger, and the end-to-end latency p50/p99 is reported.
-        #[arg(long, value_name = "EVENTS_PER_S", value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
-        rate: Option<u64>,
-        /// Checkpoints in memory instead of a temporary directory: no disk flush in the figures.
-        #[arg(long)]
-        checkpoint_in_memory: bool,
-        /// The directory of the query files.
-        #[arg(long, default_value = "sql/nexmark")]
-        dir: PathBuf,
-    },
+    Nexmark(bench_nexmark::BenchOptions),
 }
 
 /// mimalloc instead of glibc malloc: the state partitions allocate on several threads at once,
@@ -160,37 +130,7 @@ async fn main() -> ExitCode {
             let reports = Reports { progress, metrics, ui };
             run(&file, checkpoint, trigger, reports).await.map_err(|e| (file, e))
         }
-        Command::Bench {
-            suite:
-                BenchSuite::Nexmark {
-                    queries,
-                    events,
-                    partitions,
-                    batch_events,
-                    batch,
-                    json,
-                    rate,
-                    checkpoint_in_memory,
-                    dir,
-                },
-        } => {
-            let queries = if queries.is_empty() {
-                bench_nexmark::QUERIES.iter().map(|q| q.to_string()).collect()
-            } else {
-                queries
-            };
-            let partitions = usize::try_from(partitions).unwrap_or(1);
-            let options = bench_nexmark::BenchOptions {
-                dir,
-                queries,
-                events,
-                partitions,
-                batch_events,
-                batch,
-                json,
-                rate,
-                checkpoint_in_memory,
-            };
+        Command::Bench { suite: BenchSuite::Nexmark(options) } => {
             bench_nexmark::run(&options).await.map_err(|e| (options.dir.clone(), e))
         }
         Command::Produce { bootstrap_servers, topic, partitions, key, files } => {

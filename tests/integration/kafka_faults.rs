@@ -80,13 +80,6 @@ async fn uninterrupted(broker: &Broker) -> Batches {
     batches
 }
 
-/// Adds the batches of a restarted run to those of the run before it; a batch in both is an error.
-fn add_restarted(before: &mut Batches, restarted: Batches) {
-    for (id, rows) in restarted {
-        assert!(before.insert(id, rows).is_none(), "batch {id} was written by both runs");
-    }
-}
-
 /// A broker down for 2 s (less than `poll_timeout_ms`) between two batches, and again while a
 /// batch's requests are in flight: the batch waits for it and completes; nothing is lost or read
 /// twice.
@@ -127,31 +120,52 @@ async fn a_broker_down_for_less_than_poll_timeout_delays_the_batch_and_loses_not
     assert_eq!(by_batch(&sink), reference);
 }
 
+/// Runs the query (`poll_timeout_ms` = 1.5 s) for a batch, then `fault` makes the next batch
+/// fail; once `heal` has undone it, the query restarted on its checkpoint runs to the end. The
+/// two runs together must write what an uninterrupted run writes, each batch once. Returns the
+/// failed batch's error and how long it took to fail.
+async fn failed_then_restarted(
+    broker: &Broker,
+    fault: impl FnOnce(&MockCluster<'static, DefaultProducerContext>),
+    heal: impl FnOnce(&MockCluster<'static, DefaultProducerContext>),
+) -> (String, Duration) {
+    let reference = uninterrupted(broker).await;
+    let mock = mock(broker);
+    let (_dir, checkpoint) = temp_checkpoint();
+    let (query, sink) = start(&script(broker, 1_500), &checkpoint).await.unwrap();
+    assert!(query.run_next_batch().await.unwrap());
+    let mut got = by_batch(&sink);
+
+    fault(mock);
+    let started = Instant::now();
+    let err = query.run_next_batch().await.unwrap_err().to_string();
+    let failed_after = started.elapsed();
+    drop(query);
+    heal(mock);
+
+    let (query, sink) = start(&script(broker, 1_500), &checkpoint).await.unwrap();
+    query.run(Trigger::AvailableNow).await.unwrap();
+    for (id, rows) in by_batch(&sink) {
+        assert!(got.insert(id, rows).is_none(), "batch {id} was written by both runs");
+    }
+    assert_eq!(got, reference);
+    (err, failed_after)
+}
+
 /// A broker down for longer than `poll_timeout_ms`: the batch fails with an error naming the
 /// brokers and the timeout; restarted on its checkpoint once the broker is back, the query
 /// writes what an uninterrupted run writes, each batch once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_down_for_longer_than_poll_timeout_fails_the_query_and_a_restart_resumes() {
     let broker = input().await;
-    let reference = uninterrupted(&broker).await;
-    let mock = mock(&broker);
-    let (_dir, checkpoint) = temp_checkpoint();
-    let (query, sink) = start(&script(&broker, 1_500), &checkpoint).await.unwrap();
-    assert!(query.run_next_batch().await.unwrap());
-    let mut got = by_batch(&sink);
-
-    mock.broker_down(ALL_BROKERS).unwrap();
-    let started = Instant::now();
-    let err = query.run_next_batch().await.unwrap_err().to_string();
+    let (err, failed_after) = failed_then_restarted(
+        &broker,
+        |mock| mock.broker_down(ALL_BROKERS).unwrap(),
+        |mock| mock.broker_up(ALL_BROKERS).unwrap(),
+    )
+    .await;
     assert!(err.contains(&broker.servers) && err.contains("poll_timeout_ms = 1500"), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(10), "failed after {:?}", started.elapsed());
-    drop(query);
-
-    mock.broker_up(ALL_BROKERS).unwrap();
-    let (query, sink) = start(&script(&broker, 1_500), &checkpoint).await.unwrap();
-    query.run(Trigger::AvailableNow).await.unwrap();
-    add_restarted(&mut got, by_batch(&sink));
-    assert_eq!(got, reference);
+    assert!(failed_after < Duration::from_secs(10), "failed after {failed_after:?}");
 }
 
 /// Fetch requests answered "not leader" for longer than `poll_timeout_ms`, after the batch's
@@ -161,15 +175,17 @@ async fn a_broker_down_for_longer_than_poll_timeout_fails_the_query_and_a_restar
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn persistent_fetch_errors_fail_the_read_and_a_restart_replays_the_planned_batch() {
     let broker = input().await;
-    let reference = uninterrupted(&broker).await;
-    let mock = mock(&broker);
-    let (_dir, checkpoint) = temp_checkpoint();
-    let (query, sink) = start(&script(&broker, 1_500), &checkpoint).await.unwrap();
-    assert!(query.run_next_batch().await.unwrap());
-    let mut got = by_batch(&sink);
-
-    mock.request_errors(RDKafkaApiKey::Fetch, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION; 1000]);
-    let err = query.run_next_batch().await.unwrap_err().to_string();
+    let (err, _) = failed_then_restarted(
+        &broker,
+        |mock| {
+            mock.request_errors(
+                RDKafkaApiKey::Fetch,
+                &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION; 1000],
+            )
+        },
+        |mock| mock.clear_request_errors(RDKafkaApiKey::Fetch),
+    )
+    .await;
     let topic = broker.topic("t");
     assert!(
         err.contains("no records received")
@@ -178,13 +194,6 @@ async fn persistent_fetch_errors_fail_the_read_and_a_restart_replays_the_planned
             && err.contains(&format!("topic '{topic}' partition 0")),
         "{err}"
     );
-    drop(query);
-    mock.clear_request_errors(RDKafkaApiKey::Fetch);
-
-    let (query, sink) = start(&script(&broker, 1_500), &checkpoint).await.unwrap();
-    query.run(Trigger::AvailableNow).await.unwrap();
-    add_restarted(&mut got, by_batch(&sink));
-    assert_eq!(got, reference);
 }
 
 /// Transient errors answered to the source's requests: `ListOffsets` and `Fetch` errors (a
