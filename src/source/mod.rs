@@ -90,8 +90,8 @@ pub(crate) trait Source: Send + Sync + std::fmt::Debug {
     async fn read(&mut self, start: &Value, end: &Value) -> Result<SourceData>;
 
     /// How long until the source has new data, when it knows (a rate-limited generator does): an
-    /// idle query under the default trigger looks again then instead of after
-    /// [`crate::execution::trigger::IDLE_POLL`]. `None` (the default): not known.
+    /// idle query under the default trigger looks again then instead of after its idle poll
+    /// interval (100 ms). `None` (the default): not known.
     fn next_data_in(&self) -> Option<std::time::Duration> {
         None
     }
