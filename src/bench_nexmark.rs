@@ -69,6 +69,10 @@ pub struct BenchOptions {
     /// the figures.
     #[arg(long)]
     pub checkpoint_in_memory: bool,
+    /// The state store of the queries: `memory` (default) or `rocksdb` (a build with the
+    /// `rocksdb` feature), as `sluice run --state-store`.
+    #[arg(long, value_name = "STORE", default_value = "memory", value_parser = ["memory", "rocksdb"])]
+    pub state_store: String,
     /// The directory of the query files.
     #[arg(long, default_value = "sql/nexmark")]
     pub dir: PathBuf,
@@ -361,6 +365,7 @@ async fn stream(options: &BenchOptions, name: &str, generator: (f64, f64)) -> sl
     let location =
         if options.checkpoint_in_memory { "memory://".to_string() } else { checkpoint.path().display().to_string() };
     let mut ctx = StreamContext::new();
+    ctx.set("sluice.state_store", &options.state_store).await?;
     let rows = Arc::new(Mutex::new(0));
     let counter = Arc::clone(&rows);
     let generated = options.rate.and(Generated::of(name));

@@ -47,6 +47,12 @@ enum Command {
         /// of `--metrics`: one server then serves both.
         #[arg(long, value_name = "ADDRESS")]
         ui: Option<String>,
+        /// Where new queries keep their state: `memory` (the default) or `rocksdb` (on the local
+        /// disk, for state larger than memory; a build with the `rocksdb` feature). As `SET
+        /// sluice.state_store` at the top of the script; a checkpoint keeps the store it was
+        /// first started with.
+        #[arg(long, value_name = "STORE", value_parser = ["memory", "rocksdb"])]
+        state_store: Option<String>,
     },
     /// The interactive query shell: DDL, live SELECTs over streams, INSERT INTO in the
     /// background, SHOW TABLES / QUERIES, DESCRIBE, EXPLAIN, STOP QUERY (HELP lists them).
@@ -126,9 +132,9 @@ async fn main() -> ExitCode {
                 .await
                 .map_err(|e| (PathBuf::from("shell"), e))
         }
-        Command::Run { file, checkpoint, trigger, progress, metrics, ui } => {
+        Command::Run { file, checkpoint, trigger, progress, metrics, ui, state_store } => {
             let reports = Reports { progress, metrics, ui };
-            run(&file, checkpoint, trigger, reports).await.map_err(|e| (file, e))
+            run(&file, checkpoint, trigger, state_store, reports).await.map_err(|e| (file, e))
         }
         Command::Bench { suite: BenchSuite::Nexmark(options) } => {
             bench_nexmark::run(&options).await.map_err(|e| (options.dir.clone(), e))
@@ -189,7 +195,13 @@ impl Reports {
     }
 }
 
-async fn run(file: &Path, checkpoint: Option<String>, trigger: Option<String>, reports: Reports) -> sluice::Result<()> {
+async fn run(
+    file: &Path,
+    checkpoint: Option<String>,
+    trigger: Option<String>,
+    state_store: Option<String>,
+    reports: Reports,
+) -> sluice::Result<()> {
     let trigger = trigger.as_deref().map(Trigger::parse).transpose()?.unwrap_or_default();
     let progress_file = reports.progress.as_ref().map(|p| ProgressFile::append(p).map(Arc::new)).transpose()?;
     let metrics = Arc::new(PrometheusMetrics::new());
@@ -197,6 +209,9 @@ async fn run(file: &Path, checkpoint: Option<String>, trigger: Option<String>, r
     let _servers = reports.serve(&metrics, &ui)?;
     let sql = std::fs::read_to_string(file).map_err(|e| SluiceError::io(file, e))?;
     let mut ctx = StreamContext::new();
+    if let Some(store) = &state_store {
+        ctx.set("sluice.state_store", store).await?;
+    }
     let (explained, definitions): (Vec<_>, Vec<_>) = ctx.execute(&sql).await?.into_iter().partition(|d| d.is_explain());
     for definition in &explained {
         println!("{}", ctx.explain(definition).await?);

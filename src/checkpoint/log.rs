@@ -146,6 +146,11 @@ pub struct QueryMetadata {
     /// `arrow-row` 59.3.2; such a checkpoint is given the current encoding at its next start.
     #[serde(default)]
     pub state_encoding: String,
+    /// The state store the query was first started with, kept by every restart (as Spark keeps
+    /// its state store provider): `memory` or `rocksdb`. Empty in checkpoints written before it
+    /// was recorded, all by the in-memory store.
+    #[serde(default)]
+    pub state_store: String,
 }
 
 /// The state layout new checkpoints are written with (see [`QueryMetadata::state_layout`]).

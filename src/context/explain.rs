@@ -11,6 +11,7 @@ use crate::plan::explain::explain;
 use crate::plan::physical::OperatorRegistry;
 use crate::plan::stream_table::StreamTable;
 use crate::plan::OutputMode;
+use crate::state::StateBackend;
 use crate::{Result, SluiceError};
 
 impl StreamContext {
@@ -39,7 +40,7 @@ impl StreamContext {
     ) -> Result<String> {
         let tables = self.query_tables(&definition.body, self.state_partitions)?;
         let location = CheckpointLocation::open("memory://")?;
-        let registry = Arc::new(OperatorRegistry::new(location, self.state_partitions, mode));
+        let registry = Arc::new(OperatorRegistry::new(location, self.state_partitions, mode, StateBackend::Memory));
         let state = streaming_state(&self.ctx, &registry);
         let plan = plan_query(&state, definition, &tables, &self.spellings, mode).await?;
         let watermarks: Vec<(String, WatermarkSpec)> = StreamTable::sources_of(&plan)

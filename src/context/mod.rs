@@ -22,6 +22,7 @@ use crate::sql::parser::{normalize, CreateStreamTable, SluiceStatement};
 use crate::sql::settings::Setting;
 use crate::sql::spelling::Spellings;
 use crate::state::store::MAX_STATE_PARTITIONS;
+use crate::state::{RocksDbSettings, StateStoreKind};
 use crate::{Result, SluiceError};
 use datafusion::common::TableReference;
 
@@ -70,6 +71,9 @@ pub struct StreamContext {
     ctx: SessionContext,
     tables: BTreeMap<String, StreamTableDef>,
     state_partitions: usize,
+    /// `sluice.state_store`, and the RocksDB store's settings.
+    state_store: StateStoreKind,
+    rocksdb: RocksDbSettings,
     watermark_policy: MultipleWatermarkPolicy,
     /// `spark.sql.session.timeZone`, for the console sink (functions read DataFusion's copy).
     time_zone: Option<String>,
@@ -110,6 +114,8 @@ impl StreamContext {
             ctx: functions::new_session(session_config()),
             tables: BTreeMap::new(),
             state_partitions: std::thread::available_parallelism().map_or(2, |n| n.get()).min(MAX_STATE_PARTITIONS),
+            state_store: StateStoreKind::default(),
+            rocksdb: RocksDbSettings::default(),
             watermark_policy: MultipleWatermarkPolicy::Min,
             time_zone: None,
             spark_functions: false,
@@ -130,8 +136,11 @@ impl StreamContext {
 
     /// Sets an option by its Spark key (`spark.sql.streaming.multipleWatermarkPolicy`,
     /// `spark.sql.session.timeZone`, `spark.sql.shuffle.partitions`), sluice key
-    /// (`sluice.sql.spark_functions`) or DataFusion key (`datafusion.*`), as `SET key = 'value'`
-    /// does in a script. Applies to queries started afterwards.
+    /// (`sluice.sql.spark_functions`; `sluice.state_store`: `memory` or `rocksdb`, and
+    /// `sluice.state_store.rocksdb.memory_bytes`, `sluice.state_store.rocksdb.local_dir`) or
+    /// DataFusion key (`datafusion.*`), as `SET key = 'value'` does in a script. Applies to
+    /// queries started afterwards; a query's checkpoint keeps the state partitions and the state
+    /// store it was first started with.
     ///
     /// # Errors
     /// [`SluiceError::Sql`] for an unknown key (naming the accepted ones) or a bad value.
@@ -147,6 +156,9 @@ impl StreamContext {
         match Setting::parse(key, value)? {
             Setting::WatermarkPolicy(policy) => self.watermark_policy = policy,
             Setting::StatePartitions(n) => self.state_partitions = n,
+            Setting::StateStore(kind) => self.state_store = kind,
+            Setting::RocksDbMemoryBytes(bytes) => self.rocksdb.memory_bytes = bytes,
+            Setting::RocksDbLocalDir(dir) => self.rocksdb.local_dir = Some(dir),
             Setting::TimeZone(tz) => {
                 set_datafusion("datafusion.execution.time_zone", &tz).await?;
                 self.time_zone = Some(tz);

@@ -29,6 +29,7 @@ use crate::sql::functions;
 use crate::sql::generators::{explain_map_explode, rewrite_generators};
 use crate::sql::rewrite::rewrite_windows;
 use crate::sql::spelling::Spellings;
+use crate::state::{StateBackend, StateStoreKind};
 use crate::{Result, SluiceError};
 
 use super::{QueryBody, QueryDefinition, StreamContext, StreamTableDef};
@@ -58,8 +59,10 @@ impl StreamContext {
         let location = CheckpointLocation::open(checkpoint)?;
         // Before anything is read: the lock keeps a second query off a checkpoint in use.
         let lock = location.lock()?;
-        let metadata = load_or_create_metadata(&location, self.state_partitions).await?;
-        let registry = Arc::new(OperatorRegistry::new(location.clone(), metadata.state_partitions, mode));
+        let metadata = load_or_create_metadata(&location, self.state_partitions, self.state_store).await?;
+        let state_store = StateStoreKind::parse(&metadata.state_store).unwrap_or_default();
+        let backend = StateBackend::for_query(state_store, &self.rocksdb)?;
+        let registry = Arc::new(OperatorRegistry::new(location.clone(), metadata.state_partitions, mode, backend));
 
         // Each query scans private stream tables; bounded tables, settings and functions are shared.
         let query_ctx = SessionContext::new_with_state(functions::session_without_tables(&self.ctx));

@@ -7,6 +7,7 @@ use serde_json::Value;
 use crate::checkpoint::log::{decode_entry, encode_entry, EntryError, STATE_ENCODING, STATE_LAYOUT};
 use crate::checkpoint::{BatchLog, CheckpointLocation, CommitEntry, OffsetEntry, QueryMetadata, ReadEntry};
 use crate::state::store::MAX_STATE_PARTITIONS;
+use crate::state::StateStoreKind;
 use crate::{Result, SluiceError};
 
 /// The position a query starts from.
@@ -183,7 +184,11 @@ pub fn check_state_layout(location: &CheckpointLocation, metadata: &QueryMetadat
 /// [`SluiceError::Checkpoint`] when the file is corrupted (also: a number of state partitions
 /// outside 1 to [`MAX_STATE_PARTITIONS`]) or the checkpoint belongs to a query with other fixed
 /// settings.
-pub async fn load_or_create_metadata(location: &CheckpointLocation, state_partitions: usize) -> Result<QueryMetadata> {
+pub async fn load_or_create_metadata(
+    location: &CheckpointLocation,
+    state_partitions: usize,
+    state_store: StateStoreKind,
+) -> Result<QueryMetadata> {
     let stored = match location.get("metadata").await? {
         Some(bytes) => match decode_entry::<QueryMetadata>(&bytes) {
             Err(EntryError::Torn(why)) => {
@@ -212,6 +217,20 @@ pub async fn load_or_create_metadata(location: &CheckpointLocation, state_partit
                 metadata.state_partitions
             )));
         }
+        let stored_store = match metadata.state_store.as_str() {
+            "" => StateStoreKind::Memory,
+            name => StateStoreKind::parse(name)
+                .ok_or_else(|| corrupted(format!("state_store is '{name}', not 'memory' or 'rocksdb'")))?,
+        };
+        if stored_store != state_store {
+            tracing::warn!(
+                checkpoint = %location.display(),
+                "the checkpoint keeps its state in the {} state store, as it was first started: \
+                 sluice.state_store = '{}' applies to new checkpoints only",
+                stored_store.name(),
+                state_store.name()
+            );
+        }
         if metadata.id.is_empty() || metadata.state_encoding.is_empty() {
             if metadata.id.is_empty() {
                 metadata.id = uuid::Uuid::new_v4().to_string();
@@ -229,6 +248,7 @@ pub async fn load_or_create_metadata(location: &CheckpointLocation, state_partit
         sluice_version: env!("CARGO_PKG_VERSION").to_string(),
         state_layout: STATE_LAYOUT,
         state_encoding: STATE_ENCODING.to_string(),
+        state_store: state_store.name().to_string(),
     };
     write_metadata(location, &metadata).await?;
     Ok(metadata)
@@ -315,14 +335,46 @@ pub async fn check_stateful_operators(location: &CheckpointLocation, operators: 
 mod tests {
     use super::*;
 
+    /// The state store is fixed at the first start: a restart asking for another keeps it; a
+    /// checkpoint from before it was recorded is the in-memory store's; a name sluice does not
+    /// know is refused.
+    #[tokio::test]
+    async fn the_state_store_of_the_first_start_stays() {
+        let location = CheckpointLocation::open("memory://").unwrap();
+        let first = load_or_create_metadata(&location, 2, StateStoreKind::RocksDb).await.unwrap();
+        assert_eq!(first.state_store, "rocksdb");
+        let again = load_or_create_metadata(&location, 2, StateStoreKind::Memory).await.unwrap();
+        assert_eq!(again.state_store, "rocksdb");
+        let old = CheckpointLocation::open("memory://").unwrap();
+        old.put(
+            "metadata",
+            r#"{"id": "q", "state_partitions": 2, "sluice_version": "0.1.0", "state_encoding": "e"}"#.into(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(load_or_create_metadata(&old, 2, StateStoreKind::RocksDb).await.unwrap().state_store, "");
+        old.put(
+            "metadata",
+            r#"{"id": "q", "state_partitions": 2, "sluice_version": "0.1.0", "state_store": "hdfs"}"#.into(),
+        )
+        .await
+        .unwrap();
+        let err = load_or_create_metadata(&old, 2, StateStoreKind::Memory).await.unwrap_err().to_string();
+        assert!(err.contains("state_store is 'hdfs'") && err.contains("metadata"), "{err}");
+    }
+
     #[tokio::test]
     async fn metadata_without_a_query_id_loads_and_gets_one_that_stays() {
         let location = CheckpointLocation::open("memory://").unwrap();
         location.put("metadata", r#"{"state_partitions": 4, "sluice_version": "0.1.0"}"#.into()).await.unwrap();
-        let first = load_or_create_metadata(&location, 2).await.unwrap();
+        let first = load_or_create_metadata(&location, 2, StateStoreKind::Memory).await.unwrap();
         assert_eq!(first.state_partitions, 4, "the checkpoint's setting wins");
         assert_eq!(first.id.len(), 36, "a UUID: {}", first.id);
-        assert_eq!(load_or_create_metadata(&location, 2).await.unwrap().id, first.id, "written back");
+        assert_eq!(
+            load_or_create_metadata(&location, 2, StateStoreKind::Memory).await.unwrap().id,
+            first.id,
+            "written back"
+        );
         assert_eq!(first.state_encoding, STATE_ENCODING, "recorded for the next start");
     }
 
@@ -331,7 +383,7 @@ mod tests {
         let location = CheckpointLocation::open("memory://").unwrap();
         let entry = r#"{"state_partitions": 1, "sluice_version": "0.0.9", "state_layout": 1, "state_encoding": "arrow-row 58.0.0"}"#;
         location.put("metadata", entry.into()).await.unwrap();
-        let metadata = load_or_create_metadata(&location, 1).await.unwrap();
+        let metadata = load_or_create_metadata(&location, 1, StateStoreKind::Memory).await.unwrap();
         assert!(check_state_layout(&location, &metadata, false).is_ok(), "a stateless query reads no state");
         let error = check_state_layout(&location, &metadata, true).unwrap_err().to_string();
         assert!(

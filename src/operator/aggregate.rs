@@ -184,7 +184,7 @@ impl AggregateState {
             let replaced;
             (partial, replaced) = merge_sessions(&inputs, partial)?;
             for key in replaced {
-                self.forget(&key);
+                self.forget(&key)?;
             }
         }
         let (touched, states) = self.merge_into_store(&partial)?;
@@ -194,8 +194,13 @@ impl AggregateState {
                 // from the store (decoding them all again cost as much as the merge for large
                 // states such as count(DISTINCT)'s value lists).
                 let touched_set: HashSet<&[u8]> = touched.iter().map(|k| &**k).collect();
-                let untouched: Vec<Box<[u8]>> =
-                    self.store.iter().map(|(k, _)| k).filter(|k| !touched_set.contains(k)).map(Box::from).collect();
+                let mut untouched: Vec<Box<[u8]>> = Vec::new();
+                for entry in self.store.iter() {
+                    let (k, _) = entry?;
+                    if !touched_set.contains(&*k) {
+                        untouched.push(k.into());
+                    }
+                }
                 drop(touched_set);
                 if untouched.is_empty() {
                     return self.evaluate(touched, states);
@@ -227,7 +232,7 @@ impl AggregateState {
                 // The touched groups' merged states are at hand: evaluated from them, not read back.
                 let out = self.evaluate(touched, states)?;
                 for key in self.closed_groups() {
-                    self.forget(&key);
+                    self.forget(&key)?;
                 }
                 Ok(out)
             }
@@ -235,7 +240,7 @@ impl AggregateState {
                 let closed = self.closed_groups();
                 let out = self.finalize(closed.clone())?;
                 for key in &closed {
-                    self.forget(key);
+                    self.forget(key)?;
                 }
                 Ok(out)
             }
@@ -292,7 +297,7 @@ impl AggregateState {
         let mut new = Vec::new();
         let mut stored = Vec::new();
         for key in distinct {
-            match self.store.get(key) {
+            match self.store.get(key)? {
                 Some(value) => {
                     stored.push(key);
                     stored_values.push(value);
@@ -309,6 +314,8 @@ impl AggregateState {
             let old_groups: Vec<usize> = (0..stored.len()).collect();
             self.merge(&mut accumulators, &old_columns, &old_groups, stored.len())?;
         }
+        // The values read (pinned by a RocksDB store) are released before the store is written.
+        drop(stored_values);
         let groups: Vec<usize> = keys.iter().map(|k| index[&**k]).collect();
         self.merge(&mut accumulators, &partial.columns()[self.group_count..], &groups, touched.len())?;
         let mut states = Vec::with_capacity(self.state_widths.iter().sum());
@@ -319,13 +326,13 @@ impl AggregateState {
         if states.is_empty() {
             // No aggregate (SELECT DISTINCT): the group key is the whole state.
             for key in &touched {
-                self.store.put(key, &[]);
+                self.store.put(key, &[])?;
             }
             return Ok((touched, states));
         }
         let value_rows = self.values.convert_columns(&states)?;
         for (key, value) in touched.iter().zip(value_rows.iter()) {
-            self.store.put(key, value.data());
+            self.store.put(key, value.data())?;
         }
         Ok((touched, states))
     }
@@ -337,12 +344,13 @@ impl AggregateState {
     }
 
     /// Removes group `key` from the state and the indexes.
-    fn forget(&mut self, key: &[u8]) {
-        self.store.remove(key);
+    fn forget(&mut self, key: &[u8]) -> Result<()> {
+        self.store.remove(key)?;
         self.closing.remove(key);
         if let Some(sessions) = &mut self.sessions {
             sessions.remove(key);
         }
+        Ok(())
     }
 
     /// Registers the event-time end of each group of `key_columns` (keyed by `keys`) in the
@@ -367,8 +375,8 @@ impl AggregateState {
             return Ok(vec![]);
         }
         let parser = self.values.parser();
-        let values = keys.iter().map(|k| parser.parse(self.store.get(k).expect("emitted keys are in state")));
-        Ok(self.values.convert_rows(values)?)
+        let values = keys.iter().map(|k| self.store.get_indexed(k)).collect::<Result<Vec<_>>>()?;
+        Ok(self.values.convert_rows(values.iter().map(|v| parser.parse(v)))?)
     }
 
     /// Final values of `keys` (which must be in the store), sorted by key.
@@ -423,7 +431,8 @@ impl BatchOperator for AggregateState {
         if self.event_time.is_none() || self.store.is_empty() {
             return Ok(());
         }
-        let keys: Vec<Box<[u8]>> = self.store.iter().map(|(k, _)| k.into()).collect();
+        let keys: Vec<Box<[u8]>> =
+            self.store.iter().map(|entry| entry.map(|(k, _)| k.into())).collect::<Result<_>>()?;
         let parser = self.keys.parser();
         let key_columns = self.keys.convert_rows(keys.iter().map(|k| parser.parse(k)))?;
         if let Some(sessions) = &mut self.sessions {

@@ -108,10 +108,11 @@ impl DedupState {
 
     /// Removes the keys `W_k` has passed, taken from the index: the work follows the keys that
     /// expire, not the keys in state.
-    fn evict(&mut self) {
+    fn evict(&mut self) -> Result<()> {
         for key in self.expiring.take_through(self.watermarks.current_ms) {
-            self.store.remove(&key);
+            self.store.remove(&key)?;
         }
+        Ok(())
     }
 
     /// Registers when each of `keys` (row bytes, with its `expiry` for
@@ -155,7 +156,7 @@ impl BatchOperator for DedupState {
         // The first row of each new key: lowest ORDER BY value, then first to arrive.
         let mut first: HashMap<&[u8], usize> = HashMap::default();
         for (i, key) in keys.iter().enumerate() {
-            if self.store.get(key.data()).is_some() {
+            if self.store.get(key.data())?.is_some() {
                 continue;
             }
             first
@@ -172,11 +173,11 @@ impl BatchOperator for DedupState {
         let expiries = self.expiries(&input, &chosen)?;
         let new_keys: Vec<Box<[u8]>> = chosen.iter().map(|i| keys.row(*i as usize).data().into()).collect();
         for (key, expiry) in new_keys.iter().zip(&expiries) {
-            self.store.put(key, &expiry.map(i64::to_le_bytes).unwrap_or_default());
+            self.store.put(key, &expiry.map(i64::to_le_bytes).unwrap_or_default())?;
         }
         self.index_expiry(&new_keys, &expiries)?;
         let rows = take_record_batch(&input, &UInt32Array::from(chosen))?;
-        self.evict();
+        self.evict()?;
         let mut columns = rows.columns().to_vec();
         if self.spec.output_schema.fields().len() > columns.len() {
             columns.push(Arc::new(UInt64Array::from(vec![1u64; rows.num_rows()])));
@@ -187,8 +188,14 @@ impl BatchOperator for DedupState {
     /// Rebuilds the expiry index from the stored keys (once per restore).
     fn restored(&mut self) -> Result<()> {
         self.expiring.clear();
-        let stored: Vec<(Box<[u8]>, Option<i64>)> =
-            self.store.iter().map(|(k, v)| (k.into(), <[u8; 8]>::try_from(v).ok().map(i64::from_le_bytes))).collect();
+        let stored: Vec<(Box<[u8]>, Option<i64>)> = self
+            .store
+            .iter()
+            .map(|entry| {
+                let (k, v) = entry?;
+                Ok((k.into(), <[u8; 8]>::try_from(&*v).ok().map(i64::from_le_bytes)))
+            })
+            .collect::<Result<_>>()?;
         let (keys, expiries): (Vec<_>, Vec<_>) = stored.into_iter().unzip();
         self.index_expiry(&keys, &expiries)
     }

@@ -247,7 +247,10 @@ impl GroupStateOperator {
 
     /// Calls the function for one key and stores what it left.
     fn call(&mut self, key: &[u8], rows: &RecordBatch, timed_out: bool) -> Result<Vec<Vec<ScalarValue>>> {
-        let mut state = self.state_for(self.store.get(key), timed_out);
+        let mut state = {
+            let stored = self.store.get(key)?;
+            self.state_for(stored.as_deref(), timed_out)
+        };
         // As in Spark, a timeout holds for one call: the function sets it again to keep one.
         state.timeout_at_ms = None;
         let parser = self.keys.parser();
@@ -256,8 +259,8 @@ impl GroupStateOperator {
             key_columns.iter().map(|c| ScalarValue::try_from_array(c, 0)).collect::<Result<Vec<_>, _>>()?;
         let out = (self.spec.function)(&key_values, rows, &mut state)?;
         match &state.value {
-            Some(_) => self.store.put(key, &encode(&state)),
-            None => self.store.remove(key),
+            Some(_) => self.store.put(key, &encode(&state))?,
+            None => self.store.remove(key)?,
         }
         match (&state.value, state.timeout_at_ms) {
             (Some(_), Some(at)) => self.timers.set(key, at),
@@ -346,9 +349,10 @@ impl BatchOperator for GroupStateOperator {
     fn restored(&mut self) -> Result<()> {
         self.timers.clear();
         if self.spec.timeout != GroupStateTimeout::NoTimeout {
-            for (key, value) in self.store.iter() {
-                if let Some(at) = timeout_of(value) {
-                    self.timers.set(key, at);
+            for entry in self.store.iter() {
+                let (key, value) = entry?;
+                if let Some(at) = timeout_of(&value) {
+                    self.timers.set(&key, at);
                 }
             }
         }

@@ -197,9 +197,8 @@ pub fn merge_sessions(inputs: &SessionInputs, partial: RecordBatch) -> Result<(R
     columns[inputs.session] =
         session_column(session_like, moved.iter().map(|m| m.1).collect(), moved.iter().map(|m| m.2).collect())?;
     let value_parser = inputs.values.parser();
-    let states = inputs.values.convert_rows(
-        moved.iter().map(|(j, _, _)| value_parser.parse(inputs.store.get(stored[*j]).expect("stored key"))),
-    )?;
+    let values = moved.iter().map(|(j, _, _)| inputs.store.get_indexed(stored[*j])).collect::<Result<Vec<_>>>()?;
+    let states = inputs.values.convert_rows(values.iter().map(|v| value_parser.parse(v)))?;
     columns.extend(states);
     let moved_rows = RecordBatch::try_new(partial.schema(), columns)?;
     let removed = moved.iter().map(|(j, _, _)| Box::from(stored[*j])).collect();

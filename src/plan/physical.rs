@@ -31,7 +31,7 @@ use crate::operator::group_state::{GroupStateOperator, GroupStateSpec};
 use crate::operator::join::{JoinSideSpec, JoinSpec, JoinState};
 use crate::operator::watermark::{event_time_delay_ms, TimeColumn};
 use crate::operator::StatefulOperator;
-use crate::state::StateStore;
+use crate::state::{StateBackend, StateStore};
 
 /// The stateful operators of one query, each with one instance per state partition, created when
 /// the query is planned.
@@ -40,14 +40,16 @@ pub struct OperatorRegistry {
     location: CheckpointLocation,
     partitions: usize,
     mode: OutputMode,
+    /// What the operators' state stores keep their rows in.
+    backend: StateBackend,
     operators: Mutex<BTreeMap<usize, OperatorHandle>>,
 }
 
 impl OperatorRegistry {
     /// Operators of a query in `mode`, checkpointed under `location` with `partitions` state
-    /// partitions.
-    pub fn new(location: CheckpointLocation, partitions: usize, mode: OutputMode) -> Self {
-        Self { location, partitions, mode, operators: Mutex::new(BTreeMap::new()) }
+    /// partitions, whose stores keep their rows in `backend`.
+    pub fn new(location: CheckpointLocation, partitions: usize, mode: OutputMode, backend: StateBackend) -> Self {
+        Self { location, partitions, mode, backend, operators: Mutex::new(BTreeMap::new()) }
     }
 
     /// Every stateful operator planned so far, by operator id.
@@ -69,7 +71,7 @@ impl OperatorRegistry {
             return Ok(op.clone());
         }
         let partitions = (0..self.partitions)
-            .map(|p| create(StateStore::new(self.location.clone(), &id.to_string(), p)))
+            .map(|p| create(StateStore::open(self.location.clone(), &id.to_string(), p, &self.backend)?))
             .collect::<crate::Result<Vec<_>>>()
             .map_err(DataFusionError::from)?;
         let op = OperatorHandle::new(partitions, watermark_offset_ms);

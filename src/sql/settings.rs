@@ -3,7 +3,9 @@
 //! `sluice.*` for sluice's own, and DataFusion's `datafusion.*` keys passed through to its config.
 
 use crate::operator::watermark::MultipleWatermarkPolicy;
+use crate::state::config::MIN_ROCKSDB_MEMORY_BYTES;
 use crate::state::store::MAX_STATE_PARTITIONS;
+use crate::state::StateStoreKind;
 use crate::{Result, SluiceError};
 
 /// `spark.sql.streaming.multipleWatermarkPolicy`: `min` (default) or `max`.
@@ -17,8 +19,26 @@ pub const SHUFFLE_PARTITIONS: &str = "spark.sql.shuffle.partitions";
 /// (`concat`, `round`, ...) replace DataFusion's, and `/` between integers give a DOUBLE.
 pub const SPARK_FUNCTIONS: &str = "sluice.sql.spark_functions";
 
+/// `sluice.state_store`: where a new query keeps its state, `memory` (default) or `rocksdb` (state
+/// larger than memory, on the local disk). A checkpoint keeps the store it was started with.
+pub const STATE_STORE: &str = "sluice.state_store";
+/// `sluice.state_store.rocksdb.memory_bytes`: the memory of a query's RocksDB instances (block
+/// cache and write buffers), bytes; default 268435456 (256 MiB).
+pub const ROCKSDB_MEMORY_BYTES: &str = "sluice.state_store.rocksdb.memory_bytes";
+/// `sluice.state_store.rocksdb.local_dir`: the directory under which a query's RocksDB instances
+/// live while it runs; default the system's temporary directory.
+pub const ROCKSDB_LOCAL_DIR: &str = "sluice.state_store.rocksdb.local_dir";
+
 /// The keys sluice accepts besides `datafusion.*`.
-pub const KEYS: [&str; 4] = [WATERMARK_POLICY, SESSION_TIME_ZONE, SHUFFLE_PARTITIONS, SPARK_FUNCTIONS];
+pub const KEYS: [&str; 7] = [
+    WATERMARK_POLICY,
+    SESSION_TIME_ZONE,
+    SHUFFLE_PARTITIONS,
+    SPARK_FUNCTIONS,
+    STATE_STORE,
+    ROCKSDB_MEMORY_BYTES,
+    ROCKSDB_LOCAL_DIR,
+];
 
 /// One parsed setting.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +52,13 @@ pub enum Setting {
     StatePartitions(usize),
     /// Whether datafusion-spark's functions replace DataFusion's of the same name.
     SparkFunctions(bool),
+    /// The state store of queries started from now on (a checkpoint keeps the one it was first
+    /// started with).
+    StateStore(StateStoreKind),
+    /// The memory of a query's RocksDB instances, bytes.
+    RocksDbMemoryBytes(usize),
+    /// Where a query's RocksDB instances live.
+    RocksDbLocalDir(std::path::PathBuf),
     /// A DataFusion configuration key, e.g. `datafusion.execution.batch_size`, checked by
     /// DataFusion when applied.
     DataFusion {
@@ -76,6 +103,18 @@ impl Setting {
                 .filter(|n| (1..=MAX_STATE_PARTITIONS).contains(n))
                 .map(Setting::StatePartitions)
                 .ok_or_else(|| bad(&format!("a number of partitions from 1 to {MAX_STATE_PARTITIONS}"))),
+            STATE_STORE => StateStoreKind::parse(value).map(Setting::StateStore).ok_or_else(|| {
+                let names: Vec<String> = StateStoreKind::ALL.iter().map(|k| format!("'{}'", k.name())).collect();
+                bad(&names.join(" or "))
+            }),
+            ROCKSDB_MEMORY_BYTES => value
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n >= MIN_ROCKSDB_MEMORY_BYTES)
+                .map(Setting::RocksDbMemoryBytes)
+                .ok_or_else(|| bad(&format!("a number of bytes of at least {MIN_ROCKSDB_MEMORY_BYTES}"))),
+            ROCKSDB_LOCAL_DIR if !value.is_empty() => Ok(Setting::RocksDbLocalDir(value.into())),
+            ROCKSDB_LOCAL_DIR => Err(bad("a directory")),
             _ => match value.to_ascii_lowercase().as_str() {
                 "true" => Ok(Setting::SparkFunctions(true)),
                 "false" => Ok(Setting::SparkFunctions(false)),
@@ -101,6 +140,14 @@ mod tests {
             Setting::TimeZone("Europe/Paris".into())
         );
         assert_eq!(Setting::parse("sluice.sql.spark_functions", "true").unwrap(), Setting::SparkFunctions(true));
+        assert_eq!(
+            Setting::parse("sluice.state_store", "RocksDB").unwrap(),
+            Setting::StateStore(StateStoreKind::RocksDb)
+        );
+        assert_eq!(
+            Setting::parse("sluice.state_store.rocksdb.memory_bytes", "67108864").unwrap(),
+            Setting::RocksDbMemoryBytes(64 << 20)
+        );
     }
 
     #[test]
@@ -119,5 +166,11 @@ mod tests {
         }
         let err = Setting::parse("spark.sql.session.timeZone", "Mars/Olympus").unwrap_err().to_string();
         assert!(err.contains("Mars/Olympus"), "{err}");
+        let err = Setting::parse("sluice.state_store", "hdfs").unwrap_err().to_string();
+        assert!(err.contains("'memory' or 'rocksdb'") && err.contains("hdfs"), "{err}");
+        for bad in ["1000", "-1", "64MB", ""] {
+            let err = Setting::parse("sluice.state_store.rocksdb.memory_bytes", bad).unwrap_err().to_string();
+            assert!(err.contains("at least 4194304"), "{err}");
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! A versioned key-value store of arrow rows: the state of one partition of one stateful operator.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
@@ -9,6 +10,9 @@ use foldhash::HashMap;
 
 use crate::checkpoint::{framing, CheckpointLocation};
 use crate::state::codec;
+use crate::state::config::StateBackend;
+#[cfg(feature = "rocksdb")]
+use crate::state::rocksdb_store::{self, RocksDbRows};
 use crate::Result;
 
 /// A partition gets a full snapshot besides its delta once at least this many deltas were written
@@ -43,12 +47,38 @@ pub struct StateMetrics {
     pub rows_scanned: u64,
 }
 
-#[derive(Debug, Default)]
-struct Partition {
-    rows: HashMap<Box<[u8]>, Box<[u8]>>,
-    /// Changes since the last commit: `None` = removed.
-    changes: HashMap<Box<[u8]>, Option<Box<[u8]>>>,
+/// Where a store's rows are kept.
+#[derive(Debug)]
+enum Rows {
+    Memory(HashMap<Box<[u8]>, Box<[u8]>>),
+    #[cfg(feature = "rocksdb")]
+    RocksDb(RocksDbRows),
 }
+
+/// A value read from a [`StateStore`]: borrowed from the in-memory table, or pinned in RocksDB's
+/// block cache or memtable while it is held. Dereferences to the value's bytes.
+pub enum StateValue<'a> {
+    /// A value of the in-memory store.
+    Memory(&'a [u8]),
+    /// A value of the RocksDB store.
+    #[cfg(feature = "rocksdb")]
+    RocksDb(rocksdb::DBPinnableSlice<'a>),
+}
+
+impl std::ops::Deref for StateValue<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            StateValue::Memory(v) => v,
+            #[cfg(feature = "rocksdb")]
+            StateValue::RocksDb(v) => v,
+        }
+    }
+}
+
+/// A `(key, value)` of a scan: borrowed from the in-memory table, owned when read from RocksDB.
+pub type StateEntry<'a> = (Cow<'a, [u8]>, Cow<'a, [u8]>);
 
 /// The most state partitions a query may have (`spark.sql.shuffle.partitions`, a checkpoint's
 /// `metadata`): each partition of each stateful operator writes a file per micro-batch and is
@@ -62,14 +92,20 @@ pub const MAX_STATE_PARTITIONS: usize = 1000;
 /// [`crate::operator::exchange`]), so each partition of each operator has its own store, loaded,
 /// committed and purged on its own (Spark's `StateStoreProvider` per operator and partition).
 /// Version `N` is the state after batch `N`. Batch `N` starts from version `N-1`, applies its
-/// changes, and [`StateStore::commit`] writes them as `state/<op>/<p>/N.delta` (and every
-/// [`SNAPSHOT_INTERVAL`] versions `N.snapshot`), so a restart can rebuild any committed version.
+/// changes, and [`StateStore::commit`] writes them as `state/<op>/<p>/N.delta` (and, when one is
+/// due, a snapshot: `N.snapshot` of the in-memory store, `N.rocksdb` and the files it lists of
+/// the RocksDB store), so a restart can rebuild any committed version.
 #[derive(Debug)]
 pub struct StateStore {
     location: CheckpointLocation,
     /// `state/<op>/<p>`.
     dir: String,
-    partition: Partition,
+    backend: StateBackend,
+    rows: Rows,
+    /// Changes since the last commit: `None` = removed.
+    changes: HashMap<Box<[u8]>, Option<Box<[u8]>>>,
+    /// Keys held.
+    len: u64,
     updated: u64,
     removed: u64,
     /// Rows read since the counts were last cleared (`get` takes `&self`, hence atomic).
@@ -84,13 +120,16 @@ pub struct StateStore {
 }
 
 impl StateStore {
-    /// An empty store for partition `partition` of operator `operator`, checkpointed under
-    /// `state/<operator>/<partition>/` of `location`.
+    /// An empty in-memory store for partition `partition` of operator `operator`, checkpointed
+    /// under `state/<operator>/<partition>/` of `location`.
     pub fn new(location: CheckpointLocation, operator: &str, partition: usize) -> Self {
         Self {
             location,
             dir: format!("state/{operator}/{partition}"),
-            partition: Partition::default(),
+            backend: StateBackend::Memory,
+            rows: Rows::Memory(HashMap::default()),
+            changes: HashMap::default(),
+            len: 0,
             updated: 0,
             removed: 0,
             scanned: AtomicU64::new(0),
@@ -101,44 +140,118 @@ impl StateStore {
         }
     }
 
+    /// An empty store as [`Self::new`], keeping its rows in `backend`.
+    ///
+    /// # Errors
+    /// As `RocksDbRows::open` when the RocksDB instance cannot be created.
+    pub(crate) fn open(
+        location: CheckpointLocation,
+        operator: &str,
+        partition: usize,
+        backend: &StateBackend,
+    ) -> Result<Self> {
+        let mut store = Self::new(location, operator, partition);
+        store.backend = backend.clone();
+        store.rows = store.empty_rows()?;
+        Ok(store)
+    }
+
+    fn empty_rows(&self) -> Result<Rows> {
+        Ok(match &self.backend {
+            StateBackend::Memory => Rows::Memory(HashMap::default()),
+            #[cfg(feature = "rocksdb")]
+            StateBackend::RocksDb(shared) => Rows::RocksDb(RocksDbRows::open(shared, &self.dir)?),
+        })
+    }
+
     /// The value of `key`.
-    pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
+    ///
+    /// # Errors
+    /// A RocksDB read error (the local disk failing).
+    pub fn get(&self, key: &[u8]) -> Result<Option<StateValue<'_>>> {
         self.scanned.fetch_add(1, Ordering::Relaxed);
-        self.partition.rows.get(key).map(|v| &**v)
+        Ok(match &self.rows {
+            Rows::Memory(rows) => rows.get(key).map(|v| StateValue::Memory(v)),
+            #[cfg(feature = "rocksdb")]
+            Rows::RocksDb(rows) => rows.get(key)?.map(StateValue::RocksDb),
+        })
+    }
+
+    /// The value of `key`, which the operator's own index says is stored.
+    ///
+    /// # Errors
+    /// As [`Self::get`], and [`crate::SluiceError::Checkpoint`] when the key is missing: the
+    /// state and the index disagree (a damaged checkpoint).
+    pub fn get_indexed(&self, key: &[u8]) -> Result<StateValue<'_>> {
+        self.get(key)?.ok_or_else(|| {
+            self.location.error(
+                &self.dir,
+                "a key of the operator's index is missing from its state: the checkpoint's state is damaged; restore it or start over with a new checkpoint location",
+            )
+        })
     }
 
     /// Inserts or replaces the value of `key`.
-    pub fn put(&mut self, key: &[u8], value: &[u8]) {
-        let p = &mut self.partition;
-        match p.rows.insert(key.into(), value.into()) {
-            Some(old) => self.bytes = self.bytes - old.len() as u64 + value.len() as u64,
-            None => self.bytes += (key.len() + value.len()) as u64,
+    ///
+    /// # Errors
+    /// A RocksDB write error (the local disk failing).
+    pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        let old = match &mut self.rows {
+            Rows::Memory(rows) => rows.insert(key.into(), value.into()).map(|old| old.len()),
+            #[cfg(feature = "rocksdb")]
+            Rows::RocksDb(rows) => rows.put(key, value)?,
+        };
+        match old {
+            Some(old) => self.bytes = self.bytes - old as u64 + value.len() as u64,
+            None => {
+                self.bytes += (key.len() + value.len()) as u64;
+                self.len += 1;
+            }
         }
-        p.changes.insert(key.into(), Some(value.into()));
+        self.changes.insert(key.into(), Some(value.into()));
         self.updated += 1;
+        Ok(())
     }
 
     /// Removes `key` if present.
-    pub fn remove(&mut self, key: &[u8]) {
-        let p = &mut self.partition;
-        if let Some(old) = p.rows.remove(key) {
-            p.changes.insert(key.into(), None);
+    ///
+    /// # Errors
+    /// A RocksDB error (the local disk failing).
+    pub fn remove(&mut self, key: &[u8]) -> Result<()> {
+        let old = match &mut self.rows {
+            Rows::Memory(rows) => rows.remove(key).map(|old| old.len()),
+            #[cfg(feature = "rocksdb")]
+            Rows::RocksDb(rows) => rows.remove(key)?,
+        };
+        if let Some(old) = old {
+            self.changes.insert(key.into(), None);
             self.removed += 1;
-            self.bytes -= (key.len() + old.len()) as u64;
+            self.len -= 1;
+            self.bytes -= (key.len() + old) as u64;
         }
+        Ok(())
     }
 
     /// Every `(key, value)`, in no particular order; each row visited counts as scanned.
-    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.partition.rows.iter().map(|(k, v)| {
+    ///
+    /// # Errors
+    /// Each item: a RocksDB read error (the local disk failing).
+    pub fn iter(&self) -> Box<dyn Iterator<Item = Result<StateEntry<'_>>> + Send + '_> {
+        let entries: Box<dyn Iterator<Item = Result<StateEntry<'_>>> + Send + '_> = match &self.rows {
+            Rows::Memory(rows) => Box::new(rows.iter().map(|(k, v)| Ok((Cow::Borrowed(&**k), Cow::Borrowed(&**v))))),
+            #[cfg(feature = "rocksdb")]
+            Rows::RocksDb(rows) => Box::new(
+                rows.iter().map(|entry| entry.map(|(k, v)| (Cow::Owned(k.into_vec()), Cow::Owned(v.into_vec())))),
+            ),
+        };
+        Box::new(entries.inspect(|_| {
             self.scanned.fetch_add(1, Ordering::Relaxed);
-            (&**k, &**v)
-        })
+        }))
     }
 
     /// Number of keys.
     pub fn len(&self) -> usize {
-        self.partition.rows.len()
+        self.len as usize
     }
 
     /// True when the store holds no key.
@@ -149,7 +262,7 @@ impl StateStore {
     /// Counts since the last commit, and the current totals.
     pub fn metrics(&self) -> StateMetrics {
         StateMetrics {
-            rows_total: self.len() as u64,
+            rows_total: self.len,
             rows_updated: self.updated,
             rows_removed: self.removed,
             memory_bytes: self.bytes,
@@ -168,13 +281,15 @@ impl StateStore {
     /// Writes the changes since the last commit as version `version`, and starts writing a
     /// snapshot of that version in the background when one is due (see [`SNAPSHOT_INTERVAL`] and
     /// [`SNAPSHOT_DELTA_RATIO`]; skipped while the previous one is still being written: deltas
-    /// suffice).
+    /// suffice). The RocksDB store flushes its memtable and links its files for the snapshot in
+    /// the batch; their upload runs in the background.
     ///
     /// # Errors
-    /// [`crate::SluiceError::Checkpoint`] when a file cannot be written, or when the last
-    /// background snapshot failed to (the checkpoint's storage is failing).
+    /// [`crate::SluiceError::Checkpoint`] when a file cannot be written, when the last
+    /// background snapshot failed to (the checkpoint's storage is failing), or when RocksDB
+    /// cannot flush.
     pub async fn commit(&mut self, version: u64) -> Result<()> {
-        let changes = std::mem::take(&mut self.partition.changes);
+        let changes = std::mem::take(&mut self.changes);
         let delta = codec::encode(changes.iter().map(|(k, v)| (&**k, v.as_deref())))?;
         self.deltas_since_snapshot += 1;
         self.delta_bytes_since_snapshot += delta.len() as u64;
@@ -187,7 +302,11 @@ impl StateStore {
             && self.delta_bytes_since_snapshot >= SNAPSHOT_DELTA_RATIO * self.bytes;
         if due && self.maintenance.is_none() {
             let (location, dir) = (self.location.clone(), self.dir.clone());
-            self.maintenance = Some(tokio::spawn(write_snapshot(location, dir, version)));
+            self.maintenance = Some(match &self.rows {
+                Rows::Memory(_) => tokio::spawn(write_snapshot(location, dir, version)),
+                #[cfg(feature = "rocksdb")]
+                Rows::RocksDb(rows) => tokio::spawn(rows.snapshot(location, dir, version)?),
+            });
             self.deltas_since_snapshot = 0;
             self.delta_bytes_since_snapshot = 0;
         }
@@ -207,18 +326,54 @@ impl StateStore {
         }
     }
 
+    /// The suffix of this store's snapshots.
+    fn snapshot_suffix(&self) -> &'static str {
+        match &self.backend {
+            StateBackend::Memory => SNAPSHOT_SUFFIX,
+            #[cfg(feature = "rocksdb")]
+            StateBackend::RocksDb(_) => rocksdb_store::MANIFEST_SUFFIX,
+        }
+    }
+
     /// Replaces the contents with committed version `version` (`None`: the empty initial state).
     ///
     /// # Errors
-    /// [`crate::SluiceError::Checkpoint`] naming the file when a delta the version needs is
-    /// missing or unreadable (a corrupted checkpoint).
+    /// [`crate::SluiceError::Checkpoint`] naming the file when a delta or snapshot file the
+    /// version needs is missing or unreadable (a corrupted checkpoint); a RocksDB error when the
+    /// local instance cannot be rebuilt.
     pub async fn load(&mut self, version: Option<u64>) -> Result<()> {
         self.wait_for_maintenance().await?;
-        self.partition = match version {
-            Some(version) => read_partition(&self.location, &self.dir, version).await?,
-            None => Partition::default(),
+        self.changes.clear();
+        // The old rows go first: a RocksDB instance frees its directory for the new one.
+        self.rows = Rows::Memory(HashMap::default());
+        let files = match version {
+            Some(version) => partition_files(&self.location, &self.dir, version, self.snapshot_suffix()).await?,
+            None => vec![],
         };
-        self.bytes = self.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
+        self.rows = match &self.backend {
+            StateBackend::Memory => {
+                let location = self.location.clone();
+                Rows::Memory(run_blocking(move || apply_files(&location, files)).await?)
+            }
+            #[cfg(feature = "rocksdb")]
+            StateBackend::RocksDb(shared) => {
+                let mut files = files.into_iter().peekable();
+                let snapshot = match files.next_if(|(name, _)| name.ends_with(rocksdb_store::MANIFEST_SUFFIX)) {
+                    Some((name, bytes)) => rocksdb_store::read_manifest(&self.location, &name, &bytes)?,
+                    None => vec![],
+                };
+                let rows = RocksDbRows::restore(shared, &self.dir, &self.location, snapshot).await?;
+                let (location, deltas) = (self.location.clone(), files.collect::<Vec<_>>());
+                Rows::RocksDb(run_blocking(move || apply_deltas(&location, rows, deltas)).await?)
+            }
+        };
+        let (mut len, mut bytes) = (0, 0);
+        for entry in self.iter() {
+            let (k, v) = entry?;
+            len += 1;
+            bytes += (k.len() + v.len()) as u64;
+        }
+        (self.len, self.bytes) = (len, bytes);
         self.clear_counts();
         // The deltas since the newest snapshot are not counted: the next snapshot comes at the
         // earliest after SNAPSHOT_INTERVAL more.
@@ -243,52 +398,70 @@ impl StateStore {
         Ok(why.map(|why| (self.location.describe(&name), why)))
     }
 
-    /// Deletes state files no longer needed to rebuild versions `>= keep_from`.
+    /// Deletes state files no longer needed to rebuild versions `>= keep_from`: the deltas and
+    /// snapshots before the newest snapshot at or below it, and the RocksDB files no kept
+    /// snapshot lists (after waiting for a snapshot being uploaded, which may name them).
     ///
     /// # Errors
-    /// [`crate::SluiceError::Checkpoint`] when a listing or delete fails.
-    pub async fn purge_before(&self, keep_from: u64) -> Result<()> {
+    /// [`crate::SluiceError::Checkpoint`] when a listing, read or delete fails.
+    pub async fn purge_before(&mut self, keep_from: u64) -> Result<()> {
+        let suffix = self.snapshot_suffix();
+        if suffix != SNAPSHOT_SUFFIX {
+            self.wait_for_maintenance().await?;
+        }
         let dir = &self.dir;
         let files = self.location.list(dir).await?;
         let version = |f: &str| f.split('.').next().and_then(|v| v.parse::<u64>().ok());
         // The newest snapshot at or below keep_from stays, with every delta after it.
-        let base = files
-            .iter()
-            .filter(|f| f.ends_with(".snapshot"))
-            .filter_map(|f| version(f))
-            .filter(|v| *v <= keep_from)
-            .max();
+        let base =
+            files.iter().filter(|f| f.ends_with(suffix)).filter_map(|f| version(f)).filter(|v| *v <= keep_from).max();
         let Some(base) = base else { return Ok(()) };
         for f in files.iter().filter(|f| version(f).is_some_and(|v| v < base)) {
             self.location.delete(&format!("{dir}/{f}")).await?;
+        }
+        #[cfg(feature = "rocksdb")]
+        if let Rows::RocksDb(rows) = &self.rows {
+            let mut kept: std::collections::HashSet<String> = rows.uploaded_remotes().into_iter().collect();
+            for f in files.iter().filter(|f| f.ends_with(suffix) && version(f).is_some_and(|v| v >= base)) {
+                let name = format!("{dir}/{f}");
+                if let Some(bytes) = self.location.get(&name).await? {
+                    let listed = rocksdb_store::read_manifest(&self.location, &name, &bytes)?;
+                    kept.extend(rocksdb_store::remotes(&listed).map(str::to_string));
+                }
+            }
+            for f in self.location.list(&format!("{dir}/rocksdb")).await? {
+                let remote = format!("{dir}/rocksdb/{f}");
+                if !kept.contains(&remote) {
+                    self.location.delete(&remote).await?;
+                }
+            }
         }
         Ok(())
     }
 }
 
-/// The rows of the partition in `dir` at committed `version`: the newest snapshot at or below it,
-/// then every later delta.
-async fn read_partition(location: &CheckpointLocation, dir: &str, version: u64) -> Result<Partition> {
-    let files = partition_files(location, dir, version).await?;
-    let location = location.clone();
-    run_blocking(move || apply_files(&location, files)).await
-}
+/// Suffix of the in-memory store's snapshots, `<version>.snapshot`.
+const SNAPSHOT_SUFFIX: &str = ".snapshot";
 
 /// The contents of the files that make up version `version` of the partition in `dir`, in the
-/// order they apply: the newest snapshot at or below it, then every later delta. A torn newest
-/// snapshot (a crash while it was written in the background) is passed over, with a warning, for
-/// the snapshot before it and the deltas after that.
-async fn partition_files(location: &CheckpointLocation, dir: &str, version: u64) -> Result<Vec<(String, Bytes)>> {
+/// order they apply: the newest snapshot (a file named `<v><suffix>`) at or below it, then every
+/// later delta. A torn newest snapshot (a crash while it was written in the background) is
+/// passed over, with a warning, for the snapshot before it and the deltas after that.
+async fn partition_files(
+    location: &CheckpointLocation,
+    dir: &str,
+    version: u64,
+    suffix: &str,
+) -> Result<Vec<(String, Bytes)>> {
     let listed = location.list(dir).await?;
-    let mut snapshots: Vec<u64> =
-        listed.iter().filter_map(|f| f.strip_suffix(".snapshot")?.parse::<u64>().ok()).collect();
+    let mut snapshots: Vec<u64> = listed.iter().filter_map(|f| f.strip_suffix(suffix)?.parse::<u64>().ok()).collect();
     snapshots.sort_unstable();
     let newest_snapshot = snapshots.last().copied();
     snapshots.retain(|v| *v <= version);
     let mut files = Vec::new();
     let mut snapshot = snapshots.pop();
     if let Some(s) = snapshot.filter(|s| Some(*s) == newest_snapshot) {
-        let name = format!("{dir}/{s}.snapshot");
+        let name = format!("{dir}/{s}{suffix}");
         let bytes = location.get(&name).await?;
         let damage = match &bytes {
             Some(bytes) => framing::open(bytes).err().map(|d| d.to_string()),
@@ -308,7 +481,7 @@ async fn partition_files(location: &CheckpointLocation, dir: &str, version: u64)
     }
     let mut names = Vec::new();
     if let Some(s) = snapshot.filter(|_| files.is_empty()) {
-        names.push(format!("{dir}/{s}.snapshot"));
+        names.push(format!("{dir}/{s}{suffix}"));
     }
     let first_delta = snapshot.map_or(0, |s| s + 1);
     names.extend((first_delta..=version).map(|v| format!("{dir}/{v}.delta")));
@@ -325,21 +498,38 @@ async fn partition_files(location: &CheckpointLocation, dir: &str, version: u64)
     Ok(files)
 }
 
-/// Decodes state files in order into one partition (CPU work: run it off the async workers).
-fn apply_files(location: &CheckpointLocation, files: Vec<(String, Bytes)>) -> Result<Partition> {
-    let mut partition = Partition::default();
+/// Decodes state files in order into one in-memory table (CPU work: run it off the async
+/// workers).
+fn apply_files(location: &CheckpointLocation, files: Vec<(String, Bytes)>) -> Result<HashMap<Box<[u8]>, Box<[u8]>>> {
+    let mut rows: HashMap<Box<[u8]>, Box<[u8]>> = HashMap::default();
     for (name, bytes) in files {
         codec::decode(bytes, |k, v| match v {
             Some(v) => {
-                partition.rows.insert(k.into(), v.into());
+                rows.insert(k.into(), v.into());
             }
             None => {
-                partition.rows.remove(k);
+                rows.remove(k);
             }
         })
         .map_err(|e| location.error(&name, format!("corrupted state file: {e}")))?;
     }
-    Ok(partition)
+    Ok(rows)
+}
+
+/// Applies deltas in order to a RocksDB instance, one write each (CPU and disk work: run it off
+/// the async workers).
+#[cfg(feature = "rocksdb")]
+fn apply_deltas(location: &CheckpointLocation, rows: RocksDbRows, deltas: Vec<(String, Bytes)>) -> Result<RocksDbRows> {
+    for (name, bytes) in deltas {
+        let mut batch = rocksdb::WriteBatch::default();
+        codec::decode(bytes, |k, v| match v {
+            Some(v) => batch.put(k, v),
+            None => batch.delete(k),
+        })
+        .map_err(|e| location.error(&name, format!("corrupted state file: {e}")))?;
+        rows.apply(batch)?;
+    }
+    Ok(rows)
 }
 
 /// Runs CPU-bound state work (decoding or encoding a whole partition) on a blocking thread, so a
@@ -349,138 +539,222 @@ async fn run_blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send
     SpawnedTask::spawn_blocking(work).join_unwind().await.map_err(|e| DataFusionError::ExecutionJoin(Box::new(e)))?
 }
 
-/// Writes `<version>.snapshot` of the partition in `dir`, rebuilt from the checkpoint's files (so
-/// the batches go on with the live state meanwhile).
+/// Writes `<version>.snapshot` of the in-memory partition in `dir`, rebuilt from the
+/// checkpoint's files (so the batches go on with the live state meanwhile).
 async fn write_snapshot(location: CheckpointLocation, dir: String, version: u64) -> Result<()> {
-    let files = partition_files(&location, &dir, version).await?;
+    let files = partition_files(&location, &dir, version, SNAPSHOT_SUFFIX).await?;
     let files_location = location.clone();
     let snapshot = run_blocking(move || {
-        let partition = apply_files(&files_location, files)?;
-        codec::encode(partition.rows.iter().map(|(k, v)| (&**k, Some(&**v))))
+        let rows = apply_files(&files_location, files)?;
+        codec::encode(rows.iter().map(|(k, v)| (&**k, Some(&**v))))
     })
     .await?;
-    location.put(&format!("{dir}/{version}.snapshot"), snapshot).await
+    location.put(&format!("{dir}/{version}{SNAPSHOT_SUFFIX}"), snapshot).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::{RocksDbSettings, StateStoreKind};
+
+    /// The kinds of store this build has.
+    fn kinds() -> Vec<StateStoreKind> {
+        StateStoreKind::ALL.into_iter().filter(|k| cfg!(feature = "rocksdb") || *k == StateStoreKind::Memory).collect()
+    }
+
+    /// A store of `kind` for partition `partition` of operator 0; a RocksDB store in a working
+    /// directory of its own, as on another machine.
+    fn open(location: &CheckpointLocation, partition: usize, kind: StateStoreKind) -> StateStore {
+        let backend = StateBackend::for_query(kind, &RocksDbSettings::default()).unwrap();
+        StateStore::open(location.clone(), "0", partition, &backend).unwrap()
+    }
+
+    fn suffix(kind: StateStoreKind) -> &'static str {
+        open(&CheckpointLocation::open("memory://").unwrap(), 0, kind).snapshot_suffix()
+    }
+
+    fn value(store: &StateStore, key: &[u8]) -> Option<Vec<u8>> {
+        store.get(key).unwrap().map(|v| v.to_vec())
+    }
 
     #[tokio::test]
     async fn restores_any_committed_version_across_snapshots() {
-        let location = CheckpointLocation::open("memory://").unwrap();
-        let mut store = StateStore::new(location.clone(), "0", 3);
-        for version in 0..25u64 {
-            store.put(format!("k{version}").as_bytes(), &version.to_le_bytes());
-            if version >= 2 {
-                store.remove(format!("k{}", version - 2).as_bytes());
+        for kind in kinds() {
+            let location = CheckpointLocation::open("memory://").unwrap();
+            let mut store = open(&location, 3, kind);
+            for version in 0..25u64 {
+                store.put(format!("k{version}").as_bytes(), &version.to_le_bytes()).unwrap();
+                if version >= 2 {
+                    store.remove(format!("k{}", version - 2).as_bytes()).unwrap();
+                }
+                store.commit(version).await.unwrap();
             }
-            store.commit(version).await.unwrap();
+            let mut restored = open(&location, 3, kind);
+            restored.load(Some(14)).await.unwrap();
+            let mut keys: Vec<_> = restored.iter().map(|e| String::from_utf8(e.unwrap().0.to_vec()).unwrap()).collect();
+            keys.sort();
+            assert_eq!(keys, vec!["k13", "k14"], "{kind:?}");
+            assert_eq!(value(&restored, b"k14"), Some(14u64.to_le_bytes().to_vec()));
+            assert_eq!(restored.metrics().memory_bytes, 2 * (3 + 8), "two 3-byte keys with 8-byte values");
+            assert_eq!(restored.len(), 2);
+            restored.load(None).await.unwrap();
+            assert!(restored.is_empty() && restored.iter().next().is_none(), "{kind:?}");
         }
-        let mut restored = StateStore::new(location.clone(), "0", 3);
-        restored.load(Some(14)).await.unwrap();
-        let mut keys: Vec<_> = restored.iter().map(|(k, _)| String::from_utf8(k.to_vec()).unwrap()).collect();
-        keys.sort();
-        assert_eq!(keys, vec!["k13", "k14"]);
-        assert_eq!(restored.get(b"k14"), Some(&14u64.to_le_bytes()[..]));
-        assert_eq!(restored.metrics().memory_bytes, 2 * (3 + 8), "two 3-byte keys with 8-byte values");
-        restored.load(None).await.unwrap();
-        assert!(restored.is_empty());
     }
 
     /// The snapshot of every tenth version is written in the background and then serves a
     /// restore alone: the deltas before it can go.
     #[tokio::test]
     async fn snapshots_are_written_in_the_background_and_restore_alone() {
-        let location = CheckpointLocation::open("memory://").unwrap();
-        let mut store = StateStore::new(location.clone(), "0", 2);
-        for version in 0..12u64 {
-            store.put(format!("k{version}").as_bytes(), b"v");
-            store.commit(version).await.unwrap();
+        for kind in kinds() {
+            let location = CheckpointLocation::open("memory://").unwrap();
+            let mut store = open(&location, 2, kind);
+            for version in 0..12u64 {
+                store.put(format!("k{version}").as_bytes(), b"v").unwrap();
+                store.commit(version).await.unwrap();
+            }
+            store.wait_for_maintenance().await.unwrap();
+            let snapshot = format!("state/0/2/9{}", suffix(kind));
+            assert!(location.get(&snapshot).await.unwrap().is_some(), "{snapshot}");
+            for v in 0..=9 {
+                location.delete(&format!("state/0/2/{v}.delta")).await.unwrap();
+            }
+            let mut restored = open(&location, 2, kind);
+            restored.load(Some(11)).await.unwrap();
+            assert_eq!(restored.len(), 12, "{kind:?}");
+            assert_eq!(value(&restored, b"k0"), Some(b"v".to_vec()));
         }
-        store.wait_for_maintenance().await.unwrap();
-        assert!(location.get("state/0/2/9.snapshot").await.unwrap().is_some());
-        for v in 0..=9 {
-            location.delete(&format!("state/0/2/{v}.delta")).await.unwrap();
-        }
-        let mut restored = StateStore::new(location, "0", 2);
-        restored.load(Some(11)).await.unwrap();
-        assert_eq!(restored.len(), 12);
     }
 
     /// A state much larger than its deltas is not copied every ten versions: the snapshot waits
     /// until the deltas add up to twice the state's bytes.
     #[tokio::test]
     async fn a_large_state_that_changes_little_is_snapshotted_rarely() {
-        let location = CheckpointLocation::open("memory://").unwrap();
-        let mut store = StateStore::new(location.clone(), "0", 0);
-        let big = vec![7u8; 100_000];
-        store.put(b"big", &big);
-        let mut first_snapshot = None;
-        for version in 0..40u64 {
-            store.put(b"small", &version.to_le_bytes());
-            store.commit(version).await.unwrap();
-            store.wait_for_maintenance().await.unwrap();
-            let written = location.list("state/0/0").await.unwrap().iter().any(|f| f.ends_with(".snapshot"));
-            if written && first_snapshot.is_none() {
-                first_snapshot = Some(version);
+        for kind in kinds() {
+            let location = CheckpointLocation::open("memory://").unwrap();
+            let mut store = open(&location, 0, kind);
+            let snapshotted = |files: Vec<String>| files.iter().any(|f| f.ends_with(suffix(kind)));
+            let big = vec![7u8; 100_000];
+            store.put(b"big", &big).unwrap();
+            let mut first_snapshot = None;
+            for version in 0..40u64 {
+                store.put(b"small", &version.to_le_bytes()).unwrap();
+                store.commit(version).await.unwrap();
+                store.wait_for_maintenance().await.unwrap();
+                if snapshotted(location.list("state/0/0").await.unwrap()) && first_snapshot.is_none() {
+                    first_snapshot = Some(version);
+                }
             }
+            assert_eq!(first_snapshot, None, "40 small deltas (about 40 KB with the file overhead) vs 100 KB of state");
+            for version in 40..50u64 {
+                store.put(b"big", &vec![version as u8; 100_000]).unwrap();
+                store.commit(version).await.unwrap();
+            }
+            store.wait_for_maintenance().await.unwrap();
+            assert!(snapshotted(location.list("state/0/0").await.unwrap()), "{kind:?}");
+            let mut restored = open(&location, 0, kind);
+            restored.load(Some(49)).await.unwrap();
+            assert_eq!(value(&restored, b"big"), Some(vec![49u8; 100_000]), "{kind:?}");
         }
-        assert_eq!(first_snapshot, None, "40 small deltas (about 40 KB with the file overhead) vs 100 KB of state");
-        for version in 40..50u64 {
-            store.put(b"big", &vec![version as u8; 100_000]);
-            store.commit(version).await.unwrap();
-        }
-        store.wait_for_maintenance().await.unwrap();
-        assert!(location.list("state/0/0").await.unwrap().iter().any(|f| f.ends_with(".snapshot")));
-        let mut restored = StateStore::new(location, "0", 0);
-        restored.load(Some(49)).await.unwrap();
-        assert_eq!(restored.get(b"big"), Some(&vec![49u8; 100_000][..]));
     }
 
     /// A crash while the background snapshot was written leaves it torn: a restore passes over
     /// it to the snapshot before it and the deltas after that; a torn delta is reported.
     #[tokio::test]
     async fn a_torn_newest_snapshot_is_passed_over_and_a_torn_delta_reported() {
-        let location = CheckpointLocation::open("memory://").unwrap();
-        let mut store = StateStore::new(location.clone(), "0", 0);
-        for version in 0..22u64 {
-            store.put(format!("k{version}").as_bytes(), b"v");
-            store.commit(version).await.unwrap();
-            store.wait_for_maintenance().await.unwrap();
-        }
-        let snapshots: Vec<String> =
-            location.list("state/0/0").await.unwrap().into_iter().filter(|f| f.ends_with(".snapshot")).collect();
-        assert_eq!(snapshots, ["19.snapshot", "9.snapshot"]);
-        let whole = location.get("state/0/0/19.snapshot").await.unwrap().unwrap();
-        for torn in [Bytes::new(), whole.slice(..whole.len() / 2)] {
-            location.put("state/0/0/19.snapshot", torn).await.unwrap();
-            let mut restored = StateStore::new(location.clone(), "0", 0);
-            restored.load(Some(21)).await.unwrap();
-            assert_eq!(restored.len(), 22);
-        }
-        location.put("state/0/0/9.snapshot", Bytes::new()).await.unwrap();
-        let err = StateStore::new(location.clone(), "0", 0).load(Some(21)).await.unwrap_err().to_string();
-        assert!(err.contains("/9.snapshot"), "an older snapshot is history: {err}");
+        for kind in kinds() {
+            let location = CheckpointLocation::open("memory://").unwrap();
+            let mut store = open(&location, 0, kind);
+            for version in 0..22u64 {
+                store.put(format!("k{version}").as_bytes(), b"v").unwrap();
+                store.commit(version).await.unwrap();
+                store.wait_for_maintenance().await.unwrap();
+            }
+            let suffix = suffix(kind);
+            let snapshots: Vec<String> =
+                location.list("state/0/0").await.unwrap().into_iter().filter(|f| f.ends_with(suffix)).collect();
+            assert_eq!(snapshots, [format!("19{suffix}"), format!("9{suffix}")]);
+            let newest = format!("state/0/0/19{suffix}");
+            let whole = location.get(&newest).await.unwrap().unwrap();
+            for torn in [Bytes::new(), whole.slice(..whole.len() / 2)] {
+                location.put(&newest, torn).await.unwrap();
+                let mut restored = open(&location, 0, kind);
+                restored.load(Some(21)).await.unwrap();
+                assert_eq!(restored.len(), 22, "{kind:?}");
+            }
+            location.put(&format!("state/0/0/9{suffix}"), Bytes::new()).await.unwrap();
+            let err = open(&location, 0, kind).load(Some(21)).await.unwrap_err().to_string();
+            assert!(err.contains(&format!("/9{suffix}")), "an older snapshot is history: {err}");
 
-        assert_eq!(store.damaged_delta(21).await.unwrap(), None);
-        let delta = location.get("state/0/0/21.delta").await.unwrap().unwrap();
-        let mut flipped = delta.to_vec();
-        flipped[delta.len() / 2] ^= 0xff;
-        location.put("state/0/0/21.delta", Bytes::from(flipped)).await.unwrap();
-        let (file, why) = store.damaged_delta(21).await.unwrap().unwrap();
-        assert!(file.ends_with("state/0/0/21.delta") && why.contains("checksum"), "{file}: {why}");
-        assert!(store.damaged_delta(22).await.unwrap().unwrap().1.contains("missing"));
+            assert_eq!(store.damaged_delta(21).await.unwrap(), None);
+            let delta = location.get("state/0/0/21.delta").await.unwrap().unwrap();
+            let mut flipped = delta.to_vec();
+            flipped[delta.len() / 2] ^= 0xff;
+            location.put("state/0/0/21.delta", Bytes::from(flipped)).await.unwrap();
+            let (file, why) = store.damaged_delta(21).await.unwrap().unwrap();
+            assert!(file.ends_with("state/0/0/21.delta") && why.contains("checksum"), "{file}: {why}");
+            assert!(store.damaged_delta(22).await.unwrap().unwrap().1.contains("missing"));
+        }
     }
 
     #[tokio::test]
     async fn a_missing_delta_is_a_clear_error() {
+        for kind in kinds() {
+            let location = CheckpointLocation::open("memory://").unwrap();
+            let mut store = open(&location, 1, kind);
+            store.put(b"a", b"1").unwrap();
+            store.commit(0).await.unwrap();
+            location.delete("state/0/1/0.delta").await.unwrap();
+            let err = store.load(Some(0)).await.unwrap_err().to_string();
+            assert!(err.contains("state/0/1/0.delta") && err.contains("missing"), "{err}");
+        }
+    }
+
+    /// RocksDB snapshots upload each SST file once: a later snapshot names the files it shares
+    /// with the one before; a purge deletes the files no kept snapshot names, and a restore from
+    /// the kept files alone (on a fresh working directory) has every row.
+    #[cfg(feature = "rocksdb")]
+    #[tokio::test]
+    async fn rocksdb_snapshots_share_sst_files_and_a_purge_deletes_the_unlisted_ones() {
         let location = CheckpointLocation::open("memory://").unwrap();
-        let mut store = StateStore::new(location.clone(), "0", 1);
-        store.put(b"a", b"1");
-        store.commit(0).await.unwrap();
-        location.delete("state/0/1/0.delta").await.unwrap();
-        let err = store.load(Some(0)).await.unwrap_err().to_string();
-        assert!(err.contains("state/0/1/0.delta") && err.contains("missing"), "{err}");
+        let mut store = open(&location, 0, StateStoreKind::RocksDb);
+        let listed = |version: u64| {
+            let location = location.clone();
+            async move {
+                let name = format!("state/0/0/{version}.rocksdb");
+                let bytes = location.get(&name).await.unwrap().unwrap();
+                let files = rocksdb_store::read_manifest(&location, &name, &bytes).unwrap();
+                rocksdb_store::remotes(&files).filter(|r| r.ends_with(".sst")).map(str::to_string).collect::<Vec<_>>()
+            }
+        };
+        // 50 keys rewritten by every version (so the deltas soon outweigh the state, and a
+        // snapshot is due every tenth version), and one new key a version.
+        for version in 0..20u64 {
+            for i in 0..50u64 {
+                store.put(format!("k{i}").as_bytes(), &[version as u8; 100]).unwrap();
+            }
+            store.put(format!("n{version}").as_bytes(), b"new").unwrap();
+            store.commit(version).await.unwrap();
+            store.wait_for_maintenance().await.unwrap();
+        }
+        let (first, second) = (listed(9).await, listed(19).await);
+        assert!(!first.is_empty() && second.len() > first.len(), "{first:?} {second:?}");
+        assert!(
+            first.iter().all(|f| second.contains(f)),
+            "the SST files of version 9 are named again, not uploaded again"
+        );
+        store.remove(b"n0").unwrap();
+        store.commit(20).await.unwrap();
+        store.purge_before(19).await.unwrap();
+        let files = location.list("state/0/0").await.unwrap();
+        assert!(!files.iter().any(|f| f.starts_with("9.") || f == "18.delta"), "{files:?}");
+        let ssts = location.list("state/0/0/rocksdb").await.unwrap();
+        assert_eq!(ssts.iter().filter(|f| f.ends_with(".sst")).count(), second.len(), "{ssts:?}");
+        let mut restored = open(&location, 0, StateStoreKind::RocksDb);
+        restored.load(Some(20)).await.unwrap();
+        assert_eq!(restored.len(), 50 + 20 - 1);
+        assert_eq!(value(&restored, b"k49"), Some(vec![19u8; 100]));
+        assert_eq!(value(&restored, b"n19"), Some(b"new".to_vec()));
+        assert_eq!(value(&restored, b"n0"), None);
     }
 }

@@ -75,9 +75,10 @@ fn script(query: Query, input: &Path, output: &Path) -> String {
     )
 }
 
-/// A query's directories: input, output and checkpoint.
+/// A query's directories: input, output and checkpoint, and the state store it runs on.
 struct Dirs {
     query: Query,
+    state_store: &'static str,
     _root: tempfile::TempDir,
     input: PathBuf,
     output: PathBuf,
@@ -86,10 +87,15 @@ struct Dirs {
 
 impl Dirs {
     fn new(query: Query) -> Self {
+        Self::on_store(query, "memory")
+    }
+
+    /// Directories of `query` run on the state store `state_store` (`memory`, `rocksdb`).
+    fn on_store(query: Query, state_store: &'static str) -> Self {
         let root = tempfile::tempdir().unwrap();
         let (input, output, checkpoint) = (root.path().join("in"), root.path().join("out"), root.path().join("cp"));
         std::fs::create_dir_all(&input).unwrap();
-        Self { query, _root: root, input, output, checkpoint }
+        Self { query, state_store, _root: root, input, output, checkpoint }
     }
 
     /// Adds input files `range`, slice `i` of the tumbling-window input as file `i`.
@@ -107,7 +113,8 @@ impl Dirs {
 
     /// Runs the query over what the input holds (available-now): the ids of the batches it ran.
     async fn run(&self) -> sluice::Result<Vec<u64>> {
-        let progress = run_script(&script(self.query, &self.input, &self.output), &self.checkpoint).await?;
+        let set = format!("SET sluice.state_store = '{}';\n", self.state_store);
+        let progress = run_script(&(set + &script(self.query, &self.input, &self.output)), &self.checkpoint).await?;
         Ok(progress.iter().map(|p| u64::try_from(p.batch_id).unwrap()).collect())
     }
 
@@ -179,12 +186,26 @@ enum Newest {
 
 #[tokio::test]
 async fn a_torn_newest_entry_counts_as_never_written_and_the_output_is_unchanged() {
+    torn_newest_entry_trials("memory").await;
+}
+
+/// The same trials on the RocksDB state store, whose output must equal the in-memory store's
+/// uninterrupted run.
+#[cfg(feature = "rocksdb")]
+#[tokio::test]
+async fn on_the_rocksdb_store_a_torn_newest_entry_counts_as_never_written_too() {
+    torn_newest_entry_trials("rocksdb").await;
+}
+
+/// Each query on `state_store`, its newest offset, commit or state entry torn each way, then
+/// restarted: the output equals the uninterrupted run's (on the in-memory store).
+async fn torn_newest_entry_trials(state_store: &'static str) {
     for query in QUERIES {
         let reference = uninterrupted(query).await;
         assert!(reference.values().map(Vec::len).sum::<usize>() >= 3, "{}: {reference:?}", query.operator);
         for newest in [Newest::Offsets, Newest::Commits, Newest::State] {
             for how in [Damage::Empty, Damage::Half, Damage::FlipByte] {
-                let dirs = Dirs::new(query);
+                let dirs = Dirs::on_store(query, state_store);
                 dirs.add_input(0..3);
                 dirs.run().await.unwrap();
                 let n = dirs.newest_batch();
@@ -197,7 +218,7 @@ async fn a_torn_newest_entry_counts_as_never_written_and_the_output_is_unchanged
                     Newest::State => dirs.state_file(n),
                 };
                 damage(&file, how);
-                let case = format!("{} {newest:?} {how:?}: {}", query.operator, file.display());
+                let case = format!("{} on {state_store} {newest:?} {how:?}: {}", query.operator, file.display());
                 // The restart runs batch N again (replayed, or planned afresh), then goes on.
                 let ran = dirs.run().await.unwrap_or_else(|e| panic!("{case}: {e}"));
                 assert_eq!(ran.first(), Some(&n), "{case}");

@@ -115,9 +115,10 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 }
 
 /// Runs `example` (reading the bundled `data/<dir>` of each of `inputs`, copied in order) once
-/// uninterrupted, then again killed with SIGKILL after pseudo-random delays and restarted on its
-/// checkpoint until it finishes: both runs must write the same files, byte for byte.
-fn sigkill_trial(example: &str, inputs: &[&str], mut seed: u64) {
+/// uninterrupted with the in-memory state store, then again with `state_store`, killed with
+/// SIGKILL after pseudo-random delays and restarted on its checkpoint until it finishes: both runs
+/// must write the same files, byte for byte.
+fn sigkill_trial(example: &str, inputs: &[&str], mut seed: u64, state_store: &str) {
     let dir = tempfile::tempdir().unwrap();
     let copies: Vec<(&str, std::path::PathBuf)> = inputs
         .iter()
@@ -129,25 +130,26 @@ fn sigkill_trial(example: &str, inputs: &[&str], mut seed: u64) {
         .collect();
     let inputs: Vec<(&str, &Path)> = copies.iter().map(|(name, path)| (*name, path.as_path())).collect();
 
-    let run = |name: &str| {
+    let run = |name: &str, state_store: &str| {
         let output = dir.path().join(format!("{name}-out"));
         let sql = dir.path().join(format!("{name}.sql"));
         std::fs::write(&sql, example_script(example, &inputs, &output)).unwrap();
         let mut cmd = sluice();
-        cmd.args(["run", sql.to_str().unwrap(), "--trigger", "available-now", "--checkpoint"])
+        cmd.args(["run", sql.to_str().unwrap(), "--trigger", "available-now", "--state-store", state_store])
+            .arg("--checkpoint")
             .arg(dir.path().join(format!("{name}-checkpoint")))
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         (cmd, output)
     };
 
-    let (mut reference, reference_out) = run("reference");
+    let (mut reference, reference_out) = run("reference", "memory");
     let started = Instant::now();
     assert!(reference.status().unwrap().success(), "{example}");
     let full_run = started.elapsed();
     assert!(!files(&reference_out).is_empty(), "{example} wrote nothing");
 
-    let (mut killed, killed_out) = run("killed");
+    let (mut killed, killed_out) = run("killed", state_store);
     // A fixed pseudo-random sequence of kill delays (xorshift), spread over a whole run.
     let mut kills = 0;
     loop {
@@ -167,27 +169,42 @@ fn sigkill_trial(example: &str, inputs: &[&str], mut seed: u64) {
         assert!(kills < 200, "{example}: the query keeps being killed before it finishes");
     }
     assert!(kills > 0, "{example}: at least one run was killed");
-    assert_eq!(files(&killed_out), files(&reference_out), "{example} after {kills} kills");
+    assert_eq!(files(&killed_out), files(&reference_out), "{example} after {kills} kills ({state_store} store)");
+    let metadata = std::fs::read(dir.path().join("killed-checkpoint/metadata")).unwrap();
+    let recorded = format!("\"state_store\": \"{state_store}\"");
+    assert!(String::from_utf8_lossy(&metadata).contains(&recorded), "{example}: the checkpoint records {recorded}");
 }
 
 #[test]
 fn sigkill_during_a_window_aggregation_then_restart_gives_the_uninterrupted_output() {
-    sigkill_trial("flight_delays", &["flights"], 0x9e37_79b9_7f4a_7c15);
+    sigkill_trial("flight_delays", &["flights"], 0x9e37_79b9_7f4a_7c15, "memory");
 }
 
 #[test]
 fn sigkill_during_a_deduplication_then_restart_gives_the_uninterrupted_output() {
-    sigkill_trial("earthquakes_dedup", &["earthquakes"], 0x2545_f491_4f6c_dd1d);
+    sigkill_trial("earthquakes_dedup", &["earthquakes"], 0x2545_f491_4f6c_dd1d, "memory");
 }
 
 #[test]
 fn sigkill_during_session_windows_then_restart_gives_the_uninterrupted_output() {
-    sigkill_trial("tailnum_sessions", &["flights"], 0x5851_f42d_4c95_7f2d);
+    sigkill_trial("tailnum_sessions", &["flights"], 0x5851_f42d_4c95_7f2d, "memory");
 }
 
 #[test]
 fn sigkill_during_a_stream_stream_join_then_restart_gives_the_uninterrupted_output() {
-    sigkill_trial("flights_weather", &["flights", "weather"], 0x1405_7b7e_f767_814f);
+    sigkill_trial("flights_weather", &["flights", "weather"], 0x1405_7b7e_f767_814f, "memory");
+}
+
+/// The same trials on the RocksDB state store: killed and restarted on its checkpoint (a fresh
+/// local instance rebuilt from the checkpoint each time), each operator's output equals the
+/// in-memory store's uninterrupted run.
+#[cfg(feature = "rocksdb")]
+#[test]
+fn sigkill_trials_on_the_rocksdb_state_store_give_the_in_memory_stores_output() {
+    sigkill_trial("flight_delays", &["flights"], 0x2f69_3d4c_1b0a_9e87, "rocksdb");
+    sigkill_trial("earthquakes_dedup", &["earthquakes"], 0x7a3c_51d2_e940_b6f1, "rocksdb");
+    sigkill_trial("tailnum_sessions", &["flights"], 0x4b1d_9a6e_03c7_f258, "rocksdb");
+    sigkill_trial("flights_weather", &["flights", "weather"], 0x63e8_0f4a_b217_d95c, "rocksdb");
 }
 
 /// The numbered entries of a checkpoint log directory (`offsets`, `commits`).

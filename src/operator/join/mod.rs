@@ -39,7 +39,7 @@ use super::exec::BatchOperator;
 use super::watermark::{ceil_ms, drop_late_rows, time_values, TimeColumn};
 use super::{BatchWatermarks, OperatorProgress};
 use crate::plan::nodes::StateEviction;
-use crate::state::StateStore;
+use crate::state::{StateStore, StateValue};
 use crate::{Result, SluiceError};
 
 /// The layout of the join's stored state, recorded with the operator in the checkpoint (see
@@ -180,18 +180,22 @@ impl JoinState {
         let encoded = self.rows[side].convert_columns(batch.columns())?;
         let rows: Vec<Option<&[u8]>> = encoded.iter().map(|r| Some(r.data())).collect();
         let first = self.buffers[side].next_id;
-        self.store.put(&chunk_key(side, first), &encode_chunk(&rows)?);
+        self.store.put(&chunk_key(side, first), &encode_chunk(&rows)?)?;
         let entries = times.iter().enumerate().map(|(i, at)| Some((keys.get(i), *at)));
         self.buffered += self.buffers[side].add_chunk(first, rows.len(), entries)? as u64;
         Ok(())
     }
 
-    /// The stored chunk of `side` whose first arrival id is `first`.
-    fn stored_chunk(&self, side: usize, first: u64) -> Result<Chunk<'_>> {
-        let value = self
-            .store
-            .get(&chunk_key(side, first))
-            .ok_or_else(|| self.corrupt(&format!("buffered rows from {first} of side {side} are missing")))?;
+    /// The bytes of the stored chunk of `side` whose first arrival id is `first` (pinned by a
+    /// RocksDB store while held); read them with [`Self::parse_chunk`].
+    fn stored_chunk(&self, side: usize, first: u64) -> Result<StateValue<'_>> {
+        self.store
+            .get(&chunk_key(side, first))?
+            .ok_or_else(|| self.corrupt(&format!("buffered rows from {first} of side {side} are missing")))
+    }
+
+    /// `value`, the stored chunk `first` of `side`, read in place.
+    fn parse_chunk<'v>(&self, side: usize, first: u64, value: &'v [u8]) -> Result<Chunk<'v>> {
         Chunk::parse(value).ok_or_else(|| self.corrupt(&format!("malformed join state chunk {first} of side {side}")))
     }
 
@@ -202,18 +206,35 @@ impl JoinState {
             return Ok(RecordBatch::new_empty(schema));
         }
         let missing = |id: u64| self.corrupt(&format!("buffered row {id} of side {side} is missing"));
-        let parser = self.rows[side].parser();
-        let mut values = Vec::with_capacity(ids.len());
-        let mut last: Option<(u64, Chunk<'_>)> = None;
+        // Each row's chunk (ids mostly ascend: the last chunk's range is tried first), then each
+        // chunk read once, then the rows.
+        let mut firsts = Vec::with_capacity(ids.len());
+        let mut last: Option<(u64, u64)> = None;
         for id in ids {
-            let (first, chunk) = match last {
-                Some((first, chunk)) if first <= *id && ((id - first) as usize) < chunk.len => (first, chunk),
+            let first = match last {
+                Some((first, end)) if first <= *id && *id < end => first,
                 _ => {
                     let first = self.buffers[side].chunk_first(*id).ok_or_else(|| missing(*id))?;
-                    (first, self.stored_chunk(side, first)?)
+                    let len = self.buffers[side].chunks.get(&first).map_or(0, |c| c.slots.len() as u64);
+                    last = Some((first, first + len));
+                    first
                 }
             };
-            last = Some((first, chunk));
+            firsts.push(first);
+        }
+        let mut distinct = firsts.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let stored = distinct.iter().map(|first| self.stored_chunk(side, *first)).collect::<Result<Vec<_>>>()?;
+        let chunks = distinct
+            .iter()
+            .zip(&stored)
+            .map(|(first, value)| self.parse_chunk(side, *first, value))
+            .collect::<Result<Vec<_>>>()?;
+        let parser = self.rows[side].parser();
+        let mut values = Vec::with_capacity(ids.len());
+        for (id, first) in ids.iter().zip(&firsts) {
+            let chunk = distinct.binary_search(first).map(|i| &chunks[i]).map_err(|_| missing(*id))?;
             values.push(chunk.row((id - first) as usize).ok_or_else(|| missing(*id))?);
         }
         let columns = self.rows[side].convert_rows(values.iter().map(|v| parser.parse(v)))?;
@@ -222,13 +243,13 @@ impl JoinState {
     }
 
     /// Marks buffered row `id` of `side` as matched; false if it already was.
-    fn set_matched(&mut self, side: usize, id: u64) -> bool {
+    fn set_matched(&mut self, side: usize, id: u64) -> Result<bool> {
         let key = matched_key(side, id);
-        if self.store.get(&key).is_some() {
-            return false;
+        if self.store.get(&key)?.is_some() {
+            return Ok(false);
         }
-        self.store.put(&key, &[]);
-        true
+        self.store.put(&key, &[])?;
+        Ok(true)
     }
 
     /// The left and right rows of `pairs` (arrival ids) side by side.
@@ -297,19 +318,22 @@ impl JoinState {
         if evicted.is_empty() {
             return Ok(empty);
         }
-        let unmatched: Vec<u64> = if self.preserved(side) {
-            evicted.iter().copied().filter(|id| self.store.get(&matched_key(side, *id)).is_none()).collect()
-        } else {
-            vec![]
-        };
+        let mut unmatched: Vec<u64> = vec![];
+        if self.preserved(side) {
+            for id in &evicted {
+                if self.store.get(&matched_key(side, *id))?.is_none() {
+                    unmatched.push(*id);
+                }
+            }
+        }
         let rows = self.decode(side, &unmatched)?;
         if self.tracks_matches(side) {
             for id in &evicted {
-                self.store.remove(&matched_key(side, *id));
+                self.store.remove(&matched_key(side, *id))?;
             }
         }
         // A restore drops the rows a chunk still holds that are due by this time.
-        self.store.put(&evicted_key(side), &through.to_le_bytes());
+        self.store.put(&evicted_key(side), &through.to_le_bytes())?;
         let mut firsts: Vec<u64> = evicted.iter().filter_map(|id| self.buffers[side].chunk_first(*id)).collect();
         firsts.dedup();
         for first in firsts {
@@ -327,14 +351,15 @@ impl JoinState {
         let Some(index) = self.buffers[side].chunks.get(&first) else { return Ok(()) };
         if index.live == 0 {
             self.buffers[side].chunks.remove(&first);
-            self.store.remove(&chunk_key(side, first));
+            self.store.remove(&chunk_key(side, first))?;
             return Ok(());
         }
         if index.live * 2 >= index.stored {
             return Ok(());
         }
         let value = {
-            let chunk = self.stored_chunk(side, first)?;
+            let stored = self.stored_chunk(side, first)?;
+            let chunk = self.parse_chunk(side, first, &stored)?;
             let rows = index
                 .slots
                 .iter()
@@ -349,7 +374,7 @@ impl JoinState {
                 .collect::<Result<Vec<_>>>()?;
             encode_chunk(&rows)?
         };
-        self.store.put(&chunk_key(side, first), &value);
+        self.store.put(&chunk_key(side, first), &value)?;
         if let Some(index) = self.buffers[side].chunks.get_mut(&first) {
             index.stored = index.live;
         }
@@ -386,7 +411,8 @@ impl JoinState {
         let schema = Arc::clone(&self.spec.sides[side].schema);
         let parser = self.rows[side].parser();
         for first in chunks {
-            let chunk = self.stored_chunk(side, *first)?;
+            let stored = self.stored_chunk(side, *first)?;
+            let chunk = self.parse_chunk(side, *first, &stored)?;
             let present: Vec<(usize, &[u8])> = (0..chunk.len).filter_map(|i| Some((i, chunk.row(i)?))).collect();
             let columns = self.rows[side].convert_rows(present.iter().map(|(_, row)| parser.parse(row)))?;
             let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(present.len()));
@@ -419,7 +445,7 @@ impl BatchOperator for JoinState {
             // A left row is emitted once, by the first batch in which it matches.
             let mut first = Vec::new();
             for (l, _) in &pairs {
-                if self.set_matched(0, *l) {
+                if self.set_matched(0, *l)? {
                     first.push(*l);
                 }
             }
@@ -428,10 +454,10 @@ impl BatchOperator for JoinState {
             // Only an outer join's preserved side reads the flags.
             for (l, r) in &pairs {
                 if self.tracks_matches(0) {
-                    self.set_matched(0, *l);
+                    self.set_matched(0, *l)?;
                 }
                 if self.tracks_matches(1) {
-                    self.set_matched(1, *r);
+                    self.set_matched(1, *r)?;
                 }
             }
             output.push(self.with_output_schema(&rows)?);
@@ -450,13 +476,15 @@ impl BatchOperator for JoinState {
     fn restored(&mut self) -> Result<()> {
         let mut chunks: [Vec<u64>; 2] = [vec![], vec![]];
         let mut through: [Option<i64>; 2] = [None, None];
-        for (key, value) in self.store.iter() {
+        for entry in self.store.iter() {
+            let (key, value) = entry?;
             let id = key.get(1..).and_then(|id| <[u8; 8]>::try_from(id).ok()).map(u64::from_be_bytes);
             match (key.first().copied(), id) {
                 (Some(side @ 0..=1), Some(id)) => chunks[usize::from(side)].push(id),
                 (Some(tag), Some(_)) if tag & !1 == MATCHED => {}
                 (Some(tag), None) if tag & !1 == EVICTED && key.len() == 1 => {
-                    let time = <[u8; 8]>::try_from(value).map_err(|_| self.corrupt("malformed join eviction time"))?;
+                    let time =
+                        <[u8; 8]>::try_from(&*value).map_err(|_| self.corrupt("malformed join eviction time"))?;
                     through[usize::from(tag & 1)] = Some(i64::from_le_bytes(time));
                 }
                 _ => return Err(self.corrupt("malformed join state key")),
@@ -465,7 +493,7 @@ impl BatchOperator for JoinState {
         for (side, mut side_chunks) in chunks.into_iter().enumerate() {
             side_chunks.sort_unstable();
             for first in self.restore_side(side, &side_chunks, through[side])? {
-                self.store.remove(&chunk_key(side, first));
+                self.store.remove(&chunk_key(side, first))?;
             }
         }
         Ok(())
@@ -573,7 +601,7 @@ mod tests {
         // One chunk of five left rows (one with a null key), due at 10..50 ms.
         let left = rows(&[Some(1), Some(2), None, Some(1), Some(3)], &[10, 20, 30, 40, 50]);
         assert_eq!(run(&mut join, 0, left, empty.clone()), 0);
-        let value_len = |join: &JoinState| join.store.get(&chunk_key(0, 0)).map(<[u8]>::len);
+        let value_len = |join: &JoinState| join.store.get(&chunk_key(0, 0)).unwrap().map(|v| v.len());
         let full = value_len(&join).unwrap();
         // The first row goes, unmatched: emitted padded; the chunk keeps its bytes (4 of 5 live).
         assert_eq!(run(&mut join, 10, empty.clone(), empty.clone()), 1);
@@ -593,7 +621,7 @@ mod tests {
         assert_eq!(restored.decode(0, &[3, 4]).unwrap(), rows(&[Some(1), Some(3)], &[40, 50]));
         // Row 3 matched before the restart: not emitted when evicted; row 4 is, and the chunk goes.
         assert_eq!(run(&mut restored, 50, empty.clone(), empty.clone()), 1);
-        assert_eq!(restored.store.get(&chunk_key(0, 0)), None);
+        assert!(restored.store.get(&chunk_key(0, 0)).unwrap().is_none());
         assert_eq!(restored.buffers[0].len, 0);
         assert!(restored.buffers[0].by_key.is_empty() && restored.buffers[0].chunks.is_empty());
     }
