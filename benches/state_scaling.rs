@@ -8,59 +8,18 @@
 //! cargo bench --bench state_scaling [-- --sizes 100000,1000000,10000000]
 //! ```
 
-use std::sync::Arc;
+mod common;
+
 use std::time::{Duration, Instant};
 
-use arrow::array::{Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use sluice::sink::Sink;
-use sluice::source::MemoryStream;
 use sluice::{OutputMode, StreamContext, StreamingQuery};
 
-/// 2024-01-01T00:00:00Z in ms.
-const T0_MS: i64 = 1_704_067_200_000;
+use common::{prefill, touching};
+
 /// Rows (and keys touched) per measured batch.
 const TOUCHED: usize = 10_000;
 /// Measured batches per size.
 const BATCHES: usize = 10;
-/// Rows per prefill batch.
-const PREFILL_CHUNK: usize = 1_000_000;
-
-/// Counts rows and drops them.
-#[derive(Debug, Default)]
-struct CountingSink;
-
-impl Sink for CountingSink {
-    fn add_batch(&mut self, _batch_id: u64, _schema: &SchemaRef, _batches: &[RecordBatch]) -> sluice::Result<()> {
-        Ok(())
-    }
-}
-
-fn schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("key", DataType::Utf8, true),
-        Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), true),
-        Field::new("value", DataType::Int64, true),
-    ]))
-}
-
-/// Rows for keys `k{first}..k{first + n}` at `ts_ms`.
-fn rows(first: usize, n: usize, ts_ms: i64) -> RecordBatch {
-    let keys = StringArray::from_iter_values((first..first + n).map(|i| format!("k{i}")));
-    let ts = TimestampMillisecondArray::from(vec![ts_ms; n]);
-    let values = Int64Array::from_iter_values((first..first + n).map(|i| i as i64));
-    RecordBatch::try_new(schema(), vec![Arc::new(keys), Arc::new(ts), Arc::new(values)]).expect("batch")
-}
-
-/// Measured batch `i` over a state of `n` keys: [`TOUCHED`] existing keys spread over the state,
-/// at an event time `i + 1` ms after the prefill's.
-fn touching(n: usize, i: usize) -> RecordBatch {
-    let stride = (n / TOUCHED).max(1);
-    let keys = StringArray::from_iter_values((0..TOUCHED).map(|j| format!("k{}", j * stride + i % stride)));
-    let ts = TimestampMillisecondArray::from(vec![T0_MS + 1 + i as i64; TOUCHED]);
-    let values = Int64Array::from_iter_values((0..TOUCHED as i64).map(|j| j + i as i64));
-    RecordBatch::try_new(schema(), vec![Arc::new(keys), Arc::new(ts), Arc::new(values)]).expect("batch")
-}
 
 /// CPU seconds used by this process so far (user + system).
 fn cpu_seconds() -> f64 {
@@ -87,7 +46,7 @@ struct Measured {
 }
 
 /// Runs `batches` measured batches (each pushed by `push(i)`) and times them.
-async fn measure(query: &mut StreamingQuery, mut push: impl FnMut(usize)) -> Measured {
+async fn measure(query: &StreamingQuery, mut push: impl FnMut(usize)) -> Measured {
     let cpu = cpu_seconds();
     let mut times = Vec::with_capacity(BATCHES);
     for i in 0..BATCHES {
@@ -101,50 +60,37 @@ async fn measure(query: &mut StreamingQuery, mut push: impl FnMut(usize)) -> Mea
 }
 
 async fn start(ctx: &mut StreamContext, select: &str) -> StreamingQuery {
-    ctx.register_sink("out", OutputMode::Append, || Box::new(CountingSink));
-    let definitions = ctx.execute(&format!("INSERT INTO out {select}")).await.expect("plan");
-    ctx.start(&definitions[0], "memory://").await.expect("start")
+    common::start(ctx, OutputMode::Append, select, "memory://").await
 }
 
 /// A 1-hour window count per key, state N groups; each batch moves the watermark by 1 ms
 /// without closing the window.
 async fn aggregation(n: usize) -> Measured {
     let mut ctx = StreamContext::new();
-    let s = ctx.register_memory_stream("s", schema(), Some(("ts", 0))).expect("stream");
-    let mut query = start(
+    let s = ctx.register_memory_stream("s", common::schema(), Some(("ts", 0))).expect("stream");
+    let query = start(
         &mut ctx,
         "SELECT window.start AS ws, key, count(*) AS c, sum(value) AS total FROM s GROUP BY window(ts, '1 hour'), key",
     )
     .await;
-    prefill(&s, &mut query, n).await;
-    measure(&mut query, |i| s.push(touching(n, i)).expect("push")).await
+    prefill(&s, &query, n).await;
+    measure(&query, |i| s.push(touching(n, TOUCHED, TOUCHED, i)).expect("push")).await
 }
 
 /// `a JOIN b` on the key within an hour; `a` buffers N rows; each batch brings 10K `b` rows,
 /// each matching one buffered `a` row, and moves the watermark by 1 ms.
 async fn join(n: usize) -> Measured {
     let mut ctx = StreamContext::new();
-    let a = ctx.register_memory_stream("a", schema(), Some(("ts", 0))).expect("stream");
-    let b = ctx.register_memory_stream("b", schema(), Some(("ts", 0))).expect("stream");
-    let mut query = start(
+    let a = ctx.register_memory_stream("a", common::schema(), Some(("ts", 0))).expect("stream");
+    let b = ctx.register_memory_stream("b", common::schema(), Some(("ts", 0))).expect("stream");
+    let query = start(
         &mut ctx,
         "SELECT a.key, a.value, b.value AS v2 FROM a JOIN b ON a.key = b.key \
          AND b.ts BETWEEN a.ts AND a.ts + INTERVAL '1' HOUR",
     )
     .await;
-    prefill(&a, &mut query, n).await;
-    measure(&mut query, |i| b.push(touching(n, i)).expect("push")).await
-}
-
-/// Fills the state with `n` keys at `T0`, in batches of [`PREFILL_CHUNK`] rows.
-async fn prefill(stream: &MemoryStream, query: &mut StreamingQuery, n: usize) {
-    let mut first = 0;
-    while first < n {
-        let chunk = PREFILL_CHUNK.min(n - first);
-        stream.push(rows(first, chunk, T0_MS)).expect("push");
-        assert!(query.run_next_batch().await.expect("prefill"), "prefill runs");
-        first += chunk;
-    }
+    prefill(&a, &query, n).await;
+    measure(&query, |i| b.push(touching(n, TOUCHED, TOUCHED, i)).expect("push")).await
 }
 
 /// The allocator the `sluice` binary uses, so the figures are the binary's.
