@@ -133,15 +133,15 @@ pub struct CheckpointLock {
 enum Held {
     /// A local directory's lock file, holding `contents`.
     File { path: PathBuf, contents: Vec<u8> },
-    /// An object store's lock object at `path` (`display` names it in messages), holding `contents`.
-    Object { store: Arc<dyn ObjectStore>, path: ObjectPath, display: String, contents: Vec<u8> },
+    /// An object store's lock object at `path` (`name` in messages), holding `contents`.
+    Object { store: Arc<dyn ObjectStore>, path: ObjectPath, name: String, contents: Vec<u8> },
 }
 
 impl std::fmt::Debug for Held {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::File { path, .. } => f.debug_struct("File").field("path", path).finish(),
-            Self::Object { display, .. } => f.debug_struct("Object").field("lock", display).finish(),
+            Self::Object { name, .. } => f.debug_struct("Object").field("lock", name).finish(),
         }
     }
 }
@@ -213,7 +213,7 @@ impl CheckpointLock {
     }
 
     /// Takes the lock of a checkpoint in an object store (the object `lock` of `store`, named
-    /// `display` in messages): created with a conditional put ([`PutMode::Create`], S3's
+    /// `name` in messages): created with a conditional put ([`PutMode::Create`], S3's
     /// `If-None-Match: *`), so of two processes starting at once only one gets it; a stale one is
     /// taken over (with a warning) by a put conditional on the version read
     /// ([`PutMode::Update`], `If-Match`), so of two processes taking it over only one succeeds.
@@ -222,9 +222,9 @@ impl CheckpointLock {
     /// [`SluiceError::Checkpoint`] naming the lock when a live process (this one included: another
     /// query) holds it, with the holder and the remedy; when the store offers no conditional put;
     /// or when the store cannot be reached.
-    pub async fn acquire_object(store: &Arc<dyn ObjectStore>, display: &str) -> Result<Self> {
+    pub async fn acquire_object(store: &Arc<dyn ObjectStore>, name: &str) -> Result<Self> {
         let path = ObjectPath::from(LOCK_FILE);
-        let error = |message: String| SluiceError::Checkpoint { location: display.to_string(), message };
+        let error = |message: String| SluiceError::Checkpoint { location: name.to_string(), message };
         let unsupported = |e: object_store::Error| {
             error(format!(
                 "this object store offers no conditional put, which keeps a second query off the checkpoint: {e}"
@@ -236,7 +236,7 @@ impl CheckpointLock {
             held: Some(Held::Object {
                 store: Arc::clone(store),
                 path: path.clone(),
-                display: display.to_string(),
+                name: name.to_string(),
                 contents: contents.clone(),
             }),
         };
@@ -256,7 +256,7 @@ impl CheckpointLock {
             let version = UpdateVersion { e_tag: existing.meta.e_tag.clone(), version: existing.meta.version.clone() };
             let age = (chrono::Utc::now() - existing.meta.last_modified).to_std().ok();
             let bytes = existing.bytes().await.map_err(|e| error(format!("cannot read the lock: {e}")))?;
-            judge(display, &bytes, age, &holder).map_err(error)?;
+            judge(name, &bytes, age, &holder).map_err(error)?;
             let payload = PutPayload::from(contents.clone());
             match store.put_opts(&path, payload, PutMode::Update(version).into()).await {
                 Ok(_) => return Ok(held()),
@@ -275,8 +275,8 @@ impl CheckpointLock {
     pub async fn release(mut self) {
         match self.held.take() {
             Some(Held::File { path, contents }) => release_file(&path, &contents),
-            Some(Held::Object { store, path, display, contents }) => {
-                release_object(store.as_ref(), &path, &display, &contents).await
+            Some(Held::Object { store, path, name, contents }) => {
+                release_object(store.as_ref(), &path, &name, &contents).await
             }
             None => {}
         }
@@ -292,8 +292,8 @@ fn release_file(path: &Path, contents: &[u8]) {
     }
 }
 
-/// Deletes the lock object at `path` of `store` (`display` in messages) if it holds `contents`.
-async fn release_object(store: &dyn ObjectStore, path: &ObjectPath, display: &str, contents: &[u8]) {
+/// Deletes the lock object at `path` of `store` (`name` in messages) if it holds `contents`.
+async fn release_object(store: &dyn ObjectStore, path: &ObjectPath, name: &str, contents: &[u8]) {
     let ours = match store.get(path).await {
         Ok(existing) => existing.bytes().await.is_ok_and(|c| c == contents),
         Err(_) => false,
@@ -301,7 +301,7 @@ async fn release_object(store: &dyn ObjectStore, path: &ObjectPath, display: &st
     if ours {
         match store.delete(path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => tracing::warn!(lock = %display, "cannot release the checkpoint's lock: {e}"),
+            Err(e) => tracing::warn!(lock = %name, "cannot release the checkpoint's lock: {e}"),
         }
     }
 }
@@ -358,12 +358,12 @@ impl Drop for CheckpointLock {
     fn drop(&mut self) {
         match self.held.take() {
             Some(Held::File { path, contents }) => release_file(&path, &contents),
-            Some(Held::Object { store, path, display, contents }) => match tokio::runtime::Handle::try_current() {
+            Some(Held::Object { store, path, name, contents }) => match tokio::runtime::Handle::try_current() {
                 Ok(runtime) => {
-                    runtime.spawn(async move { release_object(store.as_ref(), &path, &display, &contents).await });
+                    runtime.spawn(async move { release_object(store.as_ref(), &path, &name, &contents).await });
                 }
                 Err(_) => {
-                    tracing::warn!(lock = %display, "the checkpoint's lock is left for the next query to take over")
+                    tracing::warn!(lock = %name, "the checkpoint's lock is left for the next query to take over")
                 }
             },
             None => {}
