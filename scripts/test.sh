@@ -16,4 +16,14 @@ if [ -n "$missing" ]; then
     $sudo apt-get update
     $sudo apt-get install -y --no-install-recommends $missing
 fi
+# The S3 checkpoint test (tests/integration/s3_checkpoint.rs) runs moto's S3 server, from PyPI's
+# moto[server], installed once into a virtual environment in the build cache and named to the test
+# by SLUICE_MOTO_PYTHON.
+moto_venv="$HOME/.cache/sluice/moto-5.2.1"
+if ! "$moto_venv/bin/python" -c 'import moto.server' >/dev/null 2>&1; then
+    rm -rf "$moto_venv"
+    python3 -m venv "$moto_venv"
+    "$moto_venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]==5.2.1'
+fi
+export SLUICE_MOTO_PYTHON="$moto_venv/bin/python"
 exec cargo test --release --features rocksdb "$@"

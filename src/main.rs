@@ -26,8 +26,9 @@ enum Command {
     Run {
         /// The SQL script.
         file: PathBuf,
-        /// Checkpoint directory; a fresh temporary one when omitted. With several queries in the
-        /// script, each gets the subdirectory named after its sink table.
+        /// Checkpoint directory, or `s3://BUCKET/PREFIX` (credentials, region and endpoint from
+        /// the AWS_* environment variables); a fresh temporary directory when omitted. With
+        /// several queries in the script, each gets the subdirectory named after its sink table.
         #[arg(long)]
         checkpoint: Option<String>,
         /// `available-now`, `once`, or a processing-time interval such as '10 seconds'. Default:
@@ -60,8 +61,9 @@ enum Command {
         /// The history file. Default: ~/.sluice_history.
         #[arg(long, value_name = "FILE")]
         history: Option<PathBuf>,
-        /// The directory under which each query started by INSERT INTO keeps its checkpoint (in
-        /// the subdirectory named after its sink); a temporary one, removed on exit, when omitted.
+        /// The directory (or `s3://BUCKET/PREFIX`) under which each query started by INSERT INTO
+        /// keeps its checkpoint (in the subdirectory named after its sink); a temporary directory,
+        /// removed on exit, when omitted.
         #[arg(long, value_name = "DIR")]
         checkpoint: Option<String>,
     },

@@ -1,4 +1,5 @@
-//! A checkpoint directory: a local directory written durably, or an in-memory object store.
+//! A checkpoint location: a local directory written durably, an S3 bucket (or S3-compatible
+//! store), or an in-memory object store.
 
 use std::io::Write;
 use std::path::{Path as FsPath, PathBuf};
@@ -6,9 +7,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::prefix::PrefixStore;
+use object_store::{ClientConfigKey, ObjectStore, ObjectStoreExt, PutPayload};
 
 use super::lock::CheckpointLock;
 use crate::{Result, SluiceError};
@@ -18,11 +21,17 @@ use crate::{Result, SluiceError};
 enum Backend {
     /// A local directory (absolute), written through `std::fs` with fsync.
     Local(Arc<PathBuf>),
-    /// An object store: `memory://`.
-    Store(Arc<dyn ObjectStore>),
+    /// A fresh in-memory object store (`memory://`), which no other process can reach.
+    Memory(Arc<dyn ObjectStore>),
+    /// An object store other processes may write too (`s3://`), its root the checkpoint's.
+    Remote(Arc<dyn ObjectStore>),
 }
 
-/// A checkpoint location: a local directory or an in-memory object store.
+/// The forms [`CheckpointLocation::open`] accepts, for error messages.
+const ACCEPTED: &str =
+    "a checkpoint location is a local directory, file:///PATH, s3://BUCKET/PREFIX or memory:// (for tests)";
+
+/// A checkpoint location: a local directory, an S3 bucket and prefix, or an in-memory object store.
 ///
 /// A file in a local directory is written durably: to a temporary name in its directory, flushed
 /// to the disk (`fsync`), renamed over its final name, and the directory flushed too, so that
@@ -30,6 +39,9 @@ enum Backend {
 /// written before another is on the disk before it. (`object_store`'s local file system renames
 /// without flushing, so a power loss could leave an empty or torn file under the final name.)
 /// Each file also carries a checksum (see [`super::framing`]), which recovery checks.
+///
+/// In S3 each file is one `PUT`, which S3 makes visible whole or not at all, and read back
+/// strongly consistent; the one-writer lock is a conditional put (see [`CheckpointLock`]).
 #[derive(Debug, Clone)]
 pub struct CheckpointLocation {
     backend: Backend,
@@ -37,20 +49,36 @@ pub struct CheckpointLocation {
 }
 
 impl CheckpointLocation {
-    /// Opens `location`: a local directory (created if missing), a `file://` URL, or `memory://`
-    /// (a fresh in-memory store, for tests).
+    /// Opens `location`: a local directory (created if missing), a `file://` URL, an
+    /// `s3://BUCKET/PREFIX` URL, or `memory://` (a fresh in-memory store, for tests).
+    ///
+    /// An S3 location is reached through `object_store`'s S3 client configured from the
+    /// environment ([`AmazonS3Builder::from_env`]), which reads every `AWS_*` variable it knows,
+    /// among them: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN` (the
+    /// credentials; without them, those of the container or the instance metadata service, or a
+    /// web identity through `AWS_WEB_IDENTITY_TOKEN_FILE` and `AWS_ROLE_ARN`), `AWS_REGION` or
+    /// `AWS_DEFAULT_REGION` (default `us-east-1`), `AWS_ENDPOINT_URL` / `AWS_ENDPOINT` /
+    /// `AWS_ENDPOINT_URL_S3` (an S3-compatible server instead of AWS, e.g.
+    /// `http://127.0.0.1:5000`), `AWS_ALLOW_HTTP=true` (needed for an `http://` endpoint),
+    /// `AWS_VIRTUAL_HOSTED_STYLE_REQUEST=true` (`bucket.host` requests; default: path-style).
+    /// `~/.aws/config` and `~/.aws/credentials` are not read. The bucket must exist; nothing is
+    /// sent before the query takes the checkpoint's lock.
     ///
     /// # Errors
-    /// [`SluiceError::Checkpoint`] when the directory cannot be created or the URL scheme is not
-    /// built in.
+    /// [`SluiceError::Checkpoint`] naming `location` when the directory cannot be created, the URL
+    /// scheme is not one of the accepted forms, an S3 URL names no bucket, or the S3 settings of
+    /// the environment are unusable (e.g. an `http://` endpoint without `AWS_ALLOW_HTTP=true`).
     pub fn open(location: &str) -> Result<Self> {
         let err = |message: String| SluiceError::Checkpoint { location: location.to_string(), message };
         if location == "memory://" {
-            return Ok(Self { backend: Backend::Store(Arc::new(InMemory::new())), display: location.into() });
+            return Ok(Self { backend: Backend::Memory(Arc::new(InMemory::new())), display: location.into() });
+        }
+        if let Some(rest) = location.strip_prefix("s3://") {
+            return Self::open_s3(rest).map_err(err);
         }
         let local = location.strip_prefix("file://").unwrap_or(location);
-        if local.contains("://") {
-            return Err(err("only local directories, file:// and memory:// checkpoint locations are built in".into()));
+        if let Some((scheme, _)) = local.split_once("://") {
+            return Err(err(format!("the scheme '{scheme}://' is not built in: {ACCEPTED}")));
         }
         let existed = FsPath::new(local).is_dir();
         std::fs::create_dir_all(local).map_err(|e| err(format!("cannot create the directory: {e}")))?;
@@ -61,6 +89,36 @@ impl CheckpointLocation {
             }
         }
         Ok(Self { display: dir.display().to_string(), backend: Backend::Local(Arc::new(dir)) })
+    }
+
+    /// Opens `s3://` + `rest` (`BUCKET[/PREFIX]`); the error message when it cannot.
+    fn open_s3(rest: &str) -> std::result::Result<Self, String> {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(format!("the S3 URL names no bucket: {ACCEPTED}"));
+        }
+        if let Some(bad) = bucket.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))) {
+            return Err(format!(
+                "'{bucket}' cannot be a bucket name ('{bad}': a bucket name holds letters, digits, '.' and '-'): \
+                 {ACCEPTED}"
+            ));
+        }
+        let parts: Vec<&str> = prefix.split('/').filter(|p| !p.is_empty()).collect();
+        let builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        let endpoints = [AmazonS3ConfigKey::Endpoint, AmazonS3ConfigKey::S3Endpoint]
+            .iter()
+            .filter_map(|key| builder.get_config_value(key))
+            .collect::<Vec<_>>();
+        let allow_http = builder
+            .get_config_value(&AmazonS3ConfigKey::Client(ClientConfigKey::AllowHttp))
+            .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "on" | "yes" | "y"));
+        if let Some(http) = endpoints.iter().find(|e| e.starts_with("http://")).filter(|_| !allow_http) {
+            return Err(format!("the S3 endpoint {http} is plain HTTP: set AWS_ALLOW_HTTP=true to use it"));
+        }
+        let s3 = builder.build().map_err(|e| format!("cannot set up the S3 client from the environment: {e}"))?;
+        let store = PrefixStore::new(s3, Self::path(&parts.join("/")));
+        let display = std::iter::once(format!("s3://{bucket}")).chain(parts.iter().map(|p| p.to_string()));
+        Ok(Self { backend: Backend::Remote(Arc::new(store)), display: display.collect::<Vec<_>>().join("/") })
     }
 
     /// The location as given, for messages.
@@ -103,12 +161,14 @@ impl CheckpointLocation {
     /// `None` for an in-memory checkpoint, which no other process can reach.
     ///
     /// # Errors
-    /// [`SluiceError::Checkpoint`] naming the lock file and its holder when another live
-    /// process (or another query of this one) holds it, or when it cannot be written.
+    /// [`SluiceError::Checkpoint`] naming the lock and its holder when another live process (or
+    /// another query of this one) holds it, or when it cannot be written (in an object store also
+    /// when the store offers no conditional put).
     ///
-    /// Holding the lock, it deletes the temporary files of writes a crash cut short (see
-    /// [`remove_temporary_files`]): nothing else writes to the checkpoint meanwhile.
-    pub fn lock(&self) -> Result<Option<CheckpointLock>> {
+    /// Holding the lock of a local directory, it deletes the temporary files of writes a crash
+    /// cut short (see [`remove_temporary_files`]): nothing else writes to the checkpoint
+    /// meanwhile. An object store has none: each file is written by one put.
+    pub async fn lock(&self) -> Result<Option<CheckpointLock>> {
         match &self.backend {
             Backend::Local(dir) => {
                 let lock = CheckpointLock::acquire(dir)?;
@@ -121,7 +181,10 @@ impl CheckpointLocation {
                 }
                 Ok(Some(lock))
             }
-            Backend::Store(_) => Ok(None),
+            Backend::Remote(store) => {
+                Ok(Some(CheckpointLock::acquire_object(store, &self.describe(super::lock::LOCK_FILE)).await?))
+            }
+            Backend::Memory(_) => Ok(None),
         }
     }
 
@@ -137,7 +200,7 @@ impl CheckpointLocation {
                 let dir = Arc::clone(dir);
                 self.blocking(relative, "write", move || write_durably(&dir, &target, &bytes)).await
             }
-            Backend::Store(store) => store
+            Backend::Memory(store) | Backend::Remote(store) => store
                 .put(&Self::path(relative), PutPayload::from_bytes(bytes))
                 .await
                 .map(|_| ())
@@ -160,7 +223,7 @@ impl CheckpointLocation {
                 })
                 .await
             }
-            Backend::Store(store) => match store.get(&Self::path(relative)).await {
+            Backend::Memory(store) | Backend::Remote(store) => match store.get(&Self::path(relative)).await {
                 Ok(result) => {
                     Ok(Some(result.bytes().await.map_err(|e| self.error(relative, format!("cannot read: {e}")))?))
                 }
@@ -186,7 +249,7 @@ impl CheckpointLocation {
                 })
                 .await?
             }
-            Backend::Store(store) => store
+            Backend::Memory(store) | Backend::Remote(store) => store
                 .list(Some(&Self::path(relative)))
                 .map_ok(|meta| meta.location.filename().unwrap_or_default().to_string())
                 .try_collect()
@@ -213,7 +276,7 @@ impl CheckpointLocation {
                 })
                 .await
             }
-            Backend::Store(store) => match store.delete(&Self::path(relative)).await {
+            Backend::Memory(store) | Backend::Remote(store) => match store.delete(&Self::path(relative)).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
                 Err(e) => Err(self.error(relative, format!("cannot delete: {e}"))),
             },
@@ -355,10 +418,29 @@ mod tests {
         let left = dir.path().join("cp/state/0/1/.4.delta.0123456789abcdef0123456789abcdef.tmp");
         std::fs::write(&left, "four, cut sh").unwrap();
         std::fs::write(dir.path().join("cp/state/0/1/.kept"), "not a temporary file").unwrap();
-        let lock = location.lock().unwrap();
+        let lock = location.lock().await.unwrap();
         assert!(lock.is_some());
         assert!(!left.exists(), "the temporary file of a cut write is removed");
         assert!(dir.path().join("cp/state/0/1/.kept").exists() && dir.path().join("cp/state/0/1/3.delta").exists());
-        assert!(CheckpointLocation::open("memory://").unwrap().lock().unwrap().is_none());
+        assert!(CheckpointLocation::open("memory://").unwrap().lock().await.unwrap().is_none());
+    }
+
+    #[test]
+    fn an_s3_url_names_bucket_and_prefix_and_a_bad_location_names_the_accepted_forms() {
+        // Nothing is sent to S3 before the lock is taken: no server is needed here.
+        let location = CheckpointLocation::open("s3://bucket/runs//q1/").unwrap();
+        assert_eq!(location.display(), "s3://bucket/runs/q1");
+        assert_eq!(location.describe("offsets/0"), "s3://bucket/runs/q1/offsets/0");
+        assert_eq!(CheckpointLocation::open("s3://bucket").unwrap().display(), "s3://bucket");
+        for (bad, why) in [
+            ("s3://", "names no bucket"),
+            ("s3:///runs", "names no bucket"),
+            ("s3://my bucket/x", "'my bucket' cannot be a bucket name"),
+            ("gs://bucket/x", "the scheme 'gs://' is not built in"),
+            ("file://s3://bucket", "the scheme 's3://' is not built in"),
+        ] {
+            let err = CheckpointLocation::open(bad).unwrap_err().to_string();
+            assert!(err.contains(bad) && err.contains(why) && err.contains("s3://BUCKET/PREFIX"), "{bad}: {err}");
+        }
     }
 }

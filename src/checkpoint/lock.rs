@@ -1,25 +1,32 @@
-//! One writer per checkpoint: the `lock` file of a local checkpoint directory.
+//! One writer per checkpoint: the `lock` file of a checkpoint directory, or the `lock` object of a
+//! checkpoint in an object store (S3).
 //!
 //! A query takes the lock when it starts and releases it when it stops (or its last handle is
-//! dropped). The file is created exclusively (written whole under a temporary name, then
-//! hard-linked to `lock`, which fails if it exists), so of two processes starting at once only
-//! one gets it; it names its holder (process id, host, and on Linux the boot and the start
-//! time of the process, which tell a reused process id from the holder). A lock whose holder is
-//! gone — same host, and no such process is running (or it is a zombie, or another process now
-//! has its id, or the machine rebooted since) — is stale and taken over with a warning. A lock
-//! held from another host cannot be checked and is respected; the error says to delete the file
-//! if that host no longer runs the query.
+//! dropped). In a local directory the file is created exclusively (written whole under a
+//! temporary name, then hard-linked to `lock`, which fails if it exists); in an object store the
+//! object is created by a conditional put (`If-None-Match: *` on S3), which fails if it exists. So
+//! of two processes starting at once only one gets it. It names its holder (process id, host,
+//! and on Linux the boot and the start time of the process, which tell a reused process id from
+//! the holder). A lock whose holder is gone — same host, and no such process is running (or it
+//! is a zombie, or another process now has its id, or the machine rebooted since) — is stale and
+//! taken over with a warning (in an object store by a put conditional on the stale version, so
+//! of two processes taking it over only one succeeds). A lock held from another host cannot be
+//! checked and is respected; the error says to delete the lock if that host no longer runs the
+//! query.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutPayload, UpdateVersion};
 use serde::{Deserialize, Serialize};
 
 use super::location::sync_dir;
 use crate::{Result, SluiceError};
 
-/// Name of the lock file in a checkpoint directory.
+/// Name of the lock file in a checkpoint directory (and of the lock object in an object store).
 pub const LOCK_FILE: &str = "lock";
 
 /// How long an unreadable lock file (a holder on a file system without hard links, between
@@ -114,12 +121,63 @@ fn process_start_ticks(pid: u32) -> std::result::Result<Option<u64>, ()> {
     }
 }
 
-/// The lock of a local checkpoint directory, held by this process while a query may write to
-/// it; the file is deleted when this is dropped.
+/// The lock of a checkpoint, held by this process while a query may write to it: released by
+/// [`Self::release`], or when dropped.
 #[derive(Debug)]
 pub struct CheckpointLock {
-    path: PathBuf,
-    contents: Vec<u8>,
+    /// `None` once released.
+    held: Option<Held>,
+}
+
+/// A lock this process holds.
+enum Held {
+    /// A local directory's lock file, holding `contents`.
+    File { path: PathBuf, contents: Vec<u8> },
+    /// An object store's lock object at `path` (`name` in messages), holding `contents`.
+    Object { store: Arc<dyn ObjectStore>, path: ObjectPath, name: String, contents: Vec<u8> },
+}
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File { path, .. } => f.debug_struct("File").field("path", path).finish(),
+            Self::Object { name, .. } => f.debug_struct("Object").field("lock", name).finish(),
+        }
+    }
+}
+
+/// Whether a lock held by someone else (its contents `existing`, `age` since it was written when
+/// known) may be taken over: `Err` with the reason to refuse, `Ok` after a warning naming the
+/// stale holder. `lock` names the lock in messages; `holder` is this process.
+fn judge(lock: &str, existing: &[u8], age: Option<Duration>, holder: &LockHolder) -> std::result::Result<(), String> {
+    match serde_json::from_slice::<LockHolder>(existing) {
+        Ok(other) if other.is_alive() => {
+            let this = if other.pid == holder.pid && other.host == holder.host {
+                " (this process: another query of it runs on this checkpoint)"
+            } else {
+                ""
+            };
+            Err(format!(
+                "the checkpoint is in use by {}{this}; two queries writing one checkpoint would corrupt it. Stop that \
+                 query first, or give this one another checkpoint location; if no query runs on it any more (e.g. its \
+                 host was renamed), delete this lock file",
+                other.describe()
+            ))
+        }
+        Ok(other) => {
+            tracing::warn!(lock = %lock, "taking over the checkpoint's lock from {}, which no longer runs", other.describe());
+            Ok(())
+        }
+        Err(_) => {
+            if age.is_none_or(|age| age < UNREADABLE_GRACE) {
+                return Err("another process is taking the checkpoint's lock (the lock file is not readable yet); \
+                            try again, or delete this lock file if no query runs on the checkpoint"
+                    .to_string());
+            }
+            tracing::warn!(lock = %lock, "taking over an unreadable checkpoint lock file");
+            Ok(())
+        }
+    }
 }
 
 impl CheckpointLock {
@@ -135,7 +193,9 @@ impl CheckpointLock {
         let contents = serde_json::to_vec_pretty(&holder).expect("a lock holder serializes");
         for _ in 0..4 {
             match create_exclusively(dir, &path, &contents) {
-                Ok(true) => return Ok(Self { path: path.clone(), contents: contents.clone() }),
+                Ok(true) => {
+                    return Ok(Self { held: Some(Held::File { path: path.clone(), contents: contents.clone() }) })
+                }
                 Ok(false) => {}
                 Err(e) => return Err(error(format!("cannot create the lock file: {e}"))),
             }
@@ -144,39 +204,105 @@ impl CheckpointLock {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(error(format!("cannot read the lock file: {e}"))),
             };
-            match serde_json::from_slice::<LockHolder>(&existing) {
-                Ok(other) if other.is_alive() => {
-                    let this = if other.pid == holder.pid && other.host == holder.host {
-                        " (this process: another query of it runs on this checkpoint)"
-                    } else {
-                        ""
-                    };
-                    return Err(error(format!(
-                        "the checkpoint is in use by {}{this}; two queries writing one checkpoint would corrupt it. Stop \
-                         that query first, or give this one another checkpoint location; if no query runs on it any more \
-                         (e.g. its host was renamed), delete this lock file",
-                        other.describe()
-                    )));
-                }
-                Ok(other) => {
-                    tracing::warn!(lock = %path.display(), "taking over the checkpoint's lock from {}, which no longer runs", other.describe());
-                }
-                Err(_) => {
-                    let age = std::fs::metadata(&path).and_then(|m| m.modified()).ok().and_then(|m| m.elapsed().ok());
-                    if age.is_none_or(|age| age < UNREADABLE_GRACE) {
-                        return Err(error(
-                            "another process is taking the checkpoint's lock (the lock file is not readable yet); \
-                             try again, or delete this lock file if no query runs on the checkpoint"
-                                .to_string(),
-                        ));
-                    }
-                    tracing::warn!(lock = %path.display(), "taking over an unreadable checkpoint lock file");
-                }
-            }
+            let age = std::fs::metadata(&path).and_then(|m| m.modified()).ok().and_then(|m| m.elapsed().ok());
+            judge(&path.display().to_string(), &existing, age, &holder).map_err(error)?;
             take_over(dir, &path, &existing)
                 .map_err(|e| error(format!("cannot take over the stale lock file: {e}")))?;
         }
         Err(error("could not take the checkpoint's lock: other processes keep taking it; try again".to_string()))
+    }
+
+    /// Takes the lock of a checkpoint in an object store (the object `lock` of `store`, named
+    /// `name` in messages): created with a conditional put ([`PutMode::Create`], S3's
+    /// `If-None-Match: *`), so of two processes starting at once only one gets it; a stale one is
+    /// taken over (with a warning) by a put conditional on the version read
+    /// ([`PutMode::Update`], `If-Match`), so of two processes taking it over only one succeeds.
+    ///
+    /// # Errors
+    /// [`SluiceError::Checkpoint`] naming the lock when a live process (this one included: another
+    /// query) holds it, with the holder and the remedy; when the store offers no conditional put;
+    /// or when the store cannot be reached.
+    pub async fn acquire_object(store: &Arc<dyn ObjectStore>, name: &str) -> Result<Self> {
+        let path = ObjectPath::from(LOCK_FILE);
+        let error = |message: String| SluiceError::Checkpoint { location: name.to_string(), message };
+        let unsupported = |e: object_store::Error| {
+            error(format!(
+                "this object store offers no conditional put, which keeps a second query off the checkpoint: {e}"
+            ))
+        };
+        let holder = LockHolder::current();
+        let contents = serde_json::to_vec_pretty(&holder).expect("a lock holder serializes");
+        let held = || Self {
+            held: Some(Held::Object {
+                store: Arc::clone(store),
+                path: path.clone(),
+                name: name.to_string(),
+                contents: contents.clone(),
+            }),
+        };
+        for _ in 0..4 {
+            let payload = PutPayload::from(contents.clone());
+            match store.put_opts(&path, payload, PutMode::Create.into()).await {
+                Ok(_) => return Ok(held()),
+                Err(object_store::Error::AlreadyExists { .. }) => {}
+                Err(e @ object_store::Error::NotImplemented { .. }) => return Err(unsupported(e)),
+                Err(e) => return Err(error(format!("cannot create the lock: {e}"))),
+            }
+            let existing = match store.get(&path).await {
+                Ok(existing) => existing,
+                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(e) => return Err(error(format!("cannot read the lock: {e}"))),
+            };
+            let version = UpdateVersion { e_tag: existing.meta.e_tag.clone(), version: existing.meta.version.clone() };
+            let age = (chrono::Utc::now() - existing.meta.last_modified).to_std().ok();
+            let bytes = existing.bytes().await.map_err(|e| error(format!("cannot read the lock: {e}")))?;
+            judge(name, &bytes, age, &holder).map_err(error)?;
+            let payload = PutPayload::from(contents.clone());
+            match store.put_opts(&path, payload, PutMode::Update(version).into()).await {
+                Ok(_) => return Ok(held()),
+                // Another process took it over, or released it, meanwhile: look again.
+                Err(object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. }) => {}
+                Err(e @ object_store::Error::NotImplemented { .. }) => return Err(unsupported(e)),
+                Err(e) => return Err(error(format!("cannot take over the stale lock: {e}"))),
+            }
+        }
+        Err(error("could not take the checkpoint's lock: other processes keep taking it; try again".to_string()))
+    }
+
+    /// Releases the lock: deletes the lock file or object, if it still holds what this process
+    /// wrote (a lock taken over while this process was thought gone is not this one's to delete).
+    /// A failure is logged as a warning: the next query takes a lock whose holder is gone over.
+    pub async fn release(mut self) {
+        match self.held.take() {
+            Some(Held::File { path, contents }) => release_file(&path, &contents),
+            Some(Held::Object { store, path, name, contents }) => {
+                release_object(store.as_ref(), &path, &name, &contents).await
+            }
+            None => {}
+        }
+    }
+}
+
+/// Deletes the lock file at `path` if it holds `contents`.
+fn release_file(path: &Path, contents: &[u8]) {
+    if std::fs::read(path).is_ok_and(|c| c == contents) {
+        if let Err(e) = std::fs::remove_file(path) {
+            tracing::warn!(lock = %path.display(), "cannot release the checkpoint's lock: {e}");
+        }
+    }
+}
+
+/// Deletes the lock object at `path` of `store` (`name` in messages) if it holds `contents`.
+async fn release_object(store: &dyn ObjectStore, path: &ObjectPath, name: &str, contents: &[u8]) {
+    let ours = match store.get(path).await {
+        Ok(existing) => existing.bytes().await.is_ok_and(|c| c == contents),
+        Err(_) => false,
+    };
+    if ours {
+        match store.delete(path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => tracing::warn!(lock = %name, "cannot release the checkpoint's lock: {e}"),
+        }
     }
 }
 
@@ -226,13 +352,21 @@ fn take_over(dir: &Path, path: &Path, stale: &[u8]) -> std::io::Result<()> {
 }
 
 impl Drop for CheckpointLock {
+    /// Releases a lock [`CheckpointLock::release`] did not: a lock file at once, an object store's
+    /// lock in a task of the current Tokio runtime (without one, it stays until the next query
+    /// takes it over, its holder being gone).
     fn drop(&mut self) {
-        // Only this holder's file: a lock taken over while this process was thought gone is not
-        // this one's to delete.
-        if std::fs::read(&self.path).is_ok_and(|c| c == self.contents) {
-            if let Err(e) = std::fs::remove_file(&self.path) {
-                tracing::warn!(lock = %self.path.display(), "cannot release the checkpoint's lock: {e}");
-            }
+        match self.held.take() {
+            Some(Held::File { path, contents }) => release_file(&path, &contents),
+            Some(Held::Object { store, path, name, contents }) => match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    runtime.spawn(async move { release_object(store.as_ref(), &path, &name, &contents).await });
+                }
+                Err(_) => {
+                    tracing::warn!(lock = %name, "the checkpoint's lock is left for the next query to take over")
+                }
+            },
+            None => {}
         }
     }
 }
@@ -264,6 +398,45 @@ mod tests {
         let remote = LockHolder { host: "elsewhere.example".into(), ..dead };
         std::fs::write(dir.path().join(LOCK_FILE), serde_json::to_vec(&remote).unwrap()).unwrap();
         let err = CheckpointLock::acquire(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("elsewhere.example") && err.contains("delete this lock file"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_object_store_lock_is_refused_while_held_released_and_a_stale_one_taken_over() {
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let path = ObjectPath::from(LOCK_FILE);
+        let holder_in = |store: Arc<dyn ObjectStore>| async move {
+            let bytes = store.get(&ObjectPath::from(LOCK_FILE)).await.ok()?.bytes().await.ok()?;
+            serde_json::from_slice::<LockHolder>(&bytes).ok()
+        };
+        let lock = CheckpointLock::acquire_object(&store, "s3://b/cp/lock").await.unwrap();
+        let err = CheckpointLock::acquire_object(&store, "s3://b/cp/lock").await.unwrap_err().to_string();
+        assert!(err.contains("s3://b/cp/lock") && err.contains("this process"), "{err}");
+        lock.release().await;
+        assert!(store.head(&path).await.is_err(), "released");
+
+        let dead = LockHolder { pid: 99_999_999, ..LockHolder::current() };
+        store.put(&path, serde_json::to_vec(&dead).unwrap().into()).await.unwrap();
+        let lock = CheckpointLock::acquire_object(&store, "s3://b/cp/lock").await.unwrap();
+        assert_eq!(holder_in(Arc::clone(&store)).await.unwrap().pid, std::process::id(), "taken over");
+        // Dropped unreleased: released by a task.
+        drop(lock);
+        for _ in 0..100 {
+            if store.head(&path).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(store.head(&path).await.is_err(), "released on drop");
+
+        // A lock taken over meanwhile (this process was thought gone) is not released by it.
+        let lock = CheckpointLock::acquire_object(&store, "s3://b/cp/lock").await.unwrap();
+        let remote = LockHolder { host: "elsewhere.example".into(), ..dead };
+        store.put(&path, serde_json::to_vec(&remote).unwrap().into()).await.unwrap();
+        lock.release().await;
+        assert_eq!(holder_in(Arc::clone(&store)).await, Some(remote.clone()), "not this holder's to delete");
+        // Another host's lock cannot be checked, and is respected.
+        let err = CheckpointLock::acquire_object(&store, "s3://b/cp/lock").await.unwrap_err().to_string();
         assert!(err.contains("elsewhere.example") && err.contains("delete this lock file"), "{err}");
     }
 

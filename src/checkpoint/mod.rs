@@ -1,6 +1,6 @@
 //! The checkpoint location: offset log, commit log, query metadata, source logs and state files,
-//! written durably to a local directory (or kept in memory), each file with a checksum, and a
-//! lock that keeps a second query off a checkpoint in use.
+//! written durably to a local directory, or to S3 through `object_store` (or kept in memory),
+//! each file with a checksum, and a lock that keeps a second query off a checkpoint in use.
 //!
 //! Layout (Spark's, file names are batch ids):
 //! ```text

@@ -37,8 +37,10 @@ use datafusion::common::tree_node::Transformed;
 use datafusion::common::TableReference;
 
 impl StreamContext {
-    /// Plans `definition` and opens it at checkpoint `checkpoint` (a directory, `file://` or
-    /// `memory://` URL), ready to [`StreamingQuery::run`].
+    /// Plans `definition` and opens it at checkpoint `checkpoint` (a directory, a `file://`,
+    /// `s3://BUCKET/PREFIX` or `memory://` URL; S3 is reached with the settings and credentials
+    /// of the `AWS_*` environment variables, e.g. `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+    /// `AWS_REGION`, `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`), ready to [`StreamingQuery::run`].
     ///
     /// # Errors
     /// [`SluiceError::Unsupported`] for a query the output mode cannot run, [`SluiceError::Sql`]
@@ -58,7 +60,7 @@ impl StreamContext {
         };
         let location = CheckpointLocation::open(checkpoint)?;
         // Before anything is read: the lock keeps a second query off a checkpoint in use.
-        let lock = location.lock()?;
+        let lock = location.lock().await?;
         let metadata = load_or_create_metadata(&location, self.state_partitions, self.state_store).await?;
         let state_store = StateStoreKind::parse(&metadata.state_store).unwrap_or_default();
         let backend = StateBackend::for_query(state_store, &self.rocksdb)?;

@@ -95,8 +95,10 @@ impl DataStreamWriter {
         self
     }
 
-    /// The checkpoint: a directory, `file://` or `memory://` URL. Required for file and Kafka
-    /// sinks (as in Spark); other sinks default to a checkpoint in memory, lost with the process.
+    /// The checkpoint: a directory, a `file://`, `s3://BUCKET/PREFIX` (configured from the
+    /// `AWS_*` environment variables, see [`crate::StreamContext::start`]) or `memory://` URL.
+    /// Required for file and Kafka sinks (as in Spark); other sinks default to a checkpoint in
+    /// memory, lost with the process.
     pub fn checkpoint_location(mut self, location: &str) -> Self {
         self.checkpoint_location = Some(location.to_string());
         self

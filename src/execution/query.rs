@@ -264,7 +264,8 @@ impl MicroBatchExecution {
 
     /// Releases the checkpoint's lock: the query stopped or failed.
     async fn release_lock(&mut self) {
-        if self.lock.take().is_some() {
+        if let Some(lock) = self.lock.take() {
+            lock.release().await;
             self.released_at = Some(self.offsets.latest().await.ok().flatten());
         }
     }
@@ -276,7 +277,7 @@ impl MicroBatchExecution {
     /// [`crate::SluiceError::Checkpoint`] when another query holds the lock or wrote batches since.
     async fn relock(&mut self) -> Result<()> {
         let Some(released_at) = self.released_at else { return Ok(()) };
-        let lock = self.location.lock()?;
+        let lock = self.location.lock().await?;
         if self.offsets.latest().await? != released_at {
             return Err(self.location.error(
                 "offsets",

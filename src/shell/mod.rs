@@ -44,9 +44,10 @@ pub struct ShellOptions {
     /// The history file, read at start and appended after each statement; `None` keeps no
     /// history across sessions.
     pub history: Option<PathBuf>,
-    /// The directory under which each query started by `INSERT INTO` keeps its checkpoint, in
-    /// the subdirectory named after its sink table (a query started again into the same sink
-    /// resumes from it). `None`: a temporary directory, removed when the shell exits.
+    /// The directory (or `s3://BUCKET/PREFIX` URL) under which each query started by `INSERT
+    /// INTO` keeps its checkpoint, in the subdirectory named after its sink table (a query started
+    /// again into the same sink resumes from it). `None`: a temporary directory, removed when the
+    /// shell exits.
     pub checkpoint: Option<String>,
 }
 

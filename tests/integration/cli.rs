@@ -75,7 +75,7 @@ fn flights_script(input: &Path, output: &Path) -> String {
 
 /// `sql/examples/<name>.sql` reading its inputs from `inputs` (`data/<dir>` → the given path) and
 /// writing its console sink's rows as JSON files into `output` instead, in the same output mode.
-fn example_script(name: &str, inputs: &[(&str, &Path)], output: &Path) -> String {
+pub(crate) fn example_script(name: &str, inputs: &[(&str, &Path)], output: &Path) -> String {
     let mut script = std::fs::read_to_string(format!("sql/examples/{name}.sql")).unwrap();
     for (dir, path) in inputs {
         let from = format!("path = 'data/{dir}'");

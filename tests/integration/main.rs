@@ -30,6 +30,7 @@ mod partitioning;
 mod progress;
 mod rate_source;
 mod recovery;
+mod s3_checkpoint;
 mod session_windows;
 mod shell;
 mod socket_source;
