@@ -69,11 +69,8 @@ impl RocksDbShared {
     /// [`SluiceError::Io`] when the working directory cannot be created.
     pub(crate) fn new(settings: &RocksDbSettings) -> Result<Arc<Self>> {
         let parent = settings.local_dir.clone().unwrap_or_else(std::env::temp_dir);
-        std::fs::create_dir_all(&parent).map_err(|source| SluiceError::Io { path: parent.clone(), source })?;
-        let root = tempfile::Builder::new()
-            .prefix("sluice-rocksdb-")
-            .tempdir_in(&parent)
-            .map_err(|source| SluiceError::Io { path: parent.clone(), source })?;
+        std::fs::create_dir_all(&parent).map_err(io(&parent))?;
+        let root = tempfile::Builder::new().prefix("sluice-rocksdb-").tempdir_in(&parent).map_err(io(&parent))?;
         let cache = Cache::new_lru_cache(settings.memory_bytes);
         // Half the budget for memtables, charged to the cache (Spark's writeBufferCacheRatio).
         let write_buffers =
@@ -170,7 +167,7 @@ impl RocksDbRows {
                 ));
             }
             let path = db_dir.join(&file.name);
-            tokio::fs::write(&path, &bytes).await.map_err(|source| SluiceError::Io { path, source })?;
+            tokio::fs::write(&path, &bytes).await.map_err(io(&path))?;
         }
         let uploaded = snapshot.into_iter().map(|f| (f.name.clone(), f)).collect();
         Self::open_dir(shared, db_dir, uploaded)
@@ -179,10 +176,6 @@ impl RocksDbRows {
     /// `<root>/<dir>/db`, empty.
     fn fresh_dir(shared: &RocksDbShared, dir: &str) -> Result<PathBuf> {
         let dir = shared.root.path().join(dir);
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| SluiceError::Io { path, source }
-        };
         if dir.exists() {
             std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
         }
@@ -246,7 +239,7 @@ impl RocksDbRows {
     ) -> Result<impl std::future::Future<Output = Result<()>> + Send + 'static> {
         let local = self.dir.join(format!("snapshot-{version}"));
         if local.exists() {
-            std::fs::remove_dir_all(&local).map_err(|source| SluiceError::Io { path: local.clone(), source })?;
+            std::fs::remove_dir_all(&local).map_err(io(&local))?;
         }
         self.db.flush().map_err(|e| self.error(e))?;
         Checkpoint::new(&self.db).and_then(|c| c.create_checkpoint(&local)).map_err(|e| self.error(e))?;
@@ -271,6 +264,11 @@ impl RocksDbRows {
     }
 }
 
+/// The error of a local file operation on `path`, for `map_err`.
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SluiceError + '_ {
+    move |source| SluiceError::io(path, source)
+}
+
 fn rocksdb_error(dir: &Path, e: rocksdb::Error) -> SluiceError {
     SluiceError::Checkpoint {
         location: format!("RocksDB state store {}", dir.display()),
@@ -289,10 +287,6 @@ async fn upload(
     uploaded: &Mutex<HashMap<String, SnapshotFile>>,
 ) -> Result<()> {
     let previous = uploaded.lock().expect("snapshot files lock").clone();
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| SluiceError::Io { path, source }
-    };
     let mut entries = tokio::fs::read_dir(local).await.map_err(io(local))?;
     let mut files = Vec::new();
     while let Some(entry) = entries.next_entry().await.map_err(io(local))? {
