@@ -98,7 +98,7 @@ impl AggregateState {
             spec.aggregates.iter().map(|a| a.state_fields().map(|f| f.len())).collect::<Result<_, _>>()?;
         let group_types: Vec<DataType> = fields[..spec.group_count].iter().map(|f| f.data_type().clone()).collect();
         let sessions = match spec.event_time {
-            Some(et) if et.is_session => Some(SessionIndex::try_new(&group_types, et.index)?),
+            Some(et) if et.is_session => Some(SessionIndex::try_new(&group_types, et.index, &store)?),
             _ => None,
         };
         Ok(Self {
@@ -112,9 +112,9 @@ impl AggregateState {
             group_count: spec.group_count,
             keys,
             values,
+            closing: TimerIndex::for_store(&store)?,
             store,
             watermarks: BatchWatermarks::default(),
-            closing: TimerIndex::new(),
             sessions,
             dropped: 0,
         })
@@ -231,13 +231,13 @@ impl AggregateState {
             OutputMode::Update => {
                 // The touched groups' merged states are at hand: evaluated from them, not read back.
                 let out = self.evaluate(touched, states)?;
-                for key in self.closed_groups() {
+                for key in self.closed_groups()? {
                     self.forget(&key)?;
                 }
                 Ok(out)
             }
             OutputMode::Append => {
-                let closed = self.closed_groups();
+                let closed = self.closed_groups()?;
                 let out = self.finalize(closed.clone())?;
                 for key in &closed {
                     self.forget(key)?;
@@ -339,16 +339,16 @@ impl AggregateState {
 
     /// The groups whose event time `W_k` has reached (`end <= W_k`), taken from the index: the
     /// work follows the groups that close, not the groups in state.
-    fn closed_groups(&mut self) -> Vec<Box<[u8]>> {
+    fn closed_groups(&mut self) -> Result<Vec<Box<[u8]>>> {
         self.closing.take_through(self.watermarks.current_ms)
     }
 
     /// Removes group `key` from the state and the indexes.
     fn forget(&mut self, key: &[u8]) -> Result<()> {
         self.store.remove(key)?;
-        self.closing.remove(key);
+        self.closing.remove(key)?;
         if let Some(sessions) = &mut self.sessions {
-            sessions.remove(key);
+            sessions.remove(key)?;
         }
         Ok(())
     }
@@ -362,7 +362,7 @@ impl AggregateState {
         let Some((ends, unit)) = self.event_time_ends(key_columns)? else { return Ok(()) };
         for (key, end) in keys.iter().zip(ends.iter()) {
             if let Some(end) = end {
-                self.closing.set(key, ceil_ms(end, &unit));
+                self.closing.set(key, ceil_ms(end, &unit))?;
             }
         }
         Ok(())
@@ -424,9 +424,9 @@ impl BatchOperator for AggregateState {
 
     /// Rebuilds the closing and session indexes from the stored groups (once per restore).
     fn restored(&mut self) -> Result<()> {
-        self.closing.clear();
+        self.closing.clear()?;
         if let Some(sessions) = &mut self.sessions {
-            sessions.clear();
+            sessions.clear()?;
         }
         if self.event_time.is_none() || self.store.is_empty() {
             return Ok(());

@@ -71,9 +71,9 @@ impl DedupState {
         Ok(Self {
             keys: RowConverter::new(fields)?,
             spec,
+            expiring: TimerIndex::for_store(&store)?,
             store,
             watermarks: BatchWatermarks::default(),
-            expiring: TimerIndex::new(),
             dropped: 0,
         })
     }
@@ -109,7 +109,7 @@ impl DedupState {
     /// Removes the keys `W_k` has passed, taken from the index: the work follows the keys that
     /// expire, not the keys in state.
     fn evict(&mut self) -> Result<()> {
-        for key in self.expiring.take_through(self.watermarks.current_ms) {
+        for key in self.expiring.take_through(self.watermarks.current_ms)? {
             self.store.remove(&key)?;
         }
         Ok(())
@@ -121,7 +121,7 @@ impl DedupState {
         if self.spec.within_watermark_delay_ms.is_some() {
             for (key, expiry) in keys.iter().zip(expiries) {
                 if let Some(at) = expiry {
-                    self.expiring.set(key, *at);
+                    self.expiring.set(key, *at)?;
                 }
             }
             return Ok(());
@@ -133,7 +133,7 @@ impl DedupState {
         let values = arrow::compute::cast(time, &DataType::Int64)?;
         for (key, t) in keys.iter().zip(values.as_primitive::<Int64Type>().iter()) {
             if let Some(t) = t {
-                self.expiring.set(key, ceil_ms(t, time.data_type()));
+                self.expiring.set(key, ceil_ms(t, time.data_type()))?;
             }
         }
         Ok(())
@@ -187,7 +187,7 @@ impl BatchOperator for DedupState {
 
     /// Rebuilds the expiry index from the stored keys (once per restore).
     fn restored(&mut self) -> Result<()> {
-        self.expiring.clear();
+        self.expiring.clear()?;
         let stored: Vec<(Box<[u8]>, Option<i64>)> = self
             .store
             .iter()

@@ -227,9 +227,9 @@ impl GroupStateOperator {
         Ok(Self {
             keys: RowConverter::new(fields)?,
             spec,
+            timers: TimerIndex::for_store(&store)?,
             store,
             watermarks: BatchWatermarks::default(),
-            timers: TimerIndex::new(),
             dropped: 0,
         })
     }
@@ -263,8 +263,8 @@ impl GroupStateOperator {
             None => self.store.remove(key)?,
         }
         match (&state.value, state.timeout_at_ms) {
-            (Some(_), Some(at)) => self.timers.set(key, at),
-            _ => self.timers.remove(key),
+            (Some(_), Some(at)) => self.timers.set(key, at)?,
+            _ => self.timers.remove(key)?,
         }
         Ok(out)
     }
@@ -333,7 +333,7 @@ impl BatchOperator for GroupStateOperator {
         // Keys called with rows above had their timeout reset by that call.
         let mut due: Vec<Box<[u8]>> = match self.due_through() {
             Some(through) => {
-                self.timers.due_through(through).filter(|k| !groups.contains_key(*k)).map(Box::from).collect()
+                self.timers.due_through(through)?.into_iter().filter(|k| !groups.contains_key(k)).collect()
             }
             None => Vec::new(),
         };
@@ -347,12 +347,12 @@ impl BatchOperator for GroupStateOperator {
 
     /// Rebuilds the timer index from the stored timeouts (once per restore).
     fn restored(&mut self) -> Result<()> {
-        self.timers.clear();
+        self.timers.clear()?;
         if self.spec.timeout != GroupStateTimeout::NoTimeout {
             for entry in self.store.iter() {
                 let (key, value) = entry?;
                 if let Some(at) = timeout_of(&value) {
-                    self.timers.set(&key, at);
+                    self.timers.set(&key, at)?;
                 }
             }
         }
@@ -374,7 +374,8 @@ impl BatchOperator for GroupStateOperator {
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis() as i64);
-                self.timers.earliest().is_some_and(|at| at <= now)
+                // An index that cannot be read runs the batch, which then reports the error.
+                self.timers.earliest().map_or(true, |earliest| earliest.is_some_and(|at| at <= now))
             }
         }
     }

@@ -15,6 +15,8 @@ use arrow::compute::{cast, concat_batches, take};
 use arrow::datatypes::{DataType, Int64Type};
 use arrow::row::{RowConverter, SortField};
 
+#[cfg(feature = "rocksdb")]
+use crate::state::rocksdb_index::{length_prefixed, IndexSpace};
 use crate::state::StateStore;
 use crate::Result;
 
@@ -51,21 +53,46 @@ pub struct SessionIndex {
     others: Vec<usize>,
     /// Encodes those columns.
     converter: RowConverter,
-    /// Other-columns key → the state keys of its stored sessions.
-    sessions: HashMap<Box<[u8]>, HashSet<Box<[u8]>>>,
-    /// State key → its other-columns key.
-    other_of: HashMap<Box<[u8]>, Box<[u8]>>,
+    sessions: Sessions,
 }
 
+/// Other-columns key → the state keys of its stored sessions, and back: in memory beside the
+/// in-memory store, in the query's RocksDB index instance beside a RocksDB store.
+#[derive(Debug)]
+enum Sessions {
+    Memory {
+        /// Other-columns key → the state keys of its stored sessions.
+        sessions: HashMap<Box<[u8]>, HashSet<Box<[u8]>>>,
+        /// State key → its other-columns key.
+        other_of: HashMap<Box<[u8]>, Box<[u8]>>,
+    },
+    /// `[BY_OTHER][other length, u32 BE][other][state key]` (no value) and `[OTHER_OF][state
+    /// key]` valued the other-columns key.
+    #[cfg(feature = "rocksdb")]
+    RocksDb(IndexSpace),
+}
+
+#[cfg(feature = "rocksdb")]
+const BY_OTHER: u8 = b'S';
+#[cfg(feature = "rocksdb")]
+const OTHER_OF: u8 = b'O';
+
 impl SessionIndex {
-    /// An empty index for group columns of `group_types`, the session being column `session`.
+    /// An empty index for group columns of `group_types`, the session being column `session`,
+    /// kept where `store` keeps its rows.
     ///
     /// # Errors
-    /// An arrow error when a key type has no row encoding.
-    pub fn try_new(group_types: &[DataType], session: usize) -> Result<Self> {
+    /// An arrow error when a key type has no row encoding; as [`StateStore::index_space`].
+    pub fn try_new(group_types: &[DataType], session: usize, store: &StateStore) -> Result<Self> {
         let others: Vec<usize> = (0..group_types.len()).filter(|i| *i != session).collect();
         let converter = RowConverter::new(others.iter().map(|i| SortField::new(group_types[*i].clone())).collect())?;
-        Ok(Self { others, converter, sessions: HashMap::default(), other_of: HashMap::default() })
+        #[cfg(feature = "rocksdb")]
+        if let Some(space) = store.index_space()? {
+            return Ok(Self { others, converter, sessions: Sessions::RocksDb(space) });
+        }
+        let _ = store;
+        let sessions = Sessions::Memory { sessions: HashMap::default(), other_of: HashMap::default() };
+        Ok(Self { others, converter, sessions })
     }
 
     /// The other-columns key of each row of `group_columns`.
@@ -77,35 +104,99 @@ impl SessionIndex {
     /// Records that the sessions `keys` (state keys of the rows of `group_columns`) are stored.
     ///
     /// # Errors
-    /// An arrow error when the columns cannot be encoded.
+    /// An arrow error when the columns cannot be encoded; a RocksDB error.
     pub fn insert(&mut self, keys: &[Box<[u8]>], group_columns: &[ArrayRef]) -> Result<()> {
         let others = self.other_keys(group_columns)?;
-        for (key, other) in keys.iter().zip(others.iter()) {
-            if !self.other_of.contains_key(key) {
-                let other: Box<[u8]> = other.data().into();
-                self.sessions.entry(other.clone()).or_default().insert(key.clone());
-                self.other_of.insert(key.clone(), other);
+        match &mut self.sessions {
+            Sessions::Memory { sessions, other_of } => {
+                for (key, other) in keys.iter().zip(others.iter()) {
+                    if !other_of.contains_key(key) {
+                        let other: Box<[u8]> = other.data().into();
+                        sessions.entry(other.clone()).or_default().insert(key.clone());
+                        other_of.insert(key.clone(), other);
+                    }
+                }
+            }
+            #[cfg(feature = "rocksdb")]
+            Sessions::RocksDb(space) => {
+                let mut batch = space.batch();
+                for (key, other) in keys.iter().zip(others.iter()) {
+                    batch.put(&[&length_prefixed(BY_OTHER, other.data()), key], &[]);
+                    batch.put(&[&[OTHER_OF], key], other.data());
+                }
+                space.write(batch)?;
             }
         }
         Ok(())
     }
 
     /// Records that the session `key` left the state.
-    pub fn remove(&mut self, key: &[u8]) {
-        if let Some(other) = self.other_of.remove(key) {
-            if let Some(set) = self.sessions.get_mut(&other) {
-                set.remove(key);
-                if set.is_empty() {
-                    self.sessions.remove(&other);
+    ///
+    /// # Errors
+    /// A RocksDB error (the local disk failing).
+    pub fn remove(&mut self, key: &[u8]) -> Result<()> {
+        match &mut self.sessions {
+            Sessions::Memory { sessions, other_of } => {
+                if let Some(other) = other_of.remove(key) {
+                    if let Some(set) = sessions.get_mut(&other) {
+                        set.remove(key);
+                        if set.is_empty() {
+                            sessions.remove(&other);
+                        }
+                    }
                 }
+            }
+            #[cfg(feature = "rocksdb")]
+            Sessions::RocksDb(space) => {
+                let of = [&[OTHER_OF][..], key].concat();
+                if let Some(other) = space.get(&of)? {
+                    let mut batch = space.batch();
+                    batch.delete(&[&length_prefixed(BY_OTHER, &other), key]);
+                    batch.delete(&[&of]);
+                    space.write(batch)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The state keys of the stored sessions of the other-columns keys `others`.
+    ///
+    /// # Errors
+    /// A RocksDB error (the local disk failing).
+    fn stored<'a>(&self, others: impl Iterator<Item = &'a [u8]>) -> Result<Vec<Box<[u8]>>> {
+        match &self.sessions {
+            Sessions::Memory { sessions, .. } => {
+                Ok(others.filter_map(|other| sessions.get(other)).flatten().cloned().collect())
+            }
+            #[cfg(feature = "rocksdb")]
+            Sessions::RocksDb(space) => {
+                let mut stored = Vec::new();
+                for other in others {
+                    let prefix = length_prefixed(BY_OTHER, other);
+                    for entry in space.scan_prefix(&prefix) {
+                        stored.push(Box::from(entry?.0.get(prefix.len()..).unwrap_or_default()));
+                    }
+                }
+                Ok(stored)
             }
         }
     }
 
     /// Forgets every session.
-    pub fn clear(&mut self) {
-        self.sessions.clear();
-        self.other_of.clear();
+    ///
+    /// # Errors
+    /// A RocksDB error (the local disk failing).
+    pub fn clear(&mut self) -> Result<()> {
+        match &mut self.sessions {
+            Sessions::Memory { sessions, other_of } => {
+                sessions.clear();
+                other_of.clear();
+                Ok(())
+            }
+            #[cfg(feature = "rocksdb")]
+            Sessions::RocksDb(space) => space.clear(),
+        }
     }
 }
 
@@ -144,7 +235,7 @@ pub fn merge_sessions(inputs: &SessionInputs, partial: RecordBatch) -> Result<(R
     }
 
     // Only the stored sessions of the keys this batch brings.
-    let mut stored: Vec<&[u8]> = pieces.keys().filter_map(|k| index.sessions.get(*k)).flatten().map(|k| &**k).collect();
+    let mut stored = index.stored(pieces.keys().copied())?;
     stored.sort_unstable();
     let parser = inputs.keys.parser();
     let stored_columns =
@@ -197,10 +288,10 @@ pub fn merge_sessions(inputs: &SessionInputs, partial: RecordBatch) -> Result<(R
     columns[inputs.session] =
         session_column(session_like, moved.iter().map(|m| m.1).collect(), moved.iter().map(|m| m.2).collect())?;
     let value_parser = inputs.values.parser();
-    let values = moved.iter().map(|(j, _, _)| inputs.store.get_indexed(stored[*j])).collect::<Result<Vec<_>>>()?;
+    let values = moved.iter().map(|(j, _, _)| inputs.store.get_indexed(&stored[*j])).collect::<Result<Vec<_>>>()?;
     let states = inputs.values.convert_rows(values.iter().map(|v| value_parser.parse(v)))?;
     columns.extend(states);
     let moved_rows = RecordBatch::try_new(partial.schema(), columns)?;
-    let removed = moved.iter().map(|(j, _, _)| Box::from(stored[*j])).collect();
+    let removed = moved.iter().map(|(j, _, _)| stored[*j].clone()).collect();
     Ok((concat_batches(&partial.schema(), [&rewritten, &moved_rows])?, removed))
 }

@@ -14,6 +14,8 @@
 pub mod codec;
 pub mod config;
 #[cfg(feature = "rocksdb")]
+pub(crate) mod rocksdb_index;
+#[cfg(feature = "rocksdb")]
 pub(crate) mod rocksdb_store;
 pub mod store;
 pub mod timers;

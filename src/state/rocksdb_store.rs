@@ -29,6 +29,7 @@ use rocksdb::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::rocksdb_index::IndexInstance;
 use crate::checkpoint::{framing, CheckpointLocation};
 use crate::state::config::RocksDbSettings;
 use crate::{Result, SluiceError};
@@ -39,8 +40,8 @@ pub(crate) const MANIFEST_SUFFIX: &str = ".rocksdb";
 /// The format of a manifest; a manifest of another format is refused, naming it.
 const MANIFEST_FORMAT: u32 = 1;
 
-/// The largest memtable of one instance: RocksDB's default, lowered for small memory budgets so
-/// that one instance cannot take the whole budget alone.
+/// The largest memtable of one instance, and SST file: RocksDB's default, lowered for small memory
+/// budgets so that one instance cannot take the whole budget alone.
 const MAX_WRITE_BUFFER_BYTES: usize = 64 << 20;
 
 /// What the instances of one query share: the block cache their memory is charged to, and the
@@ -49,6 +50,8 @@ pub(crate) struct RocksDbShared {
     cache: Cache,
     write_buffers: WriteBufferManager,
     memory_bytes: usize,
+    /// The operators' indexes (closed before `root` is removed).
+    indexes: IndexInstance,
     root: tempfile::TempDir,
 }
 
@@ -75,10 +78,23 @@ impl RocksDbShared {
         // Half the budget for memtables, charged to the cache (Spark's writeBufferCacheRatio).
         let write_buffers =
             WriteBufferManager::new_write_buffer_manager_with_cache(settings.memory_bytes / 2, false, cache.clone());
-        Ok(Arc::new(Self { cache, write_buffers, memory_bytes: settings.memory_bytes, root }))
+        let indexes = IndexInstance::default();
+        Ok(Arc::new(Self { cache, write_buffers, memory_bytes: settings.memory_bytes, indexes, root }))
     }
 
-    fn options(&self) -> Options {
+    /// The query's working directory.
+    pub(crate) fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// The instance holding the operators' indexes.
+    pub(crate) fn indexes(&self) -> &IndexInstance {
+        &self.indexes
+    }
+
+    /// The options of every instance of the query: its block cache, its write buffers charged to
+    /// the cache, lz4.
+    pub(crate) fn options(&self) -> Options {
         let mut table = BlockBasedOptions::default();
         table.set_block_cache(&self.cache);
         table.set_cache_index_and_filter_blocks(true);
@@ -87,7 +103,10 @@ impl RocksDbShared {
         options.set_compression_type(DBCompressionType::Lz4);
         options.set_block_based_table_factory(&table);
         options.set_write_buffer_manager(&self.write_buffers);
-        options.set_write_buffer_size((self.memory_bytes / 4).clamp(1 << 20, MAX_WRITE_BUFFER_BYTES));
+        let file_bytes = (self.memory_bytes / 4).clamp(1 << 20, MAX_WRITE_BUFFER_BYTES);
+        options.set_write_buffer_size(file_bytes);
+        // SST files no larger than a memtable: a snapshot's upload reads one file at a time.
+        options.set_target_file_size_base(file_bytes as u64);
         options.set_keep_log_file_num(2);
         options
     }
@@ -265,11 +284,11 @@ impl RocksDbRows {
 }
 
 /// The error of a local file operation on `path`, for `map_err`.
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SluiceError + '_ {
+pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SluiceError + '_ {
     move |source| SluiceError::io(path, source)
 }
 
-fn rocksdb_error(dir: &Path, e: rocksdb::Error) -> SluiceError {
+pub(crate) fn rocksdb_error(dir: &Path, e: rocksdb::Error) -> SluiceError {
     SluiceError::Checkpoint {
         location: format!("RocksDB state store {}", dir.display()),
         message: format!(

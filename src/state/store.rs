@@ -164,6 +164,20 @@ impl StateStore {
         })
     }
 
+    /// A keyspace for an index an operator keeps beside this store (its timers, a join's keys):
+    /// on RocksDB when this store is, so that the index is bounded by the same memory budget;
+    /// `None` for the in-memory store, whose operators keep their indexes in memory.
+    ///
+    /// # Errors
+    /// As [`crate::state::rocksdb_index::IndexSpace::open`].
+    #[cfg(feature = "rocksdb")]
+    pub(crate) fn index_space(&self) -> Result<Option<crate::state::rocksdb_index::IndexSpace>> {
+        match &self.backend {
+            StateBackend::Memory => Ok(None),
+            StateBackend::RocksDb(shared) => crate::state::rocksdb_index::IndexSpace::open(shared).map(Some),
+        }
+    }
+
     /// The value of `key`.
     ///
     /// # Errors
@@ -553,18 +567,18 @@ async fn write_snapshot(location: CheckpointLocation, dir: String, version: u64)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::state::{RocksDbSettings, StateStoreKind};
 
     /// The kinds of store this build has.
-    fn kinds() -> Vec<StateStoreKind> {
+    pub(crate) fn kinds() -> Vec<StateStoreKind> {
         StateStoreKind::ALL.into_iter().filter(|k| cfg!(feature = "rocksdb") || *k == StateStoreKind::Memory).collect()
     }
 
     /// A store of `kind` for partition `partition` of operator 0; a RocksDB store in a working
     /// directory of its own, as on another machine.
-    fn open(location: &CheckpointLocation, partition: usize, kind: StateStoreKind) -> StateStore {
+    pub(crate) fn open(location: &CheckpointLocation, partition: usize, kind: StateStoreKind) -> StateStore {
         let backend = StateBackend::for_query(kind, &RocksDbSettings::default()).unwrap();
         StateStore::open(location.clone(), "0", partition, &backend).unwrap()
     }

@@ -7,15 +7,16 @@
 //! join's preserved side that never matched is emitted then, once, padded with nulls. Rows whose
 //! watermarked event time is at or below `W_{k-1}` are dropped as late before joining.
 //!
-//! State: each batch's new rows of a side are stored as one chunk, keyed `[side][first arrival
-//! id]`, valued the rows in arrow's row format (see [`encode_chunk`]); a buffered row's arrival id
-//! is its chunk's first id plus its position in the chunk. Beside the store each side keeps an
+//! State: each batch's new rows of a side are stored as chunks of up to [`CHUNK_ROWS`] rows, keyed
+//! `[side][first arrival id]`, valued the rows in arrow's row format (see [`encode_chunk`]); a
+//! buffered row's arrival id is its chunk's first id plus its position in the chunk. Beside the store each side keeps an
 //! index from equality key to arrival ids, an index of ids by eviction time and, per chunk, each
 //! row's key, so a batch decodes only the rows it matches or evicts, and its work follows the
-//! rows that arrive and leave, not the rows buffered. Storing a batch's rows as one entry, not an
-//! entry per row, keeps the per-row cost of buffering to encoding the row and indexing it (a row
+//! rows that arrive and leave, not the rows buffered. Storing a batch's rows in a few entries, not
+//! an entry per row, keeps the per-row cost of buffering to encoding the row and indexing it (a row
 //! per entry cost two hash-map entries, four allocations and a delta record per buffered row,
-//! which bounded q7). Evicted rows leave the indexes at once; a chunk leaves the store when its
+//! which bounded q7); capping an entry at [`CHUNK_ROWS`] rows keeps a read of one buffered row
+//! from reading a whole batch's bytes, which on RocksDB came from disk. Evicted rows leave the indexes at once; a chunk leaves the store when its
 //! last row is evicted, and is rewritten without its evicted rows' bytes when fewer than half of
 //! those it stores are still buffered. A side's latest eviction time is stored too
 //! (`[EVICTED | side]`), so a restore drops the evicted rows a chunk still holds: after each
@@ -46,6 +47,11 @@ use crate::{Result, SluiceError};
 /// `crate::plan::fingerprint`): a checkpoint written with another layout (before it, a row per
 /// store entry valued `[matched][row]`) is refused at start, before its bytes reach a decoder.
 pub(crate) const JOIN_STATE_FORMAT: &str = "join state v2 (a chunk of rows per batch)";
+
+/// The most rows of one stored chunk: a batch's rows are stored in chunks of this many, so that
+/// reading a buffered row reads (and, on RocksDB, caches) at most this many rows' bytes, not the
+/// whole batch's.
+const CHUNK_ROWS: usize = 4096;
 
 /// One input of a stream-stream join.
 #[derive(Debug, Clone)]
@@ -121,7 +127,7 @@ impl JoinState {
         Ok(Self {
             keys: RowConverter::new(key_fields)?,
             rows: [row_codec(&spec.sides[0].schema)?, row_codec(&spec.sides[1].schema)?],
-            buffers: [Buffer::default(), Buffer::default()],
+            buffers: [Buffer::for_store(&store)?, Buffer::for_store(&store)?],
             spec,
             store,
             watermarks: BatchWatermarks::default(),
@@ -170,19 +176,22 @@ impl JoinState {
         Ok(times.iter().map(|t| t.map(|t| ceil_ms(t, &unit))).collect())
     }
 
-    /// Buffers `batch` (new rows of `side`, with their equality `keys`): stored as one chunk,
-    /// indexed. Its rows get the ids from the side's next id on.
+    /// Buffers `batch` (new rows of `side`, with their equality `keys`): stored as chunks of at
+    /// most [`CHUNK_ROWS`] rows, indexed. Its rows get the ids from the side's next id on.
     fn buffer(&mut self, side: usize, batch: &RecordBatch, keys: &Keys) -> Result<()> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
         let times = self.evict_times(side, batch)?;
         let encoded = self.rows[side].convert_columns(batch.columns())?;
-        let rows: Vec<Option<&[u8]>> = encoded.iter().map(|r| Some(r.data())).collect();
-        let first = self.buffers[side].next_id;
-        self.store.put(&chunk_key(side, first), &encode_chunk(&rows)?)?;
-        let entries = times.iter().enumerate().map(|(i, at)| Some((keys.get(i), *at)));
-        self.buffered += self.buffers[side].add_chunk(first, rows.len(), entries)? as u64;
+        for start in (0..batch.num_rows()).step_by(CHUNK_ROWS) {
+            let end = (start + CHUNK_ROWS).min(batch.num_rows());
+            let rows: Vec<Option<&[u8]>> = (start..end).map(|i| Some(encoded.row(i).data())).collect();
+            let first = self.buffers[side].next_id;
+            self.store.put(&chunk_key(side, first), &encode_chunk(&rows)?)?;
+            let entries = (start..end).map(|i| Some((keys.get(i), times[i])));
+            self.buffered += self.buffers[side].add_chunk(first, rows.len(), entries)? as u64;
+        }
         Ok(())
     }
 
@@ -271,13 +280,13 @@ impl JoinState {
         let left_first = self.buffers[0].next_id;
         for i in 0..left.num_rows() {
             let Some(key) = left_keys.get(i) else { continue };
-            pairs.extend(self.buffers[1].probe(key).map(|r| (left_first + i as u64, r)));
+            self.buffers[1].probe(key, |r| pairs.push((left_first + i as u64, r)))?;
         }
         self.buffer(0, &left, &left_keys)?;
         let right_first = self.buffers[1].next_id;
         for i in 0..right.num_rows() {
             let Some(key) = right_keys.get(i) else { continue };
-            pairs.extend(self.buffers[0].probe(key).map(|l| (l, right_first + i as u64)));
+            self.buffers[0].probe(key, |l| pairs.push((l, right_first + i as u64)))?;
         }
         self.buffer(1, &right, &right_keys)?;
         let rows = self.pair_rows(&pairs)?;
@@ -314,7 +323,7 @@ impl JoinState {
         let empty = RecordBatch::new_empty(Arc::clone(&self.spec.sides[side].schema));
         let Some(eviction) = self.spec.sides[side].eviction else { return Ok(empty) };
         let through = self.watermarks.current_ms.saturating_add(eviction.offset_ms);
-        let evicted = self.buffers[side].evict_through(through);
+        let evicted = self.buffers[side].evict_through(through)?;
         if evicted.is_empty() {
             return Ok(empty);
         }
@@ -406,7 +415,7 @@ impl JoinState {
     /// the rows due by the side's latest eviction time `through`; returns the chunks left with
     /// no row buffered.
     fn restore_side(&mut self, side: usize, chunks: &[u64], through: Option<i64>) -> Result<Vec<u64>> {
-        let mut buffer = Buffer::default();
+        let mut buffer = Buffer::for_store(&self.store)?;
         let mut empty = Vec::new();
         let schema = Arc::clone(&self.spec.sides[side].schema);
         let parser = self.rows[side].parser();
@@ -541,6 +550,8 @@ mod tests {
 
     use super::*;
     use crate::checkpoint::CheckpointLocation;
+    use crate::state::store::tests::{kinds, open};
+    use crate::state::StateStoreKind;
 
     fn schema() -> SchemaRef {
         Arc::new(Schema::new(vec![
@@ -549,8 +560,9 @@ mod tests {
         ]))
     }
 
-    /// A left outer join on `k`, each side evicted once the watermark passes its `ts`.
-    fn state(location: &CheckpointLocation) -> JoinState {
+    /// A left outer join on `k`, each side evicted once the watermark passes its `ts`, its state
+    /// in a store of `kind`.
+    fn state(location: &CheckpointLocation, kind: StateStoreKind) -> JoinState {
         let side = JoinSideSpec {
             schema: schema(),
             keys: vec![col("k", &schema()).unwrap()],
@@ -565,7 +577,7 @@ mod tests {
             filter: None,
             output_schema: Arc::new(Schema::new(fields)),
         };
-        JoinState::try_new(spec, StateStore::new(location.clone(), "0", 0)).unwrap()
+        JoinState::try_new(spec, open(location, 0, kind)).unwrap()
     }
 
     fn rows(keys: &[Option<i64>], ts: &[i64]) -> RecordBatch {
@@ -579,15 +591,10 @@ mod tests {
         join.apply(vec![left, right]).unwrap().num_rows()
     }
 
-    /// What the indexes of a side hold: each key's ids and the ids by eviction time.
+    /// What the indexes of a side hold: each key's ids, the ids by eviction time, the rows.
     fn indexes(buffer: &Buffer) -> (Vec<(Vec<u8>, Vec<u64>)>, Vec<(i64, u64)>, usize) {
-        let mut keys: Vec<_> = buffer
-            .by_key
-            .iter()
-            .map(|(k, s)| (k.to_vec(), buffer.slots[*s as usize].1.iter().copied().collect()))
-            .collect();
-        keys.sort();
-        (keys, buffer.expiry.iter().copied().collect(), buffer.len)
+        let (keys, expiry) = buffer.contents();
+        (keys, expiry, buffer.len)
     }
 
     /// Rows leave a chunk one eviction at a time; the chunk is rewritten without them once most
@@ -595,14 +602,21 @@ mod tests {
     /// evicted rows a chunk still holds.
     #[tokio::test]
     async fn partly_evicted_chunks_are_compacted_and_restored_without_their_evicted_rows() {
+        for kind in kinds() {
+            compacted_and_restored(kind).await;
+        }
+    }
+
+    async fn compacted_and_restored(kind: StateStoreKind) {
         let location = CheckpointLocation::open("memory://").unwrap();
-        let mut join = state(&location);
+        let mut join = state(&location, kind);
         let empty = rows(&[], &[]);
         // One chunk of five left rows (one with a null key), due at 10..50 ms.
         let left = rows(&[Some(1), Some(2), None, Some(1), Some(3)], &[10, 20, 30, 40, 50]);
         assert_eq!(run(&mut join, 0, left, empty.clone()), 0);
         let value_len = |join: &JoinState| join.store.get(&chunk_key(0, 0)).unwrap().map(|v| v.len());
         let full = value_len(&join).unwrap();
+        assert_eq!(indexes(&join.buffers[0]).1, vec![(10, 0), (20, 1), (30, 2), (40, 3), (50, 4)], "{kind:?}");
         // The first row goes, unmatched: emitted padded; the chunk keeps its bytes (4 of 5 live).
         assert_eq!(run(&mut join, 10, empty.clone(), empty.clone()), 1);
         assert_eq!(value_len(&join), Some(full));
@@ -611,18 +625,20 @@ mod tests {
         assert_eq!(run(&mut join, 30, empty.clone(), rows(&[Some(1)], &[100])), 1 + 2);
         assert!(value_len(&join).unwrap() < full);
         join.store.commit(1).await.unwrap();
+        let key_ids = indexes(&join.buffers[0]).0.into_iter().map(|(_, ids)| ids).collect::<Vec<_>>();
+        assert_eq!(key_ids, vec![vec![3], vec![4]], "{kind:?}: keys 1 and 3 left");
 
-        let mut restored = state(&location);
+        let mut restored = state(&location, kind);
         restored.store.load(Some(1)).await.unwrap();
         restored.restored().unwrap();
         for side in 0..2 {
-            assert_eq!(indexes(&restored.buffers[side]), indexes(&join.buffers[side]), "side {side}");
+            assert_eq!(indexes(&restored.buffers[side]), indexes(&join.buffers[side]), "{kind:?} side {side}");
         }
         assert_eq!(restored.decode(0, &[3, 4]).unwrap(), rows(&[Some(1), Some(3)], &[40, 50]));
         // Row 3 matched before the restart: not emitted when evicted; row 4 is, and the chunk goes.
         assert_eq!(run(&mut restored, 50, empty.clone(), empty.clone()), 1);
         assert!(restored.store.get(&chunk_key(0, 0)).unwrap().is_none());
-        assert_eq!(restored.buffers[0].len, 0);
-        assert!(restored.buffers[0].by_key.is_empty() && restored.buffers[0].chunks.is_empty());
+        assert_eq!(indexes(&restored.buffers[0]), (vec![], vec![], 0), "{kind:?}");
+        assert!(restored.buffers[0].chunks.is_empty());
     }
 }
