@@ -26,4 +26,16 @@ if ! "$moto_venv/bin/python" -c 'import moto.server' >/dev/null 2>&1; then
     "$moto_venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]==5.2.1'
 fi
 export SLUICE_MOTO_PYTHON="$moto_venv/bin/python"
-exec cargo test --release --features rocksdb "$@"
+cargo test --release --features rocksdb "$@"
+# The stateful operators' tests once more with their state on the RocksDB store (a test matrix
+# over one set of tests: tests/integration/common.rs reads SLUICE_TEST_STATE_STORE), unless the
+# arguments choose tests.
+for arg in "$@"; do
+    case "$arg" in
+        --locked | --frozen | --offline | --no-fail-fast | --no-run) ;;
+        *) exit 0 ;;
+    esac
+done
+SLUICE_TEST_STATE_STORE=rocksdb cargo test --release --features rocksdb "$@" --test integration -- \
+    aggregates:: chained:: dedup:: group_state:: output_modes:: partitioning:: recovery:: \
+    session_windows:: state_work:: stream_join:: watermarks:: worked_example::

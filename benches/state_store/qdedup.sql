@@ -1,4 +1,4 @@
--- Deduplication of every bid by (auction, bidder, price, date_time), no watermark on the keys:
+-- Deduplication of every bid by (auction, bidder, price, extra), no watermark on the keys:
 -- state grows with the bids (one key each), the case for state larger than memory.
 CREATE TABLE bid (WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND)
   WITH (connector = 'nexmark', stream = 'bid', num_events = '10000000');

@@ -13,7 +13,7 @@ use datafusion::prelude::SessionContext;
 use proptest::prelude::*;
 use sluice::sink::MemorySink;
 use sluice::source::MemoryStream;
-use sluice::{OutputMode, StreamContext, StreamingQuery};
+use sluice::{OutputMode, StreamingQuery};
 
 use crate::common::{rows, BASE_NS};
 
@@ -49,7 +49,7 @@ struct Aggregation {
 
 impl Aggregation {
     async fn start(mode: OutputMode, select: &str, checkpoint: &str) -> Self {
-        let mut ctx = StreamContext::new();
+        let mut ctx = crate::common::context().await;
         let stream = ctx.register_memory_stream("events", schema(), None).unwrap();
         let sink = MemorySink::new();
         let for_query = sink.clone();

@@ -62,6 +62,20 @@ pub fn sorted<S: AsRef<str>>(rows: &[S]) -> Vec<String> {
     rows
 }
 
+/// The environment variable naming the state store the stateful operators' tests run on: `memory`
+/// (unset: the default) or `rocksdb`. `scripts/test.sh` runs those tests once on each, a test
+/// matrix over one set of tests.
+pub const STATE_STORE_VAR: &str = "SLUICE_TEST_STATE_STORE";
+
+/// A new context whose queries keep their state in the store [`STATE_STORE_VAR`] names.
+pub async fn context() -> StreamContext {
+    let mut ctx = StreamContext::new();
+    if let Ok(store) = std::env::var(STATE_STORE_VAR) {
+        ctx.set("sluice.state_store", &store).await.unwrap_or_else(|e| panic!("{STATE_STORE_VAR}={store}: {e}"));
+    }
+    ctx
+}
+
 /// A context with one memory stream `events` (watermark on `ts` with `delay_s`) and a memory sink
 /// `out` in `mode`, running `select` as `INSERT INTO out <select>` at an in-memory checkpoint.
 pub struct Harness {
@@ -81,7 +95,7 @@ impl Harness {
         select: &str,
         checkpoint: &str,
     ) -> sluice::Result<Self> {
-        let mut ctx = StreamContext::new();
+        let mut ctx = context().await;
         let stream = ctx.register_memory_stream("events", events_schema(), delay_s.map(|d| ("ts", d * 1000)))?;
         let sink = MemorySink::new();
         let for_query = sink.clone();
@@ -183,7 +197,7 @@ pub fn sink_rows_by_batch(dir: &std::path::Path) -> std::collections::BTreeMap<u
 
 /// Runs the SQL script `sql` to completion with the available-now trigger at `checkpoint`.
 pub async fn run_script(sql: &str, checkpoint: &std::path::Path) -> sluice::Result<Vec<sluice::QueryProgress>> {
-    let mut ctx = StreamContext::new();
+    let mut ctx = context().await;
     let definitions = ctx.execute(sql).await?;
     let query = ctx.start(&definitions[0], checkpoint.to_str().unwrap()).await?;
     query.run(sluice::Trigger::AvailableNow).await?;

@@ -8,7 +8,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
 use sluice::sink::MemorySink;
 use sluice::source::MemoryStream;
-use sluice::{GroupState, GroupStateTimeout, OutputMode, QueryDefinition, StreamContext, StreamingQuery};
+use sluice::{GroupState, GroupStateTimeout, OutputMode, QueryDefinition, StreamingQuery};
 
 use crate::common::*;
 
@@ -21,7 +21,7 @@ struct Staged {
 impl Staged {
     /// `events` with a 10 s watermark, `SELECT * FROM events` into a memory sink, with `stage`.
     async fn new(mode: OutputMode, stage: impl FnOnce(QueryDefinition) -> QueryDefinition) -> sluice::Result<Self> {
-        let mut ctx = StreamContext::new();
+        let mut ctx = crate::common::context().await;
         let stream = ctx.register_memory_stream("events", events_schema(), Some(("ts", 10_000)))?;
         let sink = MemorySink::new();
         let for_query = sink.clone();
@@ -60,7 +60,7 @@ async fn drop_duplicates_within_watermark_expires_a_key_at_first_time_plus_delay
 
 #[tokio::test]
 async fn drop_duplicates_within_watermark_needs_a_watermark() {
-    let mut ctx = StreamContext::new();
+    let mut ctx = crate::common::context().await;
     ctx.register_memory_stream("events", events_schema(), None).unwrap();
     ctx.register_sink("out", OutputMode::Append, || Box::new(MemorySink::new()));
     let definition = ctx.execute("INSERT INTO out SELECT * FROM events").await.unwrap().remove(0);
@@ -165,7 +165,7 @@ async fn group_state_is_refused_in_complete_mode() {
 
 #[tokio::test]
 async fn group_state_after_an_aggregation_is_refused() {
-    let mut ctx = StreamContext::new();
+    let mut ctx = crate::common::context().await;
     ctx.register_memory_stream("events", events_schema(), Some(("ts", 10_000))).unwrap();
     ctx.register_sink("out", OutputMode::Update, || Box::new(MemorySink::new()));
     let definition =
@@ -178,7 +178,7 @@ async fn group_state_after_an_aggregation_is_refused() {
 
 #[tokio::test]
 async fn an_event_time_timeout_without_a_watermark_is_refused() {
-    let mut ctx = StreamContext::new();
+    let mut ctx = crate::common::context().await;
     ctx.register_memory_stream("events", events_schema(), None).unwrap();
     ctx.register_sink("out", OutputMode::Append, || Box::new(MemorySink::new()));
     let definition = ctx.execute("INSERT INTO out SELECT * FROM events").await.unwrap().remove(0);

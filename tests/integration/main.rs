@@ -37,6 +37,8 @@ mod socket_source;
 mod spark_functions;
 mod spark_sql;
 mod sql_fuzz;
+#[cfg(feature = "rocksdb")]
+mod state_memory;
 mod state_work;
 mod stream_join;
 mod ui;

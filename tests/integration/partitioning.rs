@@ -10,7 +10,7 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use sluice::sink::MemorySink;
 use sluice::sink::Sink;
-use sluice::{GroupStateTimeout, OutputMode, QueryDefinition, StreamContext};
+use sluice::{GroupStateTimeout, OutputMode, QueryDefinition};
 
 use crate::common::*;
 
@@ -73,7 +73,7 @@ async fn run(
     how: Run,
 ) -> sluice::Result<BTreeMap<u64, Vec<String>>> {
     let Run { fail_on, replay } = how;
-    let mut ctx = StreamContext::new();
+    let mut ctx = crate::common::context().await;
     let stream = ctx.register_memory_stream("events", events_schema(), Some(("ts", 10_000)))?;
     let sink = MemorySink::new();
     let for_query = sink.clone();

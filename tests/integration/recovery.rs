@@ -9,7 +9,7 @@ use arrow::record_batch::RecordBatch;
 use sluice::sink::MemorySink;
 use sluice::sink::Sink;
 use sluice::source::MemoryStream;
-use sluice::{OutputMode, StreamContext, StreamingQuery};
+use sluice::{OutputMode, StreamingQuery};
 
 /// A sink that fails on one batch id, as a process would die after the state commit but before
 /// `commits/N`.
@@ -32,7 +32,7 @@ async fn query_with_sink(
     mode: OutputMode,
     sink: impl Fn() -> Box<dyn Sink> + Send + Sync + 'static,
 ) -> (StreamingQuery, MemoryStream) {
-    let mut ctx = StreamContext::new();
+    let mut ctx = crate::common::context().await;
     let stream = ctx.register_memory_stream("events", events_schema(), Some(("ts", 10_000))).unwrap();
     ctx.register_sink("out", mode, sink);
     let definitions = ctx.execute(&format!("INSERT INTO out {TUMBLE}")).await.unwrap();

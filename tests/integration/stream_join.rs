@@ -5,7 +5,7 @@
 use crate::common::*;
 use sluice::sink::MemorySink;
 use sluice::source::MemoryStream;
-use sluice::{OutputMode, StreamContext, StreamingQuery};
+use sluice::{OutputMode, StreamingQuery};
 
 type Rows<'a> = &'a [(&'a str, i64, i64)];
 
@@ -34,7 +34,7 @@ struct JoinHarness {
 
 impl JoinHarness {
     async fn new(mode: OutputMode, select: &str, checkpoint: &str) -> sluice::Result<Self> {
-        let mut ctx = StreamContext::new();
+        let mut ctx = crate::common::context().await;
         let impressions = ctx.register_memory_stream("impressions", events_schema(), Some(("ts", 10_000)))?;
         let clicks = ctx.register_memory_stream("clicks", events_schema(), Some(("ts", 10_000)))?;
         let sink = MemorySink::new();
@@ -201,7 +201,7 @@ async fn stream_stream_joins_run_in_append_mode_only() {
 
 #[tokio::test]
 async fn three_streams_join_through_two_stateful_joins() {
-    let mut ctx = StreamContext::new();
+    let mut ctx = crate::common::context().await;
     let mut streams = Vec::new();
     for name in ["impressions", "clicks", "conversions"] {
         streams.push(ctx.register_memory_stream(name, events_schema(), Some(("ts", 10_000))).unwrap());

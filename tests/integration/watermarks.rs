@@ -2,11 +2,11 @@
 
 use crate::common::*;
 use sluice::sink::MemorySink;
-use sluice::{OutputMode, StreamContext};
+use sluice::OutputMode;
 
 #[tokio::test]
 async fn the_global_watermark_is_the_minimum_of_the_inputs() {
-    let mut ctx = StreamContext::new();
+    let mut ctx = crate::common::context().await;
     let fast = ctx.register_memory_stream("fast", events_schema(), Some(("ts", 0))).unwrap();
     let slow = ctx.register_memory_stream("slow", events_schema(), Some(("ts", 0))).unwrap();
     let sink = MemorySink::new();
