@@ -172,11 +172,9 @@ impl SessionIndex {
             #[cfg(feature = "rocksdb")]
             Sessions::RocksDb(space) => {
                 let mut stored = Vec::new();
+                let mut scanner = space.prefix_scanner();
                 for other in others {
-                    let prefix = length_prefixed(BY_OTHER, other);
-                    for entry in space.scan_prefix(&prefix) {
-                        stored.push(Box::from(entry?.0.get(prefix.len()..).unwrap_or_default()));
-                    }
+                    scanner.scan(&length_prefixed(BY_OTHER, other), |key| stored.push(Box::from(key)))?;
                 }
                 Ok(stored)
             }

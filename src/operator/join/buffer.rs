@@ -309,25 +309,33 @@ impl Buffer {
         Ok(live)
     }
 
-    /// Calls `found` with the id of each buffered row with key `key`, in arrival order.
+    /// Calls `found(i, id)` with the id of each buffered row whose key is `key`, for each `(i,
+    /// key)` of `keys`, in arrival order.
     ///
     /// # Errors
     /// A RocksDB error (the local disk failing).
-    pub(super) fn probe(&self, key: &[u8], mut found: impl FnMut(u64)) -> Result<()> {
+    pub(super) fn probe<'k>(
+        &self,
+        keys: impl Iterator<Item = (usize, &'k [u8])>,
+        mut found: impl FnMut(usize, u64),
+    ) -> Result<()> {
         match &self.index {
-            Indexes::Memory { keys, .. } => {
-                if let Some(slot) = keys.by_key.get(key) {
-                    keys.slots[*slot as usize].1.iter().for_each(|id| found(*id));
+            Indexes::Memory { keys: index, .. } => {
+                for (i, key) in keys {
+                    if let Some(slot) = index.by_key.get(key) {
+                        index.slots[*slot as usize].1.iter().for_each(|id| found(i, *id));
+                    }
                 }
             }
             #[cfg(feature = "rocksdb")]
             Indexes::RocksDb(space) => {
-                let prefix = key_prefix(key);
-                for entry in space.scan_prefix(&prefix) {
-                    let (entry, _) = entry?;
-                    if let Some(id) = entry.get(prefix.len()..).and_then(|id| <[u8; 8]>::try_from(id).ok()) {
-                        found(u64::from_be_bytes(id));
-                    }
+                let mut scanner = space.prefix_scanner();
+                for (i, key) in keys {
+                    scanner.scan(&key_prefix(key), |id| {
+                        if let Ok(id) = <[u8; 8]>::try_from(id) {
+                            found(i, u64::from_be_bytes(id));
+                        }
+                    })?;
                 }
             }
         }

@@ -93,6 +93,11 @@ impl Keys {
     fn get(&self, i: usize) -> Option<&[u8]> {
         self.valid[i].then(|| self.rows.row(i).data())
     }
+
+    /// `(i, key)` of each row whose key has no null, in row order.
+    fn present(&self) -> impl Iterator<Item = (usize, &[u8])> + '_ {
+        (0..self.valid.len()).filter_map(|i| Some((i, self.get(i)?)))
+    }
 }
 
 /// A stream-stream join's two buffers and its per-batch logic.
@@ -278,16 +283,10 @@ impl JoinState {
         let right_keys = self.key_rows(1, &right)?;
         let mut pairs = Vec::new();
         let left_first = self.buffers[0].next_id;
-        for i in 0..left.num_rows() {
-            let Some(key) = left_keys.get(i) else { continue };
-            self.buffers[1].probe(key, |r| pairs.push((left_first + i as u64, r)))?;
-        }
+        self.buffers[1].probe(left_keys.present(), |i, r| pairs.push((left_first + i as u64, r)))?;
         self.buffer(0, &left, &left_keys)?;
         let right_first = self.buffers[1].next_id;
-        for i in 0..right.num_rows() {
-            let Some(key) = right_keys.get(i) else { continue };
-            self.buffers[0].probe(key, |l| pairs.push((l, right_first + i as u64)))?;
-        }
+        self.buffers[0].probe(right_keys.present(), |i, l| pairs.push((l, right_first + i as u64)))?;
         self.buffer(1, &right, &right_keys)?;
         let rows = self.pair_rows(&pairs)?;
         let Some(filter) = &self.spec.filter else { return Ok((pairs, rows)) };
