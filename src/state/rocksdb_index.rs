@@ -1,9 +1,9 @@
 //! Operators' indexes on RocksDB: the ordered keyspaces that serve the timer index
-//! ([`super::TimerIndex`]) and the join's key and eviction indexes when the query's state store is
-//! RocksDB, so that those indexes, like the state they point into, are bounded by
+//! ([`super::TimerIndex`]), a session window aggregation's sessions by group, and the join's key
+//! and eviction indexes when the query's state store is RocksDB, so that those indexes, like the state they point into, are bounded by
 //! `sluice.state_store.rocksdb.memory_bytes` and not by the keys held. A batch reads them by
 //! range scans in key order: in event-time order for the timers, in arrival order for one join
-//! key's rows (Spark's RocksDB-backed `TimerStateImpl` and join state, Flink's RocksDB timer
+//! key's rows, by seeks of one reused iterator for many prefixes ([`PrefixScanner`]) (Spark's RocksDB-backed `TimerStateImpl` and join state, Flink's RocksDB timer
 //! service).
 //!
 //! An index is derived data, never checkpointed: operators rebuild it from the state store on
@@ -118,7 +118,7 @@ impl IndexSpace {
         let from = self.full(from);
         self.db
             .iterator_opt(rocksdb::IteratorMode::From(&from, rocksdb::Direction::Forward), options)
-            .map(|entry| entry.map(|(k, v)| (Box::from(&k[8..]), v)).map_err(|e| self.error(e)))
+            .map(|entry| entry.map(|(k, v)| (Box::from(k.get(8..).unwrap_or_default()), v)).map_err(|e| self.error(e)))
     }
 
     /// A reader of the entries under given prefixes, one prefix after another, on one RocksDB
