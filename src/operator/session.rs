@@ -82,7 +82,7 @@ impl SessionIndex {
     /// kept where `store` keeps its rows.
     ///
     /// # Errors
-    /// An arrow error when a key type has no row encoding; as [`StateStore::index_space`].
+    /// An arrow error when a key type has no row encoding; as `StateStore::index_space`.
     pub fn try_new(group_types: &[DataType], session: usize, store: &StateStore) -> Result<Self> {
         let others: Vec<usize> = (0..group_types.len()).filter(|i| *i != session).collect();
         let converter = RowConverter::new(others.iter().map(|i| SortField::new(group_types[*i].clone())).collect())?;

@@ -54,7 +54,7 @@ impl TimerIndex {
     /// index instance.
     ///
     /// # Errors
-    /// As [`StateStore::index_space`]: the RocksDB index instance cannot be opened.
+    /// As `StateStore::index_space`: the RocksDB index instance cannot be opened.
     pub fn for_store(store: &StateStore) -> Result<Self> {
         #[cfg(feature = "rocksdb")]
         if let Some(space) = store.index_space()? {

@@ -236,7 +236,7 @@ impl Buffer {
     /// An empty buffer whose indexes are kept where `store` keeps its rows.
     ///
     /// # Errors
-    /// As [`StateStore::index_space`].
+    /// As `StateStore::index_space`.
     pub(super) fn for_store(store: &StateStore) -> Result<Self> {
         #[cfg(feature = "rocksdb")]
         if let Some(space) = store.index_space()? {
