@@ -38,4 +38,4 @@ for arg in "$@"; do
 done
 SLUICE_TEST_STATE_STORE=rocksdb cargo test --release --features rocksdb "$@" --test integration -- \
     aggregates:: chained:: dedup:: group_state:: output_modes:: partitioning:: recovery:: \
-    session_windows:: state_work:: stream_join:: watermarks:: worked_example::
+    session_windows:: state_work:: stream_join:: top_n:: watermarks:: worked_example::

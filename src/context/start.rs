@@ -23,7 +23,7 @@ use crate::plan::batch_time::{with_batch_clock, BatchClock};
 use crate::plan::ordered_merge::ordered_merges;
 use crate::plan::physical::{OperatorRegistry, StreamingQueryPlanner};
 use crate::plan::stream_table::StreamTable;
-use crate::plan::{checks, dedup, fingerprint, incremental, join, stage, OutputMode};
+use crate::plan::{checks, fingerprint, incremental, join, row_number, stage, OutputMode};
 use crate::source::memory::MemorySource;
 use crate::sql::functions;
 use crate::sql::generators::{explain_map_explode, rewrite_generators};
@@ -186,7 +186,7 @@ pub(super) fn streaming_state(ctx: &SessionContext, registry: &Arc<OperatorRegis
 }
 
 /// SQL to an incremental logical plan: generator and window rewrites, DataFusion planning and optimization,
-/// deduplication, stream-stream joins, the definition's stages, output-mode checks, streaming
+/// deduplication and top-N, stream-stream joins, the definition's stages, output-mode checks, streaming
 /// aggregations.
 pub(super) async fn plan_query(
     state: &SessionState,
@@ -206,7 +206,7 @@ pub(super) async fn plan_query(
         return Err(SluiceError::sql("the query reads no stream table; run it as a batch query instead"));
     }
     let mut next_id = 0;
-    let plan = dedup::plan_deduplication(optimized, &mut next_id)?;
+    let plan = row_number::plan_row_number_filters(optimized, &mut next_id)?;
     let plan = join::plan_stream_joins(plan, &mut next_id)?;
     let plan = stage::apply_stages(plan, &definition.stages, &mut next_id)?;
     checks::check(&plan, mode)?;

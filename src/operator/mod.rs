@@ -1,14 +1,17 @@
 //! Stateful physical operators. Each keeps state across micro-batches in a
 //! [`crate::state::StateStore`], drops late rows by the previous batch's watermark and emits or
-//! evicts by the current one (SEMANTICS §2).
+//! evicts by the current one (SEMANTICS §2); a top-N, whose rankings are never final, neither
+//! drops nor evicts.
 
 pub mod aggregate;
+pub(crate) mod chunk;
 pub mod dedup;
 pub mod exchange;
 pub mod exec;
 pub mod group_state;
 pub mod join;
 pub mod session;
+pub mod top_n;
 pub mod watermark;
 
 use async_trait::async_trait;

@@ -2,10 +2,10 @@
 //! `UnsupportedOperationChecker` is the reference list. Each refusal names the operator and the fix.
 
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
-use datafusion::common::{ExprSchema, NullEquality};
-use datafusion::logical_expr::{Aggregate, Expr, JoinType, LogicalPlan, SortExpr};
+use datafusion::common::NullEquality;
+use datafusion::logical_expr::{Aggregate, Expr, JoinType, LogicalPlan};
 
-use super::nodes::{StreamingDedupNode, StreamingGroupStateNode, StreamingJoinNode};
+use super::nodes::{StreamingDedupNode, StreamingGroupStateNode, StreamingJoinNode, StreamingTopNNode};
 use super::session_window::is_session_window;
 use super::stream_table::StreamTable;
 use super::OutputMode;
@@ -157,6 +157,11 @@ fn contains_aggregate(plan: &LogicalPlan) -> bool {
     plan.exists(|n| Ok(matches!(n, LogicalPlan::Aggregate(_)))).unwrap_or(false)
 }
 
+fn contains_top_n(plan: &LogicalPlan) -> bool {
+    plan.exists(|n| Ok(matches!(n, LogicalPlan::Extension(e) if e.node.as_any().is::<StreamingTopNNode>())))
+        .unwrap_or(false)
+}
+
 /// Checks an optimized streaming plan against `mode`.
 ///
 /// # Errors
@@ -174,9 +179,11 @@ pub fn check(plan: &LogicalPlan, mode: OutputMode) -> Result<()> {
     if let Some(e) = error {
         return Err(e);
     }
-    let group_state =
-        plan.exists(|n| Ok(matches!(n, LogicalPlan::Extension(e) if e.node.as_any().is::<StreamingGroupStateNode>())))?;
-    if mode == OutputMode::Complete && aggregates == 0 && !group_state {
+    let group_state_or_top_n = plan.exists(|n| {
+        Ok(matches!(n, LogicalPlan::Extension(e)
+            if e.node.as_any().is::<StreamingGroupStateNode>() || e.node.as_any().is::<StreamingTopNNode>()))
+    })?;
+    if mode == OutputMode::Complete && aggregates == 0 && !group_state_or_top_n {
         return Err(SluiceError::unsupported(
             "output_mode 'complete'",
             "complete mode re-emits the whole result table, which needs a streaming aggregation to keep it bounded",
@@ -201,6 +208,19 @@ fn check_node(node: &LogicalPlan, mode: OutputMode, aggregates: &mut usize) -> O
             "subquery over a stream",
             "a subquery expression would read the stream as a bounded table",
             "rewrite it as a join",
+        ));
+    }
+    let stateful = match node {
+        LogicalPlan::Aggregate(_) => Some("an aggregation".to_string()),
+        LogicalPlan::Extension(e) => Some(e.node.name().to_string()),
+        _ => None,
+    };
+    if let Some(stateful) = stateful.filter(|_| node.inputs().into_iter().any(contains_top_n)) {
+        return Some(SluiceError::unsupported(
+            format!("{stateful} after a ROW_NUMBER() top-N"),
+            "a top-N's rows are updates (a rank's new row replaces the one emitted before), which a stateful operator above \
+             would count as new rows",
+            "write the top-N's rows to a sink in update or complete mode, and run other stateful operators on the stream's rows",
         ));
     }
     match node {
@@ -308,40 +328,29 @@ fn check_node(node: &LogicalPlan, mode: OutputMode, aggregates: &mut usize) -> O
                     "deduplicate the stream before aggregating it",
                 ));
             }
-            e.node.as_any().downcast_ref::<StreamingDedupNode>().and_then(check_dedup_order)
+            None
+        }
+        LogicalPlan::Extension(e) if e.node.as_any().is::<StreamingTopNNode>() => {
+            if node.inputs().into_iter().any(contains_aggregate) {
+                return Some(SluiceError::unsupported(
+                    "ROW_NUMBER() top-N after an aggregation",
+                    "the aggregation's rows change from batch to batch, and a top-N over them would need to retract the rows they displaced",
+                    "rank the stream's rows before aggregating, or use output_mode 'complete' with ORDER BY ... LIMIT on the aggregation",
+                ));
+            }
+            (mode == OutputMode::Append).then(|| {
+                SluiceError::unsupported(
+                    "ROW_NUMBER() OVER (PARTITION BY ... ORDER BY ...) <= N (a top-N per key) in append mode",
+                    "a row's rank changes when a better row of its key arrives, so no ranked row is final; only the first row per key \
+                     in event time (ORDER BY the event-time column ascending, rn = 1) is, and runs as Spark's dropDuplicates",
+                    "use output_mode 'update' (each batch emits the ranks it changed) or 'complete' (every key's ranked rows)",
+                )
+            })
         }
         LogicalPlan::Extension(e) => {
             e.node.as_any().downcast_ref::<StreamingJoinNode>().and_then(|join| check_stream_join(join, mode))
         }
         _ => None,
-    }
-}
-
-/// The `ROW_NUMBER() ... = 1` pattern runs as Spark's `dropDuplicates`, which keeps the row of a
-/// key that comes first in event time (lowest event time within a batch, then first to arrive).
-/// Any other order (descending, or by a column that is not a timestamp) asks for a row that a
-/// later batch could displace, so the emitted row would have to be retracted: refused.
-fn check_dedup_order(dedup: &StreamingDedupNode) -> Option<SluiceError> {
-    // The watermarked column, or any timestamp column of an input without a watermark.
-    let ascending_event_time = |s: &SortExpr| {
-        s.asc
-            && matches!(&s.expr, Expr::Column(c)
-                if dedup.input.schema().field_from_column(c).is_ok_and(|f| event_time_delay_ms(f).is_some()
-                    || matches!(f.data_type(), arrow::datatypes::DataType::Timestamp(..))))
-    };
-    match dedup.order_by.as_slice() {
-        [] => None,
-        [first] if ascending_event_time(first) => None,
-        order => {
-            let order = order.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
-            Some(SluiceError::unsupported(
-                format!("ROW_NUMBER() OVER (... ORDER BY {order}) = 1 on a stream"),
-                "a stream deduplicates as Spark's dropDuplicates, keeping a key's first row in event time; keeping the first row \
-                 of another order (DESC, or a column that is not the event time) would need to retract rows already emitted",
-                "order by the event-time column ascending (ORDER BY ts), or keep the latest value per key with an \
-                 aggregation in update mode (e.g. GROUP BY k with last_value(v ORDER BY ts))",
-            ))
-        }
     }
 }
 

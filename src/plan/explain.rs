@@ -2,7 +2,7 @@
 //! stateful operator with its keys, the state it keeps and when that state is evicted, then the
 //! incremental plan itself. The eviction rules stated are the ones the operators apply
 //! (SEMANTICS §2–§5, after Spark's `StateStoreSaveExec`, `StreamingDeduplicateExec`,
-//! `StreamingSymmetricHashJoinExec` and `FlatMapGroupsWithStateExec`).
+//! `StreamingSymmetricHashJoinExec` and `FlatMapGroupsWithStateExec`; a top-N after Flink's Top-N).
 
 use std::fmt::Write;
 
@@ -11,6 +11,7 @@ use datafusion::logical_expr::{Expr, LogicalPlan};
 
 use super::nodes::{
     StateEviction, StreamingAggregateNode, StreamingDedupNode, StreamingGroupStateNode, StreamingJoinNode,
+    StreamingTopNNode,
 };
 use super::OutputMode;
 use crate::operator::group_state::GroupStateTimeout;
@@ -48,6 +49,8 @@ pub(crate) fn explain(
                 operators.push(aggregate(agg, mode, !watermarks.is_empty()));
             } else if let Some(dedup) = any.downcast_ref::<StreamingDedupNode>() {
                 operators.push(deduplicate(dedup, &watermarked));
+            } else if let Some(top_n) = any.downcast_ref::<StreamingTopNNode>() {
+                operators.push(rank(top_n, mode));
             } else if let Some(join) = any.downcast_ref::<StreamingJoinNode>() {
                 operators.push(stream_join(join));
             } else if let Some(groups) = any.downcast_ref::<StreamingGroupStateNode>() {
@@ -128,6 +131,20 @@ fn deduplicate(dedup: &StreamingDedupNode, watermarked: &[&str]) -> String {
     out
 }
 
+fn rank(top_n: &StreamingTopNNode, mode: OutputMode) -> String {
+    let mut out = format!("  [{}] StreamingTopN  keys: {}\n", top_n.operator_id, list(&top_n.keys));
+    let order = if top_n.order_by.is_empty() { "arrival".to_string() } else { list(&top_n.order_by) };
+    let _ = writeln!(out, "      order: {order} (equal orders rank in arrival order)");
+    let _ = writeln!(out, "      state: the first {} rows of each key seen", top_n.limit);
+    let _ = writeln!(out, "      evicted: never: a key's ranking changes whenever a better row arrives");
+    let emits = match mode {
+        OutputMode::Complete => "every key's ranked rows, every batch",
+        _ => "the ranks each batch changed, with their new rows",
+    };
+    let _ = writeln!(out, "      emits: {emits}");
+    out
+}
+
 fn stream_join(join: &StreamingJoinNode) -> String {
     let on = join.on.iter().map(|(l, r)| format!("{l} = {r}")).collect::<Vec<_>>().join(", ");
     let mut out = format!("  [{}] StreamingJoin ({})  keys: {on}\n", join.operator_id, join.join_type);
@@ -166,7 +183,7 @@ fn groups_with_state(groups: &StreamingGroupStateNode) -> String {
     out
 }
 
-fn list(items: &[Expr]) -> String {
+fn list(items: &[impl std::fmt::Display]) -> String {
     items.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
 }
 

@@ -2,9 +2,9 @@
 //! is refused instead of reading foreign state.
 //!
 //! Each stateful operator is described by one line: its definition as `EXPLAIN` shows it, the
-//! types of the rows its state encodes (the input of an aggregation or a join, the keys of a
-//! deduplication), for an aggregation the event-time windows computed below it and, for a join,
-//! the layout of its stored state. A query whose lines differ from the checkpoint's would decode stored rows with
+//! types of the rows its state encodes (the input of an aggregation, a join or a top-N, the keys
+//! of a deduplication), for an aggregation the event-time windows computed below it and, for a
+//! join or a top-N, the layout of its stored state. A query whose lines differ from the checkpoint's would decode stored rows with
 //! another layout, or merge results of another definition (a window of another size), so the
 //! restart is refused (see [`crate::execution::recovery::check_stateful_operators`]). Spark
 //! refuses such changes in its state schema check; changes to the stateless part of the query
@@ -14,10 +14,13 @@ use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::DFSchema;
 use datafusion::logical_expr::{ExprSchemable, LogicalPlan};
 
-use super::nodes::{StreamingAggregateNode, StreamingDedupNode, StreamingGroupStateNode, StreamingJoinNode};
+use super::nodes::{
+    StreamingAggregateNode, StreamingDedupNode, StreamingGroupStateNode, StreamingJoinNode, StreamingTopNNode,
+};
 use super::session_window::SESSION_ROW_WINDOW;
 use super::window::{SLIDING_WINDOWS, TUMBLE_WINDOW};
 use crate::operator::join::JOIN_STATE_FORMAT;
+use crate::operator::top_n::TOP_N_STATE_FORMAT;
 
 /// One line per stateful operator of `plan`, bottom-up (the order of their operator ids).
 pub fn stateful_operators(plan: &LogicalPlan) -> Vec<String> {
@@ -32,6 +35,8 @@ pub fn stateful_operators(plan: &LogicalPlan) -> Vec<String> {
                 let keys =
                     dedup.keys.iter().map(|k| k.get_type(schema).map_or_else(|e| e.to_string(), |t| t.to_string()));
                 Some(format!("key types ({})", keys.collect::<Vec<_>>().join(", ")))
+            } else if let Some(top_n) = any.downcast_ref::<StreamingTopNNode>() {
+                Some(format!("input {}; {TOP_N_STATE_FORMAT}", types(top_n.input.schema())))
             } else if let Some(join) = any.downcast_ref::<StreamingJoinNode>() {
                 Some(format!(
                     "left {}, right {}; {JOIN_STATE_FORMAT}",

@@ -6,7 +6,7 @@
 //! - [`window`] and [`session_window`]: event-time window functions;
 //! - [`checks`]: the output-mode analysis that refuses what cannot run (Spark's
 //!   `UnsupportedOperationChecker`);
-//! - [`dedup`], [`join`] and [`incremental`]: the logical rewrites into streaming nodes
+//! - [`row_number`], [`join`] and [`incremental`]: the logical rewrites into streaming nodes
 //!   ([`nodes`]); [`time_range`] reads a join's time-range condition;
 //! - [`physical`]: the DataFusion extension planner that turns them into stateful operators, each
 //!   behind a hash exchange by its keys ([`crate::operator::exchange`]); [`ordered_merge`] keeps
@@ -18,7 +18,6 @@
 
 pub mod batch_time;
 pub mod checks;
-pub mod dedup;
 pub(crate) mod explain;
 pub mod fingerprint;
 pub mod incremental;
@@ -26,6 +25,7 @@ pub mod join;
 pub mod nodes;
 pub mod ordered_merge;
 pub mod physical;
+pub mod row_number;
 pub mod session_window;
 pub mod stage;
 pub mod stream_scan;

@@ -188,6 +188,95 @@ impl UserDefinedLogicalNodeCore for StreamingDedupNode {
     }
 }
 
+/// The first `limit` rows of each key of a stream in an order (Flink's Top-N), planned from the
+/// SQL pattern `... ROW_NUMBER() OVER (PARTITION BY keys ORDER BY order_by) AS rn ... WHERE rn <=
+/// limit` when it is not a deduplication ([`StreamingDedupNode`]). A row's rank changes as better
+/// rows arrive, so it runs in update mode (the ranks a batch changed) or complete mode (every
+/// key's ranked rows), never in append mode. Rows of equal order rank in arrival order.
+#[derive(Debug, Clone)]
+pub struct StreamingTopNNode {
+    /// Operator id, unique within the query; names its state directory `state/<id>`.
+    pub operator_id: usize,
+    /// The rows to rank.
+    pub input: LogicalPlan,
+    /// The window's `PARTITION BY`, over `input`.
+    pub keys: Vec<Expr>,
+    /// The window's `ORDER BY`, over `input`.
+    pub order_by: Vec<SortExpr>,
+    /// The most rows kept per key (the largest row number the filter above can pass).
+    pub limit: usize,
+    /// Output schema: `input`'s columns, then the row number (`UInt64`, from 1).
+    pub schema: DFSchemaRef,
+}
+
+impl PartialEq for StreamingTopNNode {
+    fn eq(&self, other: &Self) -> bool {
+        self.operator_id == other.operator_id
+            && self.input == other.input
+            && self.keys == other.keys
+            && self.order_by == other.order_by
+            && self.limit == other.limit
+    }
+}
+
+impl Eq for StreamingTopNNode {}
+
+impl Hash for StreamingTopNNode {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.operator_id.hash(state);
+        self.keys.hash(state);
+        self.limit.hash(state);
+    }
+}
+
+impl PartialOrd for StreamingTopNNode {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        self.operator_id.partial_cmp(&other.operator_id)
+    }
+}
+
+impl UserDefinedLogicalNodeCore for StreamingTopNNode {
+    fn name(&self) -> &str {
+        "StreamingTopN"
+    }
+
+    fn inputs(&self) -> Vec<&LogicalPlan> {
+        vec![&self.input]
+    }
+
+    fn schema(&self) -> &DFSchemaRef {
+        &self.schema
+    }
+
+    fn expressions(&self) -> Vec<Expr> {
+        self.keys.iter().cloned().chain(self.order_by.iter().map(|s| s.expr.clone())).collect()
+    }
+
+    fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "StreamingTopN[{}]: keys=[{}], order_by=[{}], limit={}",
+            self.operator_id,
+            list(&self.keys),
+            list(&self.order_by),
+            self.limit
+        )
+    }
+
+    fn with_exprs_and_inputs(&self, mut exprs: Vec<Expr>, mut inputs: Vec<LogicalPlan>) -> DFResult<Self> {
+        let order_exprs = exprs.split_off(exprs.len() - self.order_by.len());
+        let order_by = self.order_by.iter().zip(order_exprs).map(|(s, e)| s.with_expr(e)).collect();
+        Ok(Self {
+            operator_id: self.operator_id,
+            input: inputs.swap_remove(0),
+            keys: exprs,
+            order_by,
+            limit: self.limit,
+            schema: self.schema.clone(),
+        })
+    }
+}
+
 /// How one side of a stream-stream join evicts its buffered rows: a row leaves the state once
 /// `time <= W + offset_ms`, where `time` is a column of that side (a timestamp, or a window's
 /// `end`) and `W` the join's input watermark (Spark's `JoinStateWatermarkPredicate`).

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use arrow::compute::SortOptions;
 use arrow::datatypes::DataType;
 use async_trait::async_trait;
 use datafusion::catalog::Session;
@@ -19,7 +20,9 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 
 use super::join::watermark_offset_ms;
-use super::nodes::{StreamingAggregateNode, StreamingDedupNode, StreamingGroupStateNode, StreamingJoinNode};
+use super::nodes::{
+    StreamingAggregateNode, StreamingDedupNode, StreamingGroupStateNode, StreamingJoinNode, StreamingTopNNode,
+};
 use super::stream_table::StreamTable;
 use super::time_range::watermarked_column;
 use super::OutputMode;
@@ -29,6 +32,7 @@ use crate::operator::dedup::{DedupSpec, DedupState};
 use crate::operator::exec::{BatchOperator, OperatorHandle, StatefulExec};
 use crate::operator::group_state::{GroupStateOperator, GroupStateSpec};
 use crate::operator::join::{JoinSideSpec, JoinSpec, JoinState};
+use crate::operator::top_n::{TopNSpec, TopNState};
 use crate::operator::watermark::{event_time_delay_ms, TimeColumn};
 use crate::operator::StatefulOperator;
 use crate::state::{StateBackend, StateStore};
@@ -125,6 +129,11 @@ impl ExtensionPlanner for StreamingExtensionPlanner {
         if let Some(node) = node.as_any().downcast_ref::<StreamingDedupNode>() {
             return self
                 .plan_dedup(planner, node, logical_inputs[0], &physical_inputs[0], session, planning_ctx)
+                .map(Some);
+        }
+        if let Some(node) = node.as_any().downcast_ref::<StreamingTopNNode>() {
+            return self
+                .plan_top_n(planner, node, logical_inputs[0], &physical_inputs[0], session, planning_ctx)
                 .map(Some);
         }
         if let Some(node) = node.as_any().downcast_ref::<StreamingGroupStateNode>() {
@@ -254,6 +263,46 @@ impl StreamingExtensionPlanner {
 }
 
 impl StreamingExtensionPlanner {
+    fn plan_top_n(
+        &self,
+        planner: &dyn PhysicalPlanner,
+        node: &StreamingTopNNode,
+        logical_input: &LogicalPlan,
+        input: &Arc<dyn ExecutionPlan>,
+        session: &dyn Session,
+        planning_ctx: &PhysicalPlanningContext,
+    ) -> DFResult<Arc<dyn ExecutionPlan>> {
+        let logical_schema = logical_input.schema();
+        let physical = |e: &Expr| planner.create_physical_expr(e, logical_schema, session, planning_ctx);
+        let keys = node.keys.iter().map(physical).collect::<DFResult<Vec<_>>>()?;
+        let order_by = node
+            .order_by
+            .iter()
+            .map(|s| Ok((physical(&s.expr)?, SortOptions { descending: !s.asc, nulls_first: s.nulls_first })))
+            .collect::<DFResult<Vec<_>>>()?;
+        let output_schema = Arc::new(node.schema.as_arrow().clone());
+        let input_schema = input.schema();
+        let offset = watermark_offset_ms(logical_input);
+        let operator = self.registry.get_or_create(node.operator_id, offset, |store| {
+            let spec = TopNSpec {
+                name: format!("topN[{}]", node.operator_id),
+                keys: keys.clone(),
+                order_by: order_by.clone(),
+                limit: node.limit,
+                mode: self.registry.mode,
+                output_schema: Arc::clone(&output_schema),
+            };
+            Ok(Box::new(TopNState::try_new(spec, &input_schema, store)?))
+        })?;
+        Ok(Arc::new(StatefulExec::new(
+            &format!("topN[{}]", node.operator_id),
+            vec![Arc::clone(input)],
+            vec![keys],
+            operator,
+            output_schema,
+        )))
+    }
+
     fn plan_join(
         &self,
         planner: &dyn PhysicalPlanner,

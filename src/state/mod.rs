@@ -22,5 +22,5 @@ pub mod timers;
 
 pub(crate) use config::StateBackend;
 pub use config::{RocksDbSettings, StateStoreKind};
-pub use store::{StateMetrics, StateStore, StateValue};
+pub use store::{StateEntry, StateMetrics, StateStore, StateValue};
 pub use timers::TimerIndex;

@@ -119,7 +119,7 @@ async fn invalid_sql_and_options_are_named() {
 
 #[tokio::test]
 async fn deduplication_after_an_aggregation_is_refused() {
-    let select = "SELECT k FROM (SELECT k, ROW_NUMBER() OVER (PARTITION BY k ORDER BY n) AS rn FROM
+    let select = "SELECT k FROM (SELECT k, ROW_NUMBER() OVER (PARTITION BY k) AS rn FROM
                     (SELECT key AS k, count(*) AS n FROM events GROUP BY key) AS counts) AS d WHERE rn = 1";
     let err = refusal(OutputMode::Update, Some(10), select).await;
     assert!(err.contains("deduplication after an aggregation") && err.contains("before aggregating"), "{err}");

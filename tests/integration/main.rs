@@ -41,6 +41,7 @@ mod sql_fuzz;
 mod state_memory;
 mod state_work;
 mod stream_join;
+mod top_n;
 mod ui;
 mod unsupported_operations;
 mod watermarks;

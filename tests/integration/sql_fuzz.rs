@@ -116,6 +116,8 @@ const QUERIES: &[&str] = &[
     "SELECT a.k, a.ts, b.v FROM events a {join} other b ON a.k = b.k{cond}",
     "SELECT k, ts, v FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY k ORDER BY ts) AS rn FROM events) WHERE rn = 1",
     "SELECT k, ts FROM (SELECT k, ts, ROW_NUMBER() OVER (PARTITION BY k, ts ORDER BY ts) AS rn FROM events) t WHERE rn = 1",
+    "SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY k ORDER BY v DESC NULLS LAST, ts) AS rn FROM events) WHERE rn <= 3",
+    "SELECT k, v FROM (SELECT k, v, ROW_NUMBER() OVER (PARTITION BY k ORDER BY ts DESC) AS rn FROM events) WHERE rn = 1",
     "SELECT k FROM events WHERE k IN (SELECT k FROM other)",
     "SELECT k FROM events e WHERE EXISTS (SELECT 1 FROM other o WHERE o.k = e.k)",
     "SELECT k, (SELECT max(v) FROM other) AS m FROM events",

@@ -1,5 +1,5 @@
 //! One side's buffered rows of a stream-stream join: how they are stored (a chunk of rows per
-//! batch, see [`encode_chunk`], with matched flags and the side's latest eviction time beside
+//! batch, see [`crate::operator::chunk`], with matched flags and the side's latest eviction time beside
 //! them) and the indexes over them ([`Buffer`]: equality key → arrival ids, eviction times, per
 //! chunk each row's key slot), rebuilt from the store on restore; the first two are kept in
 //! memory, or on RocksDB beside a RocksDB store ([`Indexes`]).
@@ -16,8 +16,6 @@ use crate::{Result, SluiceError};
 pub(super) const MATCHED: u8 = 0x10;
 /// Store key of a side's latest eviction time, `[EVICTED | side]`, valued the time (ms, i64 LE).
 pub(super) const EVICTED: u8 = 0x20;
-/// Set in an evicted row's end offset in a stored chunk: its bytes were dropped.
-const DEAD: u64 = 1 << 63;
 /// The key slot of a chunk row without an equality key (a null key matches nothing).
 const NO_KEY: u32 = u32::MAX;
 /// The key slot of an evicted chunk row.
@@ -38,70 +36,6 @@ pub(super) fn matched_key(side: usize, id: u64) -> [u8; 9] {
 
 pub(super) fn evicted_key(side: usize) -> [u8; 1] {
     [EVICTED | side as u8]
-}
-
-/// Encodes rows as a stored chunk: the row count (u32 LE), each row's end offset in the bytes
-/// that follow (u64 LE; [`DEAD`] set for an evicted row, `None` here, whose bytes are dropped),
-/// then the rows' bytes.
-pub(super) fn encode_chunk(rows: &[Option<&[u8]>]) -> Result<Vec<u8>> {
-    let count = u32::try_from(rows.len()).map_err(|_| {
-        datafusion::error::DataFusionError::Execution(format!(
-            "a join side received more than {} rows in one batch",
-            u32::MAX
-        ))
-    })?;
-    let data: usize = rows.iter().flatten().map(|r| r.len()).sum();
-    let mut out = Vec::with_capacity(4 + 8 * rows.len() + data);
-    out.extend_from_slice(&count.to_le_bytes());
-    let mut end = 0u64;
-    for row in rows {
-        match row {
-            Some(r) => {
-                end += r.len() as u64;
-                out.extend_from_slice(&end.to_le_bytes());
-            }
-            None => out.extend_from_slice(&(end | DEAD).to_le_bytes()),
-        }
-    }
-    for row in rows.iter().flatten() {
-        out.extend_from_slice(row);
-    }
-    Ok(out)
-}
-
-/// A stored chunk of buffered rows (see [`encode_chunk`]), read in place.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Chunk<'a> {
-    pub(super) ends: &'a [u8],
-    pub(super) data: &'a [u8],
-    pub(super) len: usize,
-}
-
-impl<'a> Chunk<'a> {
-    /// `None` when `value` is not a chunk.
-    pub(super) fn parse(value: &'a [u8]) -> Option<Self> {
-        let len = u32::from_le_bytes(value.get(..4)?.try_into().ok()?) as usize;
-        let header = len.checked_mul(8)?.checked_add(4)?;
-        Some(Self { ends: value.get(4..header)?, data: value.get(header..)?, len })
-    }
-
-    pub(super) fn end(&self, i: usize) -> u64 {
-        let bytes: [u8; 8] = self.ends[8 * i..8 * i + 8].try_into().unwrap_or_default();
-        u64::from_le_bytes(bytes)
-    }
-
-    /// The bytes of row `i`; `None` when it was evicted (or lies outside the chunk).
-    pub(super) fn row(&self, i: usize) -> Option<&'a [u8]> {
-        if i >= self.len {
-            return None;
-        }
-        let end = self.end(i);
-        if end & DEAD != 0 {
-            return None;
-        }
-        let start = if i == 0 { 0 } else { self.end(i - 1) & !DEAD };
-        self.data.get(usize::try_from(start).ok()?..usize::try_from(end).ok()?)
-    }
 }
 
 /// The index of one stored chunk of a side.

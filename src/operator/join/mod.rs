@@ -35,7 +35,8 @@ use arrow::row::{RowConverter, Rows, SortField};
 use datafusion::logical_expr::JoinType;
 use datafusion::physical_expr::PhysicalExpr;
 
-use self::buffer::{chunk_key, encode_chunk, evicted_key, matched_key, Buffer, Chunk, EVICTED, GONE, MATCHED};
+use self::buffer::{chunk_key, evicted_key, matched_key, Buffer, EVICTED, GONE, MATCHED};
+use super::chunk::{encode_chunk, Chunk};
 use super::exec::BatchOperator;
 use super::watermark::{ceil_ms, drop_late_rows, time_values, TimeColumn};
 use super::{BatchWatermarks, OperatorProgress};
