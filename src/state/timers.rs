@@ -9,9 +9,9 @@
 //! `[T][time][key]` entries, a `[K][key]` entry giving each key's time), so that its size is
 //! bounded by the store's memory budget, not by the keys held.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
-use foldhash::HashMap;
+use foldhash::{HashMap, HashSet};
 
 #[cfg(feature = "rocksdb")]
 use super::rocksdb_index::{ms_of, ordered_ms, IndexSpace};
@@ -24,8 +24,12 @@ pub struct TimerIndex(Timers);
 
 #[derive(Debug)]
 enum Timers {
+    /// Keys share few distinct times (a window's end, a batch's event times), so the keys of a
+    /// time are a hash set under it: setting a key's time costs two hash insertions, not an
+    /// insertion into an ordered set of every key; a time's keys are sorted when they are due.
     Memory {
-        by_time: BTreeSet<(i64, Box<[u8]>)>,
+        /// Each time's keys; no time without keys.
+        by_time: BTreeMap<i64, HashSet<Box<[u8]>>>,
         of_key: HashMap<Box<[u8]>, i64>,
     },
     #[cfg(feature = "rocksdb")]
@@ -34,7 +38,7 @@ enum Timers {
 
 impl Default for Timers {
     fn default() -> Self {
-        Timers::Memory { by_time: BTreeSet::new(), of_key: HashMap::default() }
+        Timers::Memory { by_time: BTreeMap::new(), of_key: HashMap::default() }
     }
 }
 
@@ -73,13 +77,13 @@ impl TimerIndex {
             Timers::Memory { by_time, of_key } => match of_key.get_mut(key) {
                 Some(old) if *old == at_ms => {}
                 Some(old) => {
-                    by_time.remove(&(*old, Box::from(key)));
-                    *old = at_ms;
-                    by_time.insert((at_ms, key.into()));
+                    let old = std::mem::replace(old, at_ms);
+                    unlist(by_time, old, key);
+                    by_time.entry(at_ms).or_default().insert(key.into());
                 }
                 None => {
                     of_key.insert(key.into(), at_ms);
-                    by_time.insert((at_ms, key.into()));
+                    by_time.entry(at_ms).or_default().insert(key.into());
                 }
             },
             #[cfg(feature = "rocksdb")]
@@ -109,7 +113,7 @@ impl TimerIndex {
         match &mut self.0 {
             Timers::Memory { by_time, of_key } => {
                 if let Some(at) = of_key.remove(key) {
-                    by_time.remove(&(at, Box::from(key)));
+                    unlist(by_time, at, key);
                 }
             }
             #[cfg(feature = "rocksdb")]
@@ -134,14 +138,16 @@ impl TimerIndex {
     pub fn take_through(&mut self, through_ms: i64) -> Result<Vec<Box<[u8]>>> {
         match &mut self.0 {
             Timers::Memory { by_time, of_key } => {
-                let mut due = Vec::new();
-                while let Some(first) = by_time.first() {
-                    if first.0 > through_ms {
-                        break;
+                let due = match through_ms.checked_add(1) {
+                    Some(after) => {
+                        let rest = by_time.split_off(&after);
+                        std::mem::replace(by_time, rest)
                     }
-                    let (_, key) = by_time.pop_first().expect("checked non-empty");
-                    of_key.remove(&key);
-                    due.push(key);
+                    None => std::mem::take(by_time),
+                };
+                let due: Vec<Box<[u8]>> = due.into_values().flat_map(sorted).collect();
+                for key in &due {
+                    of_key.remove(key);
                 }
                 Ok(due)
             }
@@ -181,7 +187,7 @@ impl TimerIndex {
     pub fn due_through(&self, through_ms: i64) -> Result<Vec<Box<[u8]>>> {
         match &self.0 {
             Timers::Memory { by_time, .. } => {
-                Ok(by_time.iter().take_while(|(at, _)| *at <= through_ms).map(|(_, k)| k.clone()).collect())
+                Ok(by_time.range(..=through_ms).flat_map(|(_, keys)| sorted(keys.iter().cloned())).collect())
             }
             #[cfg(feature = "rocksdb")]
             Timers::RocksDb(space) => {
@@ -196,7 +202,7 @@ impl TimerIndex {
     /// A RocksDB error (the local disk failing).
     pub fn earliest(&self) -> Result<Option<i64>> {
         match &self.0 {
-            Timers::Memory { by_time, .. } => Ok(by_time.first().map(|(at, _)| *at)),
+            Timers::Memory { by_time, .. } => Ok(by_time.first_key_value().map(|(at, _)| *at)),
             #[cfg(feature = "rocksdb")]
             Timers::RocksDb(space) => match space.range(&[BY_TIME], Some(&[BY_TIME + 1])).next() {
                 Some(entry) => Ok(ms_of(entry?.0.get(1..9).unwrap_or_default())),
@@ -220,6 +226,23 @@ impl TimerIndex {
             Timers::RocksDb(space) => space.clear(),
         }
     }
+}
+
+/// Takes `key` out of the keys of time `at`, and the time out of the index with its last key.
+fn unlist(by_time: &mut BTreeMap<i64, HashSet<Box<[u8]>>>, at: i64, key: &[u8]) {
+    if let Some(keys) = by_time.get_mut(&at) {
+        keys.remove(key);
+        if keys.is_empty() {
+            by_time.remove(&at);
+        }
+    }
+}
+
+/// `keys` in byte order (a time's keys come out in key order).
+fn sorted(keys: impl IntoIterator<Item = Box<[u8]>>) -> Vec<Box<[u8]>> {
+    let mut keys: Vec<Box<[u8]>> = keys.into_iter().collect();
+    keys.sort_unstable();
+    keys
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! memory, or on RocksDB beside a RocksDB store ([`Indexes`]).
 
 use foldhash::HashMap;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 #[cfg(feature = "rocksdb")]
 use crate::state::rocksdb_index::{length_prefixed, ordered_ms, IndexSpace};
@@ -134,9 +134,11 @@ impl MemoryKeys {
 pub(super) enum Indexes {
     Memory {
         keys: MemoryKeys,
-        /// `(time, id)`: the time (ms, rounded up) the state watermark must pass to evict row
-        /// `id`; rows that are never evicted are not in it.
-        expiry: BTreeSet<(i64, u64)>,
+        /// By the time (ms, rounded up) the state watermark must pass to evict them, the ids of
+        /// the rows due then, in arrival order; rows that are never evicted are not in it. Rows
+        /// share few distinct times (a window's end, a batch's event times), so adding a row is
+        /// a push onto its time's list, not an insertion into an ordered set of rows.
+        expiry: BTreeMap<i64, Vec<u64>>,
     },
     /// Entries `[BY_KEY][key length, u32 BE][key][id, BE]` (no value): a key's ids in arrival
     /// order by a range scan; `[EXPIRY][time][id, BE]` valued `[0]`, or `[1]` and the row's key.
@@ -177,7 +179,7 @@ impl Buffer {
             return Ok(Self::with(Indexes::RocksDb(space)));
         }
         let _ = store;
-        Ok(Self::with(Indexes::Memory { keys: MemoryKeys::default(), expiry: BTreeSet::new() }))
+        Ok(Self::with(Indexes::Memory { keys: MemoryKeys::default(), expiry: BTreeMap::new() }))
     }
 
     fn with(index: Indexes) -> Self {
@@ -202,7 +204,7 @@ impl Buffer {
                         None => None,
                         Some((key, at)) => {
                             if let Some(at) = at {
-                                expiry.insert((at, id));
+                                expiry.entry(at).or_default().push(id);
                             }
                             Some(key.map_or(Ok(NO_KEY), |key| keys.add(key, id))?)
                         }
@@ -304,12 +306,12 @@ impl Buffer {
             Indexes::Memory { keys, expiry } => {
                 let due = match through_ms.checked_add(1) {
                     Some(after) => {
-                        let rest = expiry.split_off(&(after, 0));
+                        let rest = expiry.split_off(&after);
                         std::mem::replace(expiry, rest)
                     }
                     None => std::mem::take(expiry),
                 };
-                let mut ids: Vec<u64> = due.into_iter().map(|(_, id)| id).collect();
+                let mut ids: Vec<u64> = due.into_values().flatten().collect();
                 ids.sort_unstable();
                 // Each key's list loses all its evicted ids in one pass, not one pass per id.
                 let mut gone: HashMap<u32, Vec<u64>> = HashMap::default();
@@ -366,7 +368,10 @@ impl Buffer {
                     .map(|(k, s)| (k.to_vec(), keys.slots[*s as usize].1.iter().copied().collect()))
                     .collect();
                 by_key.sort();
-                (by_key, expiry.iter().copied().collect())
+                let mut by_time: Vec<(i64, u64)> =
+                    expiry.iter().flat_map(|(at, ids)| ids.iter().map(|id| (*at, *id))).collect();
+                by_time.sort_unstable();
+                (by_key, by_time)
             }
             #[cfg(feature = "rocksdb")]
             Indexes::RocksDb(space) => {
