@@ -3,7 +3,8 @@
 //!
 //! - [`stream_table`]: the unbounded input table, whose scan ([`stream_scan`]) yields the current
 //!   micro-batch in input partitions;
-//! - [`window`] and [`session_window`]: event-time window functions;
+//! - [`window`] and [`session_window`]: event-time window functions; [`window_key`]: a window
+//!   grouped by its bounds in the partial aggregation;
 //! - [`checks`]: the output-mode analysis that refuses what cannot run (Spark's
 //!   `UnsupportedOperationChecker`);
 //! - [`row_number`], [`join`] and [`incremental`]: the logical rewrites into streaming nodes
@@ -32,6 +33,7 @@ pub mod stream_scan;
 pub mod stream_table;
 pub mod time_range;
 pub mod window;
+pub(crate) mod window_key;
 
 use crate::{Result, SluiceError};
 

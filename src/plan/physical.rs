@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use arrow::compute::SortOptions;
-use arrow::datatypes::DataType;
+use arrow::datatypes::{DataType, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::Session;
 use datafusion::common::ExprSchema;
@@ -25,6 +25,7 @@ use super::nodes::{
 };
 use super::stream_table::StreamTable;
 use super::time_range::watermarked_column;
+use super::window_key::{join_windows, split_windows};
 use super::OutputMode;
 use crate::checkpoint::CheckpointLocation;
 use crate::operator::aggregate::{AggregateState, AggregateStateSpec};
@@ -169,6 +170,8 @@ impl ExtensionPlanner for StreamingExtensionPlanner {
             aggregates.push(lowered.aggregate);
             filters.push(lowered.filter);
         }
+        let names: Vec<String> = group_by.iter().map(|(_, name)| name.clone()).collect();
+        let (group_by, slots) = split_windows(group_by, &input.schema())?;
         let partial = Arc::new(AggregateExec::try_new(
             AggregateMode::Partial,
             PhysicalGroupBy::new_single(group_by),
@@ -177,6 +180,7 @@ impl ExtensionPlanner for StreamingExtensionPlanner {
             Arc::clone(&input),
             input.schema(),
         )?);
+        let partial = join_windows(partial, &slots, &names)?;
         let output_schema = Arc::new(node.schema.as_arrow().clone());
         let offset = watermark_offset_ms(logical_inputs[0]);
         let operator = self.registry.get_or_create(node.operator_id, offset, |store| {
@@ -212,6 +216,23 @@ impl ExtensionPlanner for StreamingExtensionPlanner {
 }
 
 impl StreamingExtensionPlanner {
+    /// The stateful operator `<kind>[<id>]` over one input (`(logical, physical)`), behind a
+    /// hash exchange by `keys`, its state partitions created on first use by `create(name,
+    /// store)`.
+    fn keyed_operator(
+        &self,
+        (kind, id): (&str, usize),
+        (logical_input, input): (&LogicalPlan, &Arc<dyn ExecutionPlan>),
+        keys: Vec<Arc<dyn PhysicalExpr>>,
+        output_schema: &SchemaRef,
+        create: impl Fn(String, StateStore) -> crate::Result<Box<dyn BatchOperator>>,
+    ) -> DFResult<Arc<dyn ExecutionPlan>> {
+        let name = format!("{kind}[{id}]");
+        let operator =
+            self.registry.get_or_create(id, watermark_offset_ms(logical_input), |store| create(name.clone(), store))?;
+        Ok(Arc::new(StatefulExec::new(&name, vec![Arc::clone(input)], vec![keys], operator, Arc::clone(output_schema))))
+    }
+
     fn plan_dedup(
         &self,
         planner: &dyn PhysicalPlanner,
@@ -235,30 +256,28 @@ impl StreamingExtensionPlanner {
         });
         let output_schema = Arc::new(node.schema.as_arrow().clone());
         let input_schema = input.schema();
-        let offset = watermark_offset_ms(logical_input);
-        let operator = self.registry.get_or_create(node.operator_id, offset, |store| {
-            let spec = DedupSpec {
-                name: format!("dedup[{}]", node.operator_id),
-                keys: keys.clone(),
-                order_by: order_by.clone(),
-                event_time,
-                watermark_upstream: StreamTable::has_watermark_upstream(logical_input),
-                event_time_key,
-                output_schema: Arc::clone(&output_schema),
-                within_watermark_delay_ms: node
-                    .within_watermark
-                    .then(|| event_time.and_then(|i| event_time_delay_ms(logical_schema.field(i))))
-                    .flatten(),
-            };
-            Ok(Box::new(DedupState::try_new(spec, &input_schema, store)?))
-        })?;
-        Ok(Arc::new(StatefulExec::new(
-            &format!("dedup[{}]", node.operator_id),
-            vec![Arc::clone(input)],
-            vec![keys],
-            operator,
-            output_schema,
-        )))
+        self.keyed_operator(
+            ("dedup", node.operator_id),
+            (logical_input, input),
+            keys.clone(),
+            &output_schema,
+            |name, store| {
+                let spec = DedupSpec {
+                    name,
+                    keys: keys.clone(),
+                    order_by: order_by.clone(),
+                    event_time,
+                    watermark_upstream: StreamTable::has_watermark_upstream(logical_input),
+                    event_time_key,
+                    output_schema: Arc::clone(&output_schema),
+                    within_watermark_delay_ms: node
+                        .within_watermark
+                        .then(|| event_time.and_then(|i| event_time_delay_ms(logical_schema.field(i))))
+                        .flatten(),
+                };
+                Ok(Box::new(DedupState::try_new(spec, &input_schema, store)?))
+            },
+        )
     }
 }
 
@@ -282,25 +301,23 @@ impl StreamingExtensionPlanner {
             .collect::<DFResult<Vec<_>>>()?;
         let output_schema = Arc::new(node.schema.as_arrow().clone());
         let input_schema = input.schema();
-        let offset = watermark_offset_ms(logical_input);
-        let operator = self.registry.get_or_create(node.operator_id, offset, |store| {
-            let spec = TopNSpec {
-                name: format!("topN[{}]", node.operator_id),
-                keys: keys.clone(),
-                order_by: order_by.clone(),
-                limit: node.limit,
-                mode: self.registry.mode,
-                output_schema: Arc::clone(&output_schema),
-            };
-            Ok(Box::new(TopNState::try_new(spec, &input_schema, store)?))
-        })?;
-        Ok(Arc::new(StatefulExec::new(
-            &format!("topN[{}]", node.operator_id),
-            vec![Arc::clone(input)],
-            vec![keys],
-            operator,
-            output_schema,
-        )))
+        self.keyed_operator(
+            ("topN", node.operator_id),
+            (logical_input, input),
+            keys.clone(),
+            &output_schema,
+            |name, store| {
+                let spec = TopNSpec {
+                    name,
+                    keys: keys.clone(),
+                    order_by: order_by.clone(),
+                    limit: node.limit,
+                    mode: self.registry.mode,
+                    output_schema: Arc::clone(&output_schema),
+                };
+                Ok(Box::new(TopNState::try_new(spec, &input_schema, store)?))
+            },
+        )
     }
 
     fn plan_join(
@@ -377,10 +394,14 @@ impl StreamingExtensionPlanner {
             .collect::<DFResult<Vec<_>>>()?;
         let output_schema = Arc::new(node.schema.as_arrow().clone());
         let input_schema = input.schema();
-        let offset = watermark_offset_ms(logical_input);
-        let operator = self.registry.get_or_create(node.operator_id, offset, |store| {
+        let partition_keys = keys
+            .iter()
+            .map(|i| Arc::new(Column::new(input_schema.field(*i).name(), *i)) as Arc<dyn PhysicalExpr>)
+            .collect();
+        let kind = ("groups_with_state", node.operator_id);
+        self.keyed_operator(kind, (logical_input, input), partition_keys, &output_schema, |name, store| {
             let spec = GroupStateSpec {
-                name: format!("groups_with_state[{}]", node.operator_id),
+                name,
                 keys: keys.clone(),
                 function: Arc::clone(&node.function),
                 timeout: node.timeout,
@@ -388,17 +409,6 @@ impl StreamingExtensionPlanner {
                 output_schema: Arc::clone(&output_schema),
             };
             Ok(Box::new(GroupStateOperator::try_new(spec, &input_schema, store)?))
-        })?;
-        let partition_keys = keys
-            .iter()
-            .map(|i| Arc::new(Column::new(input_schema.field(*i).name(), *i)) as Arc<dyn PhysicalExpr>)
-            .collect();
-        Ok(Arc::new(StatefulExec::new(
-            &format!("groups_with_state[{}]", node.operator_id),
-            vec![Arc::clone(input)],
-            vec![partition_keys],
-            operator,
-            output_schema,
-        )))
+        })
     }
 }
