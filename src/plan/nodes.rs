@@ -16,6 +16,18 @@ fn list(items: &[impl fmt::Display]) -> String {
     items.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
 }
 
+/// The expressions of a node partitioned by `keys` and ordered by `order_by`: the keys, then the
+/// order's.
+fn keys_then_order(keys: &[Expr], order_by: &[SortExpr]) -> Vec<Expr> {
+    keys.iter().cloned().chain(order_by.iter().map(|s| s.expr.clone())).collect()
+}
+
+/// [`keys_then_order`]'s `exprs` back as keys and an order with `order_by`'s directions.
+fn keys_and_order(mut exprs: Vec<Expr>, order_by: &[SortExpr]) -> (Vec<Expr>, Vec<SortExpr>) {
+    let order_exprs = exprs.split_off(exprs.len().saturating_sub(order_by.len()));
+    (exprs, order_by.iter().zip(order_exprs).map(|(s, e)| s.with_expr(e)).collect())
+}
+
 /// A `GROUP BY` over a stream: the same grouping and aggregates as the `Aggregate` it replaces
 /// (and the same output schema), computed incrementally with state kept across batches.
 #[derive(Debug, Clone)]
@@ -160,7 +172,7 @@ impl UserDefinedLogicalNodeCore for StreamingDedupNode {
     }
 
     fn expressions(&self) -> Vec<Expr> {
-        self.keys.iter().cloned().chain(self.order_by.iter().map(|s| s.expr.clone())).collect()
+        keys_then_order(&self.keys, &self.order_by)
     }
 
     fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -174,13 +186,12 @@ impl UserDefinedLogicalNodeCore for StreamingDedupNode {
         )
     }
 
-    fn with_exprs_and_inputs(&self, mut exprs: Vec<Expr>, mut inputs: Vec<LogicalPlan>) -> DFResult<Self> {
-        let order_exprs = exprs.split_off(exprs.len() - self.order_by.len());
-        let order_by = self.order_by.iter().zip(order_exprs).map(|(s, e)| s.with_expr(e)).collect();
+    fn with_exprs_and_inputs(&self, exprs: Vec<Expr>, mut inputs: Vec<LogicalPlan>) -> DFResult<Self> {
+        let (keys, order_by) = keys_and_order(exprs, &self.order_by);
         Ok(Self {
             operator_id: self.operator_id,
             input: inputs.swap_remove(0),
-            keys: exprs,
+            keys,
             order_by,
             schema: self.schema.clone(),
             within_watermark: self.within_watermark,
@@ -249,7 +260,7 @@ impl UserDefinedLogicalNodeCore for StreamingTopNNode {
     }
 
     fn expressions(&self) -> Vec<Expr> {
-        self.keys.iter().cloned().chain(self.order_by.iter().map(|s| s.expr.clone())).collect()
+        keys_then_order(&self.keys, &self.order_by)
     }
 
     fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -263,13 +274,12 @@ impl UserDefinedLogicalNodeCore for StreamingTopNNode {
         )
     }
 
-    fn with_exprs_and_inputs(&self, mut exprs: Vec<Expr>, mut inputs: Vec<LogicalPlan>) -> DFResult<Self> {
-        let order_exprs = exprs.split_off(exprs.len() - self.order_by.len());
-        let order_by = self.order_by.iter().zip(order_exprs).map(|(s, e)| s.with_expr(e)).collect();
+    fn with_exprs_and_inputs(&self, exprs: Vec<Expr>, mut inputs: Vec<LogicalPlan>) -> DFResult<Self> {
+        let (keys, order_by) = keys_and_order(exprs, &self.order_by);
         Ok(Self {
             operator_id: self.operator_id,
             input: inputs.swap_remove(0),
-            keys: exprs,
+            keys,
             order_by,
             limit: self.limit,
             schema: self.schema.clone(),
