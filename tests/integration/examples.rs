@@ -1,25 +1,18 @@
 //! Every SQL example runs as a user runs it (`sluice run FILE --trigger available-now`) on the
 //! committed data, with its console sink swapped for a JSON file sink whose rows are checked.
 
-use std::path::Path;
 use std::process::Command;
 
-use crate::common::{copy_in_order, sink_rows_by_batch};
+use crate::cli::{copied_inputs, example_script};
+use crate::common::sink_rows_by_batch;
 
 /// Runs `sql/examples/<name>.sql` with its inputs copied in name order (a clone gives no mtime
-/// order) and its console sink written to JSON files; returns every output row and stderr.
+/// order) and its console sink written to JSON files in the same output mode; returns every
+/// output row and stderr.
 fn run_example(name: &str, inputs: &[&str]) -> (Vec<serde_json::Value>, String) {
     let dir = tempfile::tempdir().unwrap();
-    let mut sql = std::fs::read_to_string(format!("sql/examples/{name}.sql")).unwrap();
-    for input in inputs {
-        let copy = dir.path().join(input);
-        copy_in_order(Path::new("data").join(input).as_path(), &copy);
-        sql = sql.replace(&format!("path = 'data/{input}'"), &format!("path = '{}'", copy.display()));
-    }
     let out = dir.path().join("out");
-    let console = sql.find("WITH (connector = 'console'").expect("the example prints to the console");
-    let end = console + sql[console..].find(");").unwrap() + 1;
-    sql.replace_range(console..end, &format!("WITH (connector = 'file', path = '{}', format = 'json')", out.display()));
+    let sql = example_script(name, &copied_inputs(dir.path(), inputs), &out);
     let script = dir.path().join("q.sql");
     std::fs::write(&script, sql).unwrap();
     let checkpoint = dir.path().join("cp");
@@ -77,6 +70,29 @@ fn earthquakes_dedup_emits_each_event_exactly_once() {
     ids.sort_unstable();
     ids.dedup();
     assert_eq!((rows.len(), ids.len()), (703, 703), "703 distinct events in 1,383 deliveries");
+}
+
+#[test]
+fn earthquakes_strongest_keeps_each_types_top_3_up_to_date() {
+    let (rows, _) = run_example("earthquakes_strongest", &["earthquakes"]);
+    // Update mode: later rows replace earlier ones of the same type and rank.
+    let mut ranking = std::collections::BTreeMap::new();
+    for r in &rows {
+        ranking.insert((r["type"].as_str().unwrap(), r["rank"].as_u64().unwrap()), r["id"].as_str().unwrap());
+    }
+    // The top 3 by magnitude (then time) of the 703 distinct events, computed apart from sluice.
+    let expected = [
+        ("earthquake", ["us2000crmu", "us1000cdn0", "us1000ce9r"]),
+        ("explosion", ["uw61367031", "uw61366506", "nn00620389"]),
+        ("quarry blast", ["mb80279884", "ci38096248", "nc72962016"]),
+    ];
+    let expected: std::collections::BTreeMap<(&str, u64), &str> = expected
+        .iter()
+        .flat_map(|(t, ids)| ids.iter().enumerate().map(move |(i, id)| ((*t, i as u64 + 1), *id)))
+        .collect();
+    assert_eq!(ranking, expected);
+    // Rows are emitted only when a ranking changes: fewer rows than events.
+    assert!(rows.len() < 200, "{}", rows.len());
 }
 
 #[test]
