@@ -138,14 +138,7 @@ impl TimerIndex {
     pub fn take_through(&mut self, through_ms: i64) -> Result<Vec<Box<[u8]>>> {
         match &mut self.0 {
             Timers::Memory { by_time, of_key } => {
-                let due = match through_ms.checked_add(1) {
-                    Some(after) => {
-                        let rest = by_time.split_off(&after);
-                        std::mem::replace(by_time, rest)
-                    }
-                    None => std::mem::take(by_time),
-                };
-                let due: Vec<Box<[u8]>> = due.into_values().flat_map(sorted).collect();
+                let due: Vec<Box<[u8]>> = take_due(by_time, through_ms).into_values().flat_map(sorted).collect();
                 for key in &due {
                     of_key.remove(key);
                 }
@@ -225,6 +218,17 @@ impl TimerIndex {
             #[cfg(feature = "rocksdb")]
             Timers::RocksDb(space) => space.clear(),
         }
+    }
+}
+
+/// Takes the entries of `by_time` whose time (ms) is at or before `through_ms` out of it.
+pub(crate) fn take_due<V>(by_time: &mut BTreeMap<i64, V>, through_ms: i64) -> BTreeMap<i64, V> {
+    match through_ms.checked_add(1) {
+        Some(after) => {
+            let rest = by_time.split_off(&after);
+            std::mem::replace(by_time, rest)
+        }
+        None => std::mem::take(by_time),
     }
 }
 

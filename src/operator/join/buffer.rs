@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 #[cfg(feature = "rocksdb")]
 use crate::state::rocksdb_index::{length_prefixed, ordered_ms, IndexSpace};
+use crate::state::timers::take_due;
 use crate::state::StateStore;
 use crate::{Result, SluiceError};
 
@@ -304,14 +305,7 @@ impl Buffer {
         let mut evicted = 0;
         let mut ids = match &mut self.index {
             Indexes::Memory { keys, expiry } => {
-                let due = match through_ms.checked_add(1) {
-                    Some(after) => {
-                        let rest = expiry.split_off(&after);
-                        std::mem::replace(expiry, rest)
-                    }
-                    None => std::mem::take(expiry),
-                };
-                let mut ids: Vec<u64> = due.into_values().flatten().collect();
+                let mut ids: Vec<u64> = take_due(expiry, through_ms).into_values().flatten().collect();
                 ids.sort_unstable();
                 // Each key's list loses all its evicted ids in one pass, not one pass per id.
                 let mut gone: HashMap<u32, Vec<u64>> = HashMap::default();
