@@ -62,7 +62,7 @@ impl RateSourceOptions {
                 _ => Err(bad(option, value, &expected)),
             }
         };
-        let rows_per_second = positive("rows_per_second", i64::MAX)?.unwrap_or(1);
+        let rows_per_second = positive("rows_per_second", MAX_ROWS_PER_BATCH)?.unwrap_or(1);
         let num_partitions = match positive("num_partitions", i64::from(i32::MAX))? {
             Some(n) => usize::try_from(n).map_err(|_| bad("num_partitions", &n.to_string(), "smaller"))?,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -83,6 +83,12 @@ impl RateSourceOptions {
         Ok(Self { rows_per_second, ramp_up_time_s, num_partitions })
     }
 }
+
+/// The most rows one micro-batch of a rate source holds (1.6 GB of columns). When more have come
+/// due (a query paused, or restarted after a stop, a long trigger interval), the batch ends at
+/// an earlier second and the next batches catch up, instead of building a batch that cannot fit
+/// in memory; `rows_per_second` is at most this, so that one second's rows fit in a batch.
+pub const MAX_ROWS_PER_BATCH: i64 = 100_000_000;
 
 /// A duration as whole seconds: a bare number is seconds (Spark's `timeStringAsSec`), otherwise a
 /// unit is given (`10s`, `2 minutes`, `1 hour`, parsed by arrow's interval parser). `None` for
@@ -288,14 +294,21 @@ impl Source for RateSource {
     async fn plan_batch(&mut self, _location: &CheckpointLocation, _batch_id: u64, start: &Value) -> Result<Value> {
         let start = self.as_seconds(start)?;
         let now = self.elapsed_seconds()?;
-        let end = self.frozen.map_or(now, |f| f.min(now)).max(start);
-        let max_seconds = i64::MAX / self.options.rows_per_second;
+        let mut end = self.frozen.map_or(now, |f| f.min(now)).max(start);
+        let RateSourceOptions { rows_per_second, ramp_up_time_s, .. } = self.options;
+        let max_seconds = i64::MAX / rows_per_second;
         if end > max_seconds {
             return Err(self.error(format!(
-                "after {end} s the values overflow a BIGINT (at most {max_seconds} s with rows_per_second = {}); \
-                 restart the query with a new checkpoint location",
-                self.options.rows_per_second
+                "after {end} s the values overflow a BIGINT (at most {max_seconds} s with rows_per_second = \
+                 {rows_per_second}); restart the query with a new checkpoint location"
             )));
+        }
+        // One second's rows always fit (rows_per_second <= MAX_ROWS_PER_BATCH).
+        let first = value_at_second(&self.name, start, rows_per_second, ramp_up_time_s)?;
+        while end > start + 1
+            && value_at_second(&self.name, end, rows_per_second, ramp_up_time_s)? - first > MAX_ROWS_PER_BATCH
+        {
+            end = start + (end - start) / 2;
         }
         Ok(Value::from(end))
     }
@@ -357,8 +370,10 @@ mod tests {
             let err = options(&[(option, value)]).unwrap_err().to_string();
             assert!(err.contains(option) && err.contains(value), "{option} = {value}: {err}");
         }
-        let err = options(&[("rows_per_second", "1000000000000"), ("ramp_up_time", "10000000s")]).unwrap_err();
-        assert!(err.to_string().contains("overflow a BIGINT after 9223372 s"), "{err}");
+        let err = options(&[("rows_per_second", "100000000"), ("ramp_up_time", "100000000000")]).unwrap_err();
+        assert!(err.to_string().contains("overflow a BIGINT after 92233720368 s"), "{err}");
+        let err = options(&[("rows_per_second", "9223372036854775807")]).unwrap_err().to_string();
+        assert!(err.contains("at most 100000000"), "{err}");
     }
 
     /// A started rate source with `rows_per_second`, `ramp_up_time` seconds, `num_partitions`.
@@ -434,6 +449,17 @@ mod tests {
         let (mut source, _) = rate(3, 0, 8).await;
         // [0, 1): values 0, 1, 2, 333.33 ms apart; partitions 3..8 have no rows.
         assert_eq!(read(&mut source, 0, 1).await, vec![vec![(0, 0)], vec![(1, 333)], vec![(2, 667)]]);
+    }
+
+    /// Ten seconds of rows due at the highest rate are more than a batch holds: each batch takes
+    /// one second of them and the next batches catch up, instead of building them all at once.
+    #[tokio::test]
+    async fn a_batch_holds_at_most_max_rows_and_the_next_ones_catch_up() {
+        let (mut source, location) = rate(MAX_ROWS_PER_BATCH, 0, 1).await;
+        source.start_time_ms = source.start_time_ms.map(|ms| ms - 10_000);
+        let end = source.plan_batch(&location, 0, &json!(0)).await.unwrap();
+        assert_eq!(end, json!(1));
+        assert_eq!(source.plan_batch(&location, 1, &end).await.unwrap(), json!(2));
     }
 
     #[tokio::test]

@@ -72,7 +72,8 @@ async fn options_and_columns_are_checked_when_the_table_is_created() {
         ("rows_per_second = '1.5'", "option rows_per_second must be a positive integer"),
         ("num_partitions = '-2'", "option num_partitions must be a positive integer"),
         ("ramp_up_time = '2.5s'", "option ramp_up_time must be a whole number of seconds"),
-        ("rows_per_second = '4611686018427387904', ramp_up_time = '3s'", "shorten ramp_up_time"),
+        ("rows_per_second = '100000000', ramp_up_time = '100000000000'", "shorten ramp_up_time"),
+        ("rows_per_second = '4611686018427387904'", "at most 100000000"),
         ("rowsPerSecond = '5'", "unknown option 'rowspersecond' for connector 'rate'"),
     ] {
         let err = ctx.execute(&format!("CREATE TABLE r WITH (connector = 'rate', {options})")).await.unwrap_err();
