@@ -202,8 +202,9 @@ struct Unit<'b> {
 struct Collector<'a> {
     path: &'a Path,
     schema: SchemaRef,
-    /// `schema` nullable and with timestamps in the session time zone: what the readers decode
-    /// into before [`finish_batch`] checks and relabels the columns.
+    /// `schema` nullable, with timestamps in the session time zone and decimals one digit
+    /// finer ([`text_reading_schema`]): what the text readers decode into before
+    /// [`finish_batch`] checks, rounds and relabels the columns.
     reading_schema: SchemaRef,
     bad_data: BadData,
     batches: Vec<RecordBatch>,
@@ -214,7 +215,7 @@ struct Collector<'a> {
 
 impl<'a> Collector<'a> {
     fn new(path: &'a Path, schema: &SchemaRef, bad_data: BadData, time_zone: Option<Arc<str>>) -> Self {
-        let reading_schema = reading_schema(schema, time_zone.as_ref());
+        let reading_schema = text_reading_schema(&reading_schema(schema, time_zone.as_ref()));
         Collector {
             path,
             schema: schema.clone(),
@@ -296,17 +297,20 @@ fn finish_batch(
             return Err(format!("field '{}' is missing or null, but the schema declares it NOT NULL", field.name()));
         }
     }
-    // Timestamps read in a session time zone go back to the declared type (the same instants).
+    // Timestamps read in a session time zone go back to the declared type (the same instants);
+    // decimals read one digit finer are rounded half up to theirs, and one that no longer fits
+    // its precision is an error, not a null.
+    let strict = arrow::compute::CastOptions { safe: false, ..Default::default() };
     let columns = schema
         .fields()
         .iter()
         .zip(columns)
         .map(|(field, column)| match column.data_type() == field.data_type() {
             true => Ok(column),
-            false => arrow::compute::cast(&column, field.data_type()),
+            false => arrow::compute::cast_with_options(&column, field.data_type(), &strict)
+                .map_err(|e| format!("field '{}': {e}", field.name())),
         })
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())?;
+        .collect::<std::result::Result<Vec<_>, _>>()?;
     let options = RecordBatchOptions::new().with_row_count(Some(num_rows));
     RecordBatch::try_new_with_options(schema.clone(), columns, &options).map_err(|e| e.to_string())
 }
@@ -325,6 +329,32 @@ fn reading_schema(schema: &SchemaRef, time_zone: Option<&Arc<str>>) -> SchemaRef
                 None => f.data_type().clone(),
             };
             f.as_ref().clone().with_nullable(true).with_data_type(data_type)
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// `schema` with each top-level decimal column one digit finer (precision and scale + 1; a
+/// `DECIMAL(38, s)` becomes a 256-bit decimal). arrow's JSON and CSV readers cut the digits past
+/// a decimal's scale; Spark's round half up. Rounding half up depends only on the first digit
+/// cut, so reading one more digit and casting to the declared type (which rounds half up)
+/// gives Spark's value: `1.255` in a `DECIMAL(5, 2)` is `1.26`, and `999.995` does not fit.
+fn text_reading_schema(schema: &SchemaRef) -> SchemaRef {
+    let finer = |data_type: &DataType| match *data_type {
+        DataType::Decimal128(p, s) if p < 38 && s < 38 => Some(DataType::Decimal128(p + 1, s + 1)),
+        DataType::Decimal128(p, s) if s < 38 => Some(DataType::Decimal256(p + 1, s + 1)),
+        DataType::Decimal256(p, s) if p < 76 && s < 76 => Some(DataType::Decimal256(p + 1, s + 1)),
+        _ => None,
+    };
+    if !schema.fields().iter().any(|f| finer(f.data_type()).is_some()) {
+        return schema.clone();
+    }
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match finer(f.data_type()) {
+            Some(data_type) => f.as_ref().clone().with_data_type(data_type),
+            None => f.as_ref().clone(),
         })
         .collect();
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
@@ -429,6 +459,34 @@ mod tests {
         match err {
             SluiceError::MalformedRecord { path, line, message } => (path, line, message),
             other => panic!("expected MalformedRecord, got {other:?}"),
+        }
+    }
+
+    /// Decimals round half up (away from zero) to the declared scale, as Spark's JSON and CSV
+    /// readers round them; a value that no longer fits the precision is malformed, never cut.
+    #[test]
+    fn decimals_round_half_up_and_one_that_does_not_fit_is_malformed() {
+        let schema = Arc::new(Schema::new(vec![Field::new("d", DataType::Decimal128(5, 2), true)]));
+        let dir = tempfile::tempdir().unwrap();
+        let json = write(&dir, "a.json", b"{\"d\": 1.255}\n{\"d\": \"-0.005\"}\n{\"d\": 999.995}\n{\"d\": 12.3449}\n");
+        let csv = write(&dir, "a.csv", b"d\n1.255\n-0.005\n999.995\n12.3449\n");
+        for (path, format) in [(json, Format::Json), (csv, Format::Csv)] {
+            let decoded = decode_file(&path, format, &schema, &opts(BadData::Drop, 2)).unwrap();
+            let values: Vec<String> = decoded
+                .batches
+                .iter()
+                .flat_map(|b| {
+                    assert_eq!(b.schema(), schema);
+                    let d = b.column(0).as_primitive::<arrow::datatypes::Decimal128Type>();
+                    (0..b.num_rows()).map(|r| d.value_as_string(r)).collect::<Vec<_>>()
+                })
+                .collect();
+            assert_eq!(values, ["1.26", "-0.01", "12.34"], "{format:?}");
+            assert_eq!(decoded.dropped, 1, "{format:?}: 999.995 rounds to 1000.00");
+            let err = decode_file(&path, format, &schema, &opts(BadData::Fail, 2)).unwrap_err();
+            let (_, line, message) = malformed(err);
+            assert!(message.contains("field 'd'"), "{format:?}: {message}");
+            assert_eq!(line, if format == Format::Json { 3 } else { 4 });
         }
     }
 

@@ -43,8 +43,9 @@ pub(super) fn decode_parquet<T: ChunkReader + 'static>(
                 let from = file_schema.field(j).data_type();
                 if !can_adapt(from, field.data_type()) {
                     return Err(out.file_error(format!(
-                        "column '{name}' is {from} in the Parquet file, which cannot be cast to \
-                         the declared type {}",
+                        "column '{name}' is {from} in the Parquet file, which cannot be read as the declared \
+                         type {} (a cast that would cut a number's fraction, or read a number as a time, is \
+                         refused, as Spark refuses it); declare the file's type",
                         field.data_type()
                     )));
                 }
@@ -154,8 +155,20 @@ fn can_adapt(from: &DataType, to: &DataType) -> bool {
         }),
         (DataType::List(f), DataType::List(t)) => can_adapt(f.data_type(), t.data_type()),
         (DataType::Map(f, _), DataType::Map(t, _)) => can_adapt(f.data_type(), t.data_type()),
-        _ => can_cast_types(from, to),
+        _ => can_cast_types(from, to) && !changes_values(from, to),
     }
+}
+
+/// Casts arrow performs that would silently change a value rather than fail: a floating-point
+/// number, or a decimal with a fraction, read as an integer (the fraction is cut), and a number
+/// read as a timestamp or date (a Parquet integer has no unit: arrow would take it in the
+/// declared type's unit, the JSON reader in seconds).
+fn changes_values(from: &DataType, to: &DataType) -> bool {
+    let fractional = from.is_floating()
+        || matches!(from, DataType::Decimal32(_, s) | DataType::Decimal64(_, s) if *s > 0)
+        || matches!(from, DataType::Decimal128(_, s) | DataType::Decimal256(_, s) if *s > 0);
+    let temporal = matches!(to, DataType::Timestamp(..) | DataType::Date32 | DataType::Date64);
+    (fractional && to.is_integer()) || (from.is_numeric() && temporal)
 }
 
 /// `array` read as `to` (see [`can_adapt`]).
@@ -262,6 +275,32 @@ mod tests {
             decode(&path, Format::Parquet, DecodeOptions::default()).unwrap_err(),
             SluiceError::Source { .. }
         ));
+    }
+
+    /// arrow would cut `1.7` to `1` in a BIGINT column and read `3000000000` as nanoseconds in a
+    /// TIMESTAMP one: both files are refused, naming the column, instead of changing values.
+    #[test]
+    fn parquet_columns_that_would_change_value_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let doubles = RecordBatch::try_from_iter(vec![
+            ("ts", Arc::new(TimestampNanosecondArray::from(vec![T0])) as ArrayRef),
+            ("value", Arc::new(arrow::array::Float64Array::from(vec![1.7])) as ArrayRef),
+        ])
+        .unwrap();
+        let numbers = RecordBatch::try_from_iter(vec![
+            ("ts", Arc::new(Int64Array::from(vec![3_000_000_000])) as ArrayRef),
+            ("value", Arc::new(Int64Array::from(vec![1])) as ArrayRef),
+        ])
+        .unwrap();
+        for (name, batch, column) in
+            [("a.parquet", doubles, "'value' is Float64"), ("b.parquet", numbers, "'ts' is Int64")]
+        {
+            let path = write_parquet(&dir, name, batch);
+            match decode(&path, Format::Parquet, DecodeOptions::default()).unwrap_err() {
+                SluiceError::Source { message, .. } => assert!(message.contains(column), "{message}"),
+                other => panic!("expected Source, got {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ use arrow::datatypes::{DataType, FieldRef, Float32Type, Float64Type, Int64Type, 
 use arrow::error::ArrowError;
 use arrow::json::writer::{Encoder, EncoderFactory, EncoderOptions, NullableEncoder};
 use arrow::record_batch::RecordBatch;
+use arrow::util::display::{ArrayFormatter, FormatOptions};
 
 use super::spark_text::{out_of_range, write_double, write_float, write_timestamp};
 use super::DATE_FORMAT;
@@ -63,6 +64,15 @@ impl EncoderFactory for SparkEncoders {
                     text.clear();
                 }
                 Box::new(TimestampEncoder { values, unit: *unit, time_zone: self.time_zone, text })
+            }
+            DataType::Date32 | DataType::Date64 => {
+                // arrow_json would print a date chrono cannot represent as the text of its error:
+                // refuse it, as the CSV writer does, then let arrow_json write the dates.
+                let formatter = ArrayFormatter::try_new(array, &FormatOptions::default().with_display_error(false))?;
+                for i in (0..array.len()).filter(|i| array.is_valid(*i)) {
+                    formatter.value(i).try_to_string()?;
+                }
+                return Ok(None);
             }
             _ => return Ok(None),
         };

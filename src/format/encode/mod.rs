@@ -192,6 +192,19 @@ mod tests {
         assert_eq!(String::from_utf8(out).unwrap(), SPARK_JSON);
     }
 
+    /// A date outside chrono's range (e.g. `date_add` past year 262143) fails the write in
+    /// both formats, instead of the JSON file holding arrow's error text as the value.
+    #[test]
+    fn dates_that_cannot_be_printed_are_an_error_not_text() {
+        let schema = Arc::new(Schema::new(vec![Field::new("d", DataType::Date32, true)]));
+        let dates = arrow::array::Date32Array::from(vec![Some(19_723), None, Some(i32::MAX)]);
+        let b = RecordBatch::try_new(schema.clone(), vec![Arc::new(dates)]).unwrap();
+        for format in [Format::Json, Format::Csv] {
+            let err = encode(&schema, std::slice::from_ref(&b), format, None).unwrap_err().to_string();
+            assert!(err.contains("2147483647"), "{format:?}: {err}");
+        }
+    }
+
     #[test]
     fn json_timestamps_with_timezone_are_written_in_utc() {
         let b = batch(Some("+05:00"));
