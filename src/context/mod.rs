@@ -100,10 +100,13 @@ impl std::fmt::Debug for StreamContext {
 /// target of one partition keeps DataFusion from adding repartitions of its own, whose order
 /// would vary from run to run (a replayed batch writes identical files). Dynamic filters are off:
 /// the plan is executed once per batch, and a filter derived from one batch must not prune the
-/// next.
+/// next. NULL sorts as the smallest value, as in Spark (first in `ORDER BY x`, last in
+/// `ORDER BY x DESC`, unless the query says `NULLS FIRST` / `NULLS LAST`); DataFusion's default
+/// is the opposite.
 fn session_config() -> SessionConfig {
     let mut config = SessionConfig::new().with_target_partitions(1).with_information_schema(true);
     config.options_mut().optimizer.enable_dynamic_filter_pushdown = false;
+    config.options_mut().sql_parser.default_null_ordering = "nulls_min".to_string();
     config
 }
 

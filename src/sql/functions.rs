@@ -8,7 +8,8 @@
 //! name it has is kept. With `SET sluice.sql.spark_functions = 'true'` every datafusion-spark
 //! function replaces DataFusion's of the same name (`concat` returns NULL when an argument is
 //! NULL, as in Spark) and Spark's expression planners are added (`EXTRACT`, `SUBSTRING`, and `/`
-//! giving a DOUBLE).
+//! giving a DOUBLE). The datafusion-spark functions declared with exact argument types take
+//! Spark's implicit casts ([`super::spark_coercion`]): `date_add(d, 1)` plans.
 
 use std::sync::Arc;
 
@@ -23,6 +24,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use super::date_format::{DateFormat, ToChar};
 use super::divide::SparkDivisionPlanner;
 use super::get_json_object::GetJsonObject;
+use super::spark_coercion::with_spark_coercion;
 use crate::plan::window;
 use crate::Result;
 
@@ -47,7 +49,7 @@ pub fn new_session(config: SessionConfig) -> SessionContext {
     };
     for udf in datafusion_spark::all_default_scalar_functions() {
         if !taken(udf.name(), udf.aliases()) {
-            ctx.register_udf(udf.as_ref().clone());
+            ctx.register_udf(with_spark_coercion(udf.as_ref().clone()));
         }
     }
     for udaf in datafusion_spark::all_default_aggregate_functions() {
@@ -66,6 +68,9 @@ pub fn new_session(config: SessionConfig) -> SessionContext {
 pub fn prefer_spark_functions(ctx: &SessionContext) -> Result<()> {
     let mut registry = ctx.clone();
     datafusion_spark::register_all(&mut registry)?;
+    for udf in datafusion_spark::all_default_scalar_functions() {
+        registry.register_udf(with_spark_coercion(udf.as_ref().clone()));
+    }
     registry.register_expr_planner(Arc::new(datafusion_spark::planner::SparkFunctionPlanner))?;
     registry.register_expr_planner(Arc::new(SparkDivisionPlanner))?;
     Ok(())

@@ -12,6 +12,7 @@ pub mod get_json_object;
 pub mod parser;
 pub mod rewrite;
 pub mod settings;
+pub(crate) mod spark_coercion;
 pub mod spelling;
 
 pub use parser::{parse_script, WatermarkClause};

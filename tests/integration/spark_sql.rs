@@ -28,7 +28,7 @@ async fn run(query: &mut StreamingQuery, stream: &MemoryStream, input: &[(&str, 
 async fn spark_functions_run_in_a_streaming_query() {
     let (stream, sink, mut query) = start(
         OutputMode::Append,
-        "INSERT INTO out SELECT key, if(value > 2, 'big', 'small') AS class, date_add(CAST(ts AS DATE), CAST(1 AS INT)) AS next_day,
+        "INSERT INTO out SELECT key, if(value > 2, 'big', 'small') AS class, date_add(CAST(ts AS DATE), 1) AS next_day,
                 size(make_array(value, value, value)) AS n, from_utc_timestamp(ts, 'Asia/Tokyo') AS tokyo,
                 concat(key, NULL) AS c
          FROM events",
@@ -152,4 +152,39 @@ async fn month_intervals_are_refused_as_window_sizes() {
         }
     };
     assert!(err.contains("months"), "{err}");
+}
+
+/// NULL sorts as the smallest value, as in Spark: last in `ORDER BY ... DESC` (first ascending),
+/// and a top-N by `value DESC` ranks a row without a value below the others.
+#[tokio::test]
+async fn nulls_sort_as_the_smallest_value_as_in_spark() {
+    let batch = |keys: Vec<Option<&str>>, values: Vec<Option<i64>>| {
+        let n = keys.len();
+        let columns: Vec<arrow::array::ArrayRef> = vec![
+            std::sync::Arc::new(arrow::array::StringArray::from(keys)),
+            std::sync::Arc::new(arrow::array::TimestampNanosecondArray::from(vec![BASE_NS; n])),
+            std::sync::Arc::new(arrow::array::Int64Array::from(values)),
+        ];
+        arrow::array::RecordBatch::try_new(events_schema(), columns).unwrap()
+    };
+    let (stream, sink, query) = start(
+        OutputMode::Complete,
+        "INSERT INTO out SELECT key, count(*) AS n FROM events GROUP BY key ORDER BY key DESC",
+    )
+    .await
+    .unwrap();
+    stream.push(batch(vec![Some("a"), None, Some("b")], vec![Some(1); 3])).unwrap();
+    assert!(query.run_next_batch().await.unwrap());
+    assert_eq!(rows(&sink.all()), ["b,1", "a,1", "null,1"]);
+
+    let (stream, sink, query) = start(
+        OutputMode::Update,
+        "INSERT INTO out SELECT key, value FROM (SELECT key, value, ROW_NUMBER() OVER (PARTITION BY key ORDER BY value DESC) AS rn
+         FROM events) AS ranked WHERE rn = 1",
+    )
+    .await
+    .unwrap();
+    stream.push(batch(vec![Some("a"), Some("a")], vec![None, Some(1)])).unwrap();
+    assert!(query.run_next_batch().await.unwrap());
+    assert_eq!(rows(&sink.all()), ["a,1"]);
 }
