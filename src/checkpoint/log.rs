@@ -151,6 +151,13 @@ pub struct QueryMetadata {
     /// was recorded, all by the in-memory store.
     #[serde(default)]
     pub state_store: String,
+    /// How the watermarks of several inputs combine, `min` or `max`, fixed at the first start as
+    /// Spark records `spark.sql.streaming.multipleWatermarkPolicy` in its offset log: a restart
+    /// with another setting keeps it, so that the watermarks the state was evicted under do not
+    /// change. Empty in checkpoints written before it was recorded; their next start records the
+    /// setting it runs with.
+    #[serde(default)]
+    pub watermark_policy: String,
 }
 
 /// The state layout new checkpoints are written with (see [`QueryMetadata::state_layout`]).
@@ -162,7 +169,7 @@ pub const STATE_LAYOUT: u32 = 1;
 pub const STATE_ENCODING: &str = "arrow-row 59.3.2";
 
 /// Suffix of a compacted entry, `N.compact` (Spark's `CompactibleFileStreamLog`).
-const COMPACT_SUFFIX: &str = ".compact";
+pub(crate) const COMPACT_SUFFIX: &str = ".compact";
 
 /// The entries a log holds, ascending: deltas `N` and compacted entries `N.compact`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

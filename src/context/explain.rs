@@ -47,7 +47,7 @@ impl StreamContext {
             .iter()
             .filter_map(|t| WatermarkSpec::of_schema(&t.schema()).map(|w| (t.name().to_string(), w)))
             .collect();
-        Ok(explain(&plan, &watermarks, mode, why))
+        Ok(explain(&plan, &watermarks, self.watermark_policy, mode, why))
     }
 
     /// The output mode of sink table `sink` and where it comes from.

@@ -18,12 +18,13 @@ use crate::checkpoint::CheckpointLocation;
 use crate::execution::query::{MicroBatchExecution, QueryParts, QuerySource};
 use crate::execution::recovery::{check_state_layout, check_stateful_operators, load_or_create_metadata};
 use crate::execution::StreamingQuery;
-use crate::operator::watermark::{WatermarkSpec, WatermarkTracker};
+use crate::operator::watermark::{MultipleWatermarkPolicy, WatermarkSpec, WatermarkTracker};
 use crate::plan::batch_time::{with_batch_clock, BatchClock};
+use crate::plan::checked_arithmetic::checked_arithmetic;
 use crate::plan::ordered_merge::ordered_merges;
 use crate::plan::physical::{OperatorRegistry, StreamingQueryPlanner};
 use crate::plan::stream_table::StreamTable;
-use crate::plan::{checks, fingerprint, incremental, join, row_number, stage, OutputMode};
+use crate::plan::{checks, fingerprint, incremental, join, row_number, stage, union_event_time, OutputMode};
 use crate::source::memory::MemorySource;
 use crate::sql::functions;
 use crate::sql::generators::{explain_map_explode, rewrite_generators};
@@ -61,7 +62,8 @@ impl StreamContext {
         let location = CheckpointLocation::open(checkpoint)?;
         // Before anything is read: the lock keeps a second query off a checkpoint in use.
         let lock = location.lock().await?;
-        let metadata = load_or_create_metadata(&location, self.state_partitions, self.state_store).await?;
+        let metadata =
+            load_or_create_metadata(&location, self.state_partitions, self.state_store, self.watermark_policy).await?;
         let state_store = StateStoreKind::parse(&metadata.state_store).unwrap_or_default();
         let backend = StateBackend::for_query(state_store, &self.rocksdb)?;
         let registry = Arc::new(OperatorRegistry::new(location.clone(), metadata.state_partitions, mode, backend));
@@ -89,7 +91,7 @@ impl StreamContext {
         // operators exist to restore.
         let clock = BatchClock::default();
         let physical = state.query_planner().create_physical_plan(&with_batch_clock(&plan, &clock)?, &state).await?;
-        let physical = ordered_merges(physical)?;
+        let physical = checked_arithmetic(ordered_merges(physical)?)?;
         let stateful = fingerprint::stateful_operators(&plan);
         check_state_layout(&location, &metadata, !stateful.is_empty())?;
         check_stateful_operators(&location, &stateful).await?;
@@ -127,7 +129,10 @@ impl StreamContext {
             operators: registry.operators(),
             location,
             lock,
-            watermarks: WatermarkTracker::new(watermark_specs, self.watermark_policy),
+            watermarks: WatermarkTracker::new(
+                watermark_specs,
+                MultipleWatermarkPolicy::parse(&metadata.watermark_policy).unwrap_or(self.watermark_policy),
+            ),
         };
         let query = StreamingQuery::new(MicroBatchExecution::open(parts).await?);
         self.streams.add(query.clone());
@@ -201,7 +206,7 @@ pub(super) async fn plan_query(
     };
     checks::check_subqueries(&plan)?;
     checks::check_set_operations(&plan)?;
-    let optimized = state.optimize(&plan)?;
+    let optimized = union_event_time::first_input_event_time(state.optimize(&plan)?)?;
     if StreamTable::sources_of(&optimized).is_empty() {
         return Err(SluiceError::sql("the query reads no stream table; run it as a batch query instead"));
     }

@@ -6,6 +6,8 @@ use serde_json::Value;
 
 use crate::checkpoint::log::{decode_entry, encode_entry, EntryError, STATE_ENCODING, STATE_LAYOUT};
 use crate::checkpoint::{BatchLog, CheckpointLocation, CommitEntry, OffsetEntry, QueryMetadata, ReadEntry};
+use crate::operator::watermark::MultipleWatermarkPolicy;
+use crate::plan::fingerprint::without_field_metadata;
 use crate::state::store::MAX_STATE_PARTITIONS;
 use crate::state::StateStoreKind;
 use crate::{Result, SluiceError};
@@ -174,8 +176,9 @@ pub fn check_state_layout(location: &CheckpointLocation, metadata: &QueryMetadat
     ))
 }
 
-/// Reads `metadata`, or writes it on a query's first run; gives a `metadata` written without a
-/// query id or state encoding one (and writes it back, so it stays the same from then on).
+/// Reads `metadata`, or writes it on a query's first run with the settings given; gives a
+/// `metadata` written without a query id, state encoding or watermark policy one (the policy
+/// `watermark_policy`, and writes it back, so it stays the same from then on).
 ///
 /// A torn `metadata` of a checkpoint where no batch was planned yet (a crash during the first
 /// start) is written again, with a warning.
@@ -188,6 +191,7 @@ pub async fn load_or_create_metadata(
     location: &CheckpointLocation,
     state_partitions: usize,
     state_store: StateStoreKind,
+    watermark_policy: MultipleWatermarkPolicy,
 ) -> Result<QueryMetadata> {
     let stored = match location.get("metadata").await? {
         Some(bytes) => match decode_entry::<QueryMetadata>(&bytes) {
@@ -231,12 +235,30 @@ pub async fn load_or_create_metadata(
                 state_store.name()
             );
         }
-        if metadata.id.is_empty() || metadata.state_encoding.is_empty() {
+        match metadata.watermark_policy.as_str() {
+            "" => {}
+            name => {
+                let stored = MultipleWatermarkPolicy::parse(name).map_err(|e| corrupted(e.to_string()))?;
+                if stored != watermark_policy {
+                    tracing::warn!(
+                        checkpoint = %location.display(),
+                        "the checkpoint combines its streams' watermarks with policy '{}', as it was first started: \
+                         spark.sql.streaming.multipleWatermarkPolicy = '{}' applies to new checkpoints only",
+                        stored.name(),
+                        watermark_policy.name()
+                    );
+                }
+            }
+        }
+        if metadata.id.is_empty() || metadata.state_encoding.is_empty() || metadata.watermark_policy.is_empty() {
             if metadata.id.is_empty() {
                 metadata.id = uuid::Uuid::new_v4().to_string();
             }
             if metadata.state_encoding.is_empty() {
                 metadata.state_encoding = STATE_ENCODING.to_string();
+            }
+            if metadata.watermark_policy.is_empty() {
+                metadata.watermark_policy = watermark_policy.name().to_string();
             }
             write_metadata(location, &metadata).await?;
         }
@@ -249,6 +271,7 @@ pub async fn load_or_create_metadata(
         state_layout: STATE_LAYOUT,
         state_encoding: STATE_ENCODING.to_string(),
         state_store: state_store.name().to_string(),
+        watermark_policy: watermark_policy.name().to_string(),
     };
     write_metadata(location, &metadata).await?;
     Ok(metadata)
@@ -313,6 +336,8 @@ pub async fn check_stateful_operators(location: &CheckpointLocation, operators: 
             ),
         )
     };
+    // Lines written before field metadata was left out of them compare without it.
+    let stored: Vec<String> = stored.iter().map(|line| without_field_metadata(line)).collect();
     for (i, (old, new)) in stored.iter().zip(operators).enumerate() {
         if old != new {
             return Err(changed(format!("operator {i} was `{old}` and is now `{new}`")));
@@ -341,9 +366,11 @@ mod tests {
     #[tokio::test]
     async fn the_state_store_of_the_first_start_stays() {
         let location = CheckpointLocation::open("memory://").unwrap();
-        let first = load_or_create_metadata(&location, 2, StateStoreKind::RocksDb).await.unwrap();
+        let first =
+            load_or_create_metadata(&location, 2, StateStoreKind::RocksDb, MultipleWatermarkPolicy::Min).await.unwrap();
         assert_eq!(first.state_store, "rocksdb");
-        let again = load_or_create_metadata(&location, 2, StateStoreKind::Memory).await.unwrap();
+        let again =
+            load_or_create_metadata(&location, 2, StateStoreKind::Memory, MultipleWatermarkPolicy::Min).await.unwrap();
         assert_eq!(again.state_store, "rocksdb");
         let old = CheckpointLocation::open("memory://").unwrap();
         old.put(
@@ -352,26 +379,62 @@ mod tests {
         )
         .await
         .unwrap();
-        assert_eq!(load_or_create_metadata(&old, 2, StateStoreKind::RocksDb).await.unwrap().state_store, "");
+        assert_eq!(
+            load_or_create_metadata(&old, 2, StateStoreKind::RocksDb, MultipleWatermarkPolicy::Min)
+                .await
+                .unwrap()
+                .state_store,
+            ""
+        );
         old.put(
             "metadata",
             r#"{"id": "q", "state_partitions": 2, "sluice_version": "0.1.0", "state_store": "hdfs"}"#.into(),
         )
         .await
         .unwrap();
-        let err = load_or_create_metadata(&old, 2, StateStoreKind::Memory).await.unwrap_err().to_string();
+        let err = load_or_create_metadata(&old, 2, StateStoreKind::Memory, MultipleWatermarkPolicy::Min)
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("state_store is 'hdfs'") && err.contains("metadata"), "{err}");
+    }
+
+    /// The watermark policy is fixed at the first start, as Spark keeps the one its offset log
+    /// recorded; a checkpoint from before it was recorded takes the setting it next runs with.
+    #[tokio::test]
+    async fn the_watermark_policy_of_the_first_start_stays() {
+        let location = CheckpointLocation::open("memory://").unwrap();
+        let first =
+            load_or_create_metadata(&location, 2, StateStoreKind::Memory, MultipleWatermarkPolicy::Max).await.unwrap();
+        assert_eq!(first.watermark_policy, "max");
+        let again =
+            load_or_create_metadata(&location, 2, StateStoreKind::Memory, MultipleWatermarkPolicy::Min).await.unwrap();
+        assert_eq!(again.watermark_policy, "max");
+        let old = CheckpointLocation::open("memory://").unwrap();
+        old.put("metadata", r#"{"id": "q", "state_partitions": 2, "sluice_version": "0.1.0"}"#.into()).await.unwrap();
+        let policy = |p| load_or_create_metadata(&old, 2, StateStoreKind::Memory, p);
+        assert_eq!(policy(MultipleWatermarkPolicy::Max).await.unwrap().watermark_policy, "max");
+        assert_eq!(policy(MultipleWatermarkPolicy::Min).await.unwrap().watermark_policy, "max", "written back");
+        old.put("metadata", r#"{"state_partitions": 2, "sluice_version": "0", "watermark_policy": "avg"}"#.into())
+            .await
+            .unwrap();
+        let err = policy(MultipleWatermarkPolicy::Min).await.unwrap_err().to_string();
+        assert!(err.contains("'avg'") && err.contains("metadata"), "{err}");
     }
 
     #[tokio::test]
     async fn metadata_without_a_query_id_loads_and_gets_one_that_stays() {
         let location = CheckpointLocation::open("memory://").unwrap();
         location.put("metadata", r#"{"state_partitions": 4, "sluice_version": "0.1.0"}"#.into()).await.unwrap();
-        let first = load_or_create_metadata(&location, 2, StateStoreKind::Memory).await.unwrap();
+        let first =
+            load_or_create_metadata(&location, 2, StateStoreKind::Memory, MultipleWatermarkPolicy::Min).await.unwrap();
         assert_eq!(first.state_partitions, 4, "the checkpoint's setting wins");
         assert_eq!(first.id.len(), 36, "a UUID: {}", first.id);
         assert_eq!(
-            load_or_create_metadata(&location, 2, StateStoreKind::Memory).await.unwrap().id,
+            load_or_create_metadata(&location, 2, StateStoreKind::Memory, MultipleWatermarkPolicy::Min)
+                .await
+                .unwrap()
+                .id,
             first.id,
             "written back"
         );
@@ -383,7 +446,8 @@ mod tests {
         let location = CheckpointLocation::open("memory://").unwrap();
         let entry = r#"{"state_partitions": 1, "sluice_version": "0.0.9", "state_layout": 1, "state_encoding": "arrow-row 58.0.0"}"#;
         location.put("metadata", entry.into()).await.unwrap();
-        let metadata = load_or_create_metadata(&location, 1, StateStoreKind::Memory).await.unwrap();
+        let metadata =
+            load_or_create_metadata(&location, 1, StateStoreKind::Memory, MultipleWatermarkPolicy::Min).await.unwrap();
         assert!(check_state_layout(&location, &metadata, false).is_ok(), "a stateless query reads no state");
         let error = check_state_layout(&location, &metadata, true).unwrap_err().to_string();
         assert!(

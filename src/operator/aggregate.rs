@@ -249,7 +249,9 @@ impl AggregateState {
 
     /// Drops partial rows whose event time is at or below the late-row watermark `W_{k-1}`
     /// (window aggregations in append and update mode, session windows in every mode; complete
-    /// mode drops nothing otherwise). A session row's end is `t + gap`, as Spark's rule has it.
+    /// mode drops nothing otherwise). A session row's end is `t + gap`, as Spark's rule has it. A
+    /// group without event time (a null timestamp key) is never late, as in Spark, where the late
+    /// predicate on a null time is not true (nor is it ever evicted).
     fn drop_late(&mut self, partial: RecordBatch) -> Result<RecordBatch> {
         let is_session = self.event_time.is_some_and(|e| e.is_session);
         if (self.mode == OutputMode::Complete && !is_session) || partial.num_rows() == 0 {
@@ -259,7 +261,7 @@ impl AggregateState {
             return Ok(partial);
         };
         let late = ms_in_unit(self.watermarks.late_ms, &unit);
-        let keep: BooleanArray = ends.iter().map(|e| Some(e.is_some_and(|e| e > late))).collect();
+        let keep: BooleanArray = ends.iter().map(|e| Some(e.is_none_or(|e| e > late))).collect();
         let kept = filter_record_batch(&partial, &keep)?;
         self.dropped += (partial.num_rows() - kept.num_rows()) as u64;
         Ok(kept)

@@ -1,6 +1,6 @@
 //! Event-time watermarks: per input `max event time - delay`, combined over inputs (SEMANTICS §1).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use std::sync::Arc;
 
@@ -11,23 +11,47 @@ use arrow::record_batch::RecordBatch;
 use crate::{Result, SluiceError};
 
 /// Field metadata key marking an event-time column and carrying its watermark delay in ms, as
-/// Spark marks the attribute with `spark.watermarkDelayMs`. Window structs computed from such a
-/// column carry it too, which is how the planner recognises an event-time grouping key.
+/// Spark marks the attribute with `spark.watermarkDelayMs`. A window struct computed from such a
+/// column carries it too, which is how the planner recognises an event-time grouping key.
 pub const WATERMARK_DELAY_METADATA: &str = "sluice.watermark.delay_ms";
 
-/// The watermark delay (ms) an event-time field carries: its own metadata, or for a
-/// `window{start, end}` struct that of its `end` field. The struct's children carry it because the
+/// Field metadata key on a window struct's `start` and `end` fields: the watermark delay (ms) of
+/// the event-time column the window was computed from. The struct's children carry it because the
 /// window's type travels through every plan node (`unnest` included), while a field's own metadata
-/// does not.
+/// does not. It is not [`WATERMARK_DELAY_METADATA`]: a bound read out of the window
+/// (`window.start`) is not an event-time column, as in Spark, whose window struct fields carry no
+/// watermark; `window_time(window)` is one (see [`window_end_event_time`]).
+pub const WINDOW_DELAY_METADATA: &str = "sluice.window.delay_ms";
+
+/// The watermark delay (ms) an event-time field carries: its own metadata, or for a
+/// `window{start, end}` struct that of its `end` field.
 pub fn event_time_delay_ms(field: &arrow::datatypes::Field) -> Option<i64> {
     let own = field.metadata().get(WATERMARK_DELAY_METADATA);
     let nested = match field.data_type() {
-        DataType::Struct(children) => {
-            children.find("end").and_then(|(_, f)| f.metadata().get(WATERMARK_DELAY_METADATA))
-        }
+        DataType::Struct(children) => children.find("end").and_then(|(_, f)| f.metadata().get(WINDOW_DELAY_METADATA)),
         _ => None,
     };
     own.or(nested).and_then(|d| d.parse().ok())
+}
+
+/// The metadata of a window's `start` and `end` fields, from that of the event-time column `ts`
+/// it is computed from: its watermark delay moves to [`WINDOW_DELAY_METADATA`].
+pub fn window_bound_metadata(ts: &HashMap<String, String>) -> HashMap<String, String> {
+    let mut meta = ts.clone();
+    if let Some(delay) = meta.remove(WATERMARK_DELAY_METADATA) {
+        meta.insert(WINDOW_DELAY_METADATA.to_string(), delay);
+    }
+    meta
+}
+
+/// The metadata of `window_time(window)`, from that of the window's `end` field: an event-time
+/// column with the window's watermark delay (Spark's `window_time` keeps the watermark).
+pub fn window_end_event_time(end: &HashMap<String, String>) -> HashMap<String, String> {
+    let mut meta = end.clone();
+    if let Some(delay) = meta.remove(WINDOW_DELAY_METADATA) {
+        meta.insert(WATERMARK_DELAY_METADATA.to_string(), delay);
+    }
+    meta
 }
 
 /// How the watermarks of several inputs combine (Spark's `spark.sql.streaming.multipleWatermarkPolicy`).
@@ -49,7 +73,17 @@ impl MultipleWatermarkPolicy {
         match text.to_ascii_lowercase().as_str() {
             "min" => Ok(Self::Min),
             "max" => Ok(Self::Max),
-            other => Err(SluiceError::sql(format!("multiple_watermark_policy must be 'min' or 'max', got '{other}'"))),
+            other => Err(SluiceError::sql(format!(
+                "spark.sql.streaming.multipleWatermarkPolicy must be 'min' or 'max', got '{other}'"
+            ))),
+        }
+    }
+
+    /// `min` or `max`, as [`Self::parse`] reads it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Min => "min",
+            Self::Max => "max",
         }
     }
 }

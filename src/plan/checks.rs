@@ -392,10 +392,10 @@ fn check_stream_join(join: &StreamingJoinNode, mode: OutputMode) -> Option<Sluic
         format!("{} join between two streams without a watermark and a time range", join.join_type),
         format!(
             "an unmatched {side} row is emitted (padded with nulls) when the watermark shows no {other} row can still match it; \
-             that needs a watermark on both streams and a condition bounding the {other} event time by the {side} one, or an event-time column among the join keys"
+             that needs a watermark on the {other} stream and a condition bounding its event time by a {side} time column, or an event-time column among the join keys"
         ),
         format!(
-            "declare WATERMARK FOR on both streams and add a time range to the ON clause, e.g. AND {other}.ts BETWEEN {side}.ts AND {side}.ts + INTERVAL '1' HOUR"
+            "declare WATERMARK FOR on the {other} stream and add a time range to the ON clause, e.g. AND {other}.ts BETWEEN {side}.ts AND {side}.ts + INTERVAL '1' HOUR"
         ),
     ))
 }

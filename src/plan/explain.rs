@@ -15,13 +15,14 @@ use super::nodes::{
 };
 use super::OutputMode;
 use crate::operator::group_state::GroupStateTimeout;
-use crate::operator::watermark::WatermarkSpec;
+use crate::operator::watermark::{MultipleWatermarkPolicy, WatermarkSpec};
 
 /// The `EXPLAIN` text of the incremental plan `plan` run in `mode` (chosen because of `why`),
-/// over streams declaring `watermarks` (stream name, watermark).
+/// over streams declaring `watermarks` (stream name, watermark) combined under `policy`.
 pub(crate) fn explain(
     plan: &LogicalPlan,
     watermarks: &[(String, WatermarkSpec)],
+    policy: MultipleWatermarkPolicy,
     mode: OutputMode,
     why: &str,
 ) -> String {
@@ -34,9 +35,15 @@ pub(crate) fn explain(
             let _ = writeln!(out, "Watermark: {stream}.{} minus {}", w.column, human_ms(w.delay_ms));
         }
         if watermarks.len() > 1 {
+            let which = match policy {
+                MultipleWatermarkPolicy::Min => "minimum",
+                MultipleWatermarkPolicy::Max => "maximum",
+            };
             let _ = writeln!(
                 out,
-                "  the query's watermark is the minimum of the streams' (sluice.sql.multiple_watermark_policy)"
+                "  the query's watermark is the {which} of the streams' (spark.sql.streaming.multipleWatermarkPolicy = \
+                 '{}'; a checkpoint keeps the policy it was created with)",
+                policy.name()
             );
         }
     }

@@ -12,12 +12,15 @@
 //! - [`physical`]: the DataFusion extension planner that turns them into stateful operators, each
 //!   behind a hash exchange by its keys ([`crate::operator::exchange`]); [`ordered_merge`] keeps
 //!   DataFusion's merges of partitions deterministic;
+//! - [`union_event_time`]: a union's event-time columns are its first input's, as in Spark;
 //! - [`fingerprint`]: what the state of each stateful operator depends on, checked on restart;
-//! - [`batch_time`]: `now()` and `current_date()` evaluated once per micro-batch, as in Spark.
+//! - [`batch_time`]: `now()` and `current_date()` evaluated once per micro-batch, as in Spark;
+//! - [`checked_arithmetic`]: integer `+`, `-`, `*` that overflow are errors, as in Spark's ANSI mode.
 //!
 //! The physical plan is built once, when the query starts, and executed once per micro-batch.
 
 pub mod batch_time;
+pub(crate) mod checked_arithmetic;
 pub mod checks;
 pub(crate) mod explain;
 pub mod fingerprint;
@@ -32,6 +35,7 @@ pub mod stage;
 pub mod stream_scan;
 pub mod stream_table;
 pub mod time_range;
+pub(crate) mod union_event_time;
 pub mod window;
 pub(crate) mod window_key;
 

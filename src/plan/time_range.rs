@@ -77,9 +77,11 @@ fn is_watermarked(schema: &DFSchema, column: &Column) -> bool {
 ///
 /// 1. an equality key that is an event-time column (a timestamp or a window) on either side:
 ///    both sides evict by that key, `key <= W` (windows compare their `end`);
-/// 2. otherwise, for a side whose input has a watermark, every condition bounding its time from
-///    below by the other side's watermarked time, `s >= o + c` (or `>`), gives a state watermark
-///    `W + c` (minus 1 ms when the bound is inclusive); the lowest one is used.
+/// 2. otherwise, for each side, every condition bounding a time column of it from below by the
+///    other side's watermarked time, `s >= o + c` (or `>`), gives a state watermark `W + c` (minus
+///    1 ms when the bound is inclusive); the lowest one is used. The side itself needs no
+///    watermark (Spark's `getStateValueWatermark` only asks one of the side it is bounded by):
+///    `a LEFT JOIN b ON ... AND b.t BETWEEN a.t AND a.t + D` runs with a watermark on `b` only.
 ///
 /// A side with neither keeps its rows forever.
 pub fn state_evictions(
@@ -118,9 +120,6 @@ pub fn state_evictions(
         };
         for (side, (own, other)) in [(left, right), (right, left)].into_iter().enumerate() {
             let (Ok(column), true) = (own.index_of_column(lower), is_watermarked(other, upper)) else { continue };
-            if watermarked_column(own).is_none() {
-                continue;
-            }
             let offset_ms = c - i64::from(inclusive);
             let eviction = StateEviction { column, is_window: is_window(own.field(column)), offset_ms };
             bounds[side] = Some(match bounds[side] {

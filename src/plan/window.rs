@@ -18,6 +18,8 @@ use datafusion::logical_expr::{
     ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 
+use crate::operator::watermark::{window_bound_metadata, window_end_event_time};
+
 /// Name of the tumbling-window function the rewrite targets: `tumble_window(ts, size[, offset])`.
 pub const TUMBLE_WINDOW: &str = "tumble_window";
 /// Name of the sliding-window function: `sliding_windows(ts, size, slide[, offset])`, a list of
@@ -31,6 +33,11 @@ pub const SLIDING_WINDOWS: &str = "sliding_windows";
 /// A plan error when the text is not an interval, is not positive, or uses months or years (a
 /// window needs a fixed duration, as in Spark).
 pub fn parse_duration_ns(text: &str) -> DFResult<i64> {
+    positive(signed_duration_ns(text)?, &format!("'{text}'"))
+}
+
+/// [`parse_duration_ns`] without the sign check: a window's start offset may be negative.
+fn signed_duration_ns(text: &str) -> DFResult<i64> {
     let interval = arrow::compute::kernels::cast_utils::parse_interval_month_day_nano(text).map_err(|e| {
         datafusion::error::DataFusionError::Plan(format!(
             "invalid interval '{text}': {e}; write e.g. '10 seconds' or '1 hour'"
@@ -39,26 +46,33 @@ pub fn parse_duration_ns(text: &str) -> DFResult<i64> {
     if interval.months != 0 {
         return plan_err!("interval '{text}' uses months or years; windows need a fixed duration");
     }
-    let ns = i64::from(interval.days)
+    i64::from(interval.days)
         .checked_mul(86_400_000_000_000)
         .and_then(|d| d.checked_add(interval.nanoseconds))
-        .ok_or_else(|| datafusion::error::DataFusionError::Plan(format!("interval '{text}' is too long")))?;
+        .ok_or_else(|| datafusion::error::DataFusionError::Plan(format!("interval '{text}' is too long")))
+}
+
+fn positive(ns: i64, written: &str) -> DFResult<i64> {
     if ns <= 0 {
-        return plan_err!("interval '{text}' must be positive");
+        return plan_err!("interval {written} must be positive");
     }
     Ok(ns)
 }
 
-/// A constant window size, slide or start offset in nanoseconds: a duration string
-/// (`'10 seconds'`) or a day-time interval (`INTERVAL '10' SECOND`, `INTERVAL 1 HOUR`), as Spark
-/// accepts both.
+/// A constant window size or slide in nanoseconds: a duration string (`'10 seconds'`) or a
+/// day-time interval (`INTERVAL '10' SECOND`, `INTERVAL 1 HOUR`), as Spark accepts both.
 ///
 /// # Errors
 /// A plan error for anything else, a month or year interval, or a duration that is not positive.
 pub fn scalar_duration_ns(value: &ScalarValue) -> DFResult<i64> {
+    positive(scalar_signed_duration_ns(value)?, &value.to_string())
+}
+
+/// [`scalar_duration_ns`] without the sign check (a window's start offset).
+fn scalar_signed_duration_ns(value: &ScalarValue) -> DFResult<i64> {
     let ns = match value {
         ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)) => {
-            return parse_duration_ns(s)
+            return signed_duration_ns(s)
         }
         ScalarValue::IntervalMonthDayNano(Some(i)) if i.months == 0 => {
             i64::from(i.days).checked_mul(86_400_000_000_000).and_then(|d| d.checked_add(i.nanoseconds))
@@ -75,16 +89,15 @@ pub fn scalar_duration_ns(value: &ScalarValue) -> DFResult<i64> {
             )
         }
     };
-    match ns {
-        Some(ns) if ns > 0 => Ok(ns),
-        _ => plan_err!("interval {value} must be positive"),
-    }
+    ns.ok_or_else(|| datafusion::error::DataFusionError::Plan(format!("interval {value} is too long")))
 }
 
 /// The `window{start, end}` struct type for an event-time column of type `ts` whose field
-/// metadata is `meta`. Both children keep `meta` (the watermark delay), so the type itself says
-/// the window is an event-time key wherever the plan moves it.
+/// metadata is `meta`. Both children keep its watermark delay (as
+/// [`crate::operator::watermark::WINDOW_DELAY_METADATA`]), so
+/// the type itself says the window is an event-time key wherever the plan moves it.
 pub fn window_struct_type(ts: &DataType, meta: &HashMap<String, String>) -> DataType {
+    let meta = window_bound_metadata(meta);
     let child = |name: &str| Field::new(name, ts.clone(), true).with_metadata(meta.clone());
     DataType::Struct(Fields::from(vec![child("start"), child("end")]))
 }
@@ -117,22 +130,42 @@ struct Geometry {
 
 impl Geometry {
     fn from_args(args: &[ColumnarValue], ts: &DataType, sliding: bool) -> DFResult<Self> {
+        let scalars: Vec<Option<&ScalarValue>> = args
+            .iter()
+            .map(|a| match a {
+                ColumnarValue::Scalar(value) => Some(value),
+                ColumnarValue::Array(_) => None,
+            })
+            .collect();
+        Self::from_scalars(&scalars, ts, sliding)
+    }
+
+    /// The geometry of a window call whose arguments after the event time are `scalars` (`None`
+    /// for an argument that is not a constant).
+    fn from_scalars(scalars: &[Option<&ScalarValue>], ts: &DataType, sliding: bool) -> DFResult<Self> {
         let unit = unit_ns(ts)?;
-        let text = |i: usize| -> DFResult<Option<i64>> {
-            match args.get(i) {
+        let text = |i: usize, parse: fn(&ScalarValue) -> DFResult<i64>| -> DFResult<Option<i64>> {
+            match scalars.get(i) {
                 None => Ok(None),
-                Some(ColumnarValue::Scalar(value)) => Ok(Some(scalar_duration_ns(value)? / unit)),
-                Some(_) => exec_err!("window sizes must be constants such as '10 seconds' or INTERVAL '10' SECOND"),
+                Some(Some(value)) => Ok(Some(parse(value)? / unit)),
+                Some(None) => exec_err!("window sizes must be constants such as '10 seconds' or INTERVAL '10' SECOND"),
             }
         };
-        let size = text(1)?.expect("signature guarantees a size");
-        let (slide, offset_at) = if sliding { (text(2)?.unwrap_or(size), 3) } else { (size, 2) };
-        let offset = text(offset_at)?.unwrap_or(0);
+        let size = text(1, scalar_duration_ns)?.expect("signature guarantees a size");
+        let (slide, offset_at) = if sliding { (text(2, scalar_duration_ns)?.unwrap_or(size), 3) } else { (size, 2) };
+        let offset = text(offset_at, scalar_signed_duration_ns)?.unwrap_or(0);
         if slide > size {
             return exec_err!("window slide must not exceed the window size");
         }
         if slide == 0 {
             return exec_err!("window size and slide must be at least one unit of the event-time column ({ts})");
+        }
+        // Spark's TimeWindow: "The absolute value of start time must be less than the slideDuration".
+        if offset.checked_abs().is_none_or(|abs| abs >= slide) {
+            return exec_err!(
+                "the absolute value of a window's start offset ({offset}) must be less than its slide ({slide}), in units \
+                 of the event-time column ({ts})"
+            );
         }
         if size / slide > MAX_WINDOWS_PER_ROW {
             return exec_err!(
@@ -143,10 +176,47 @@ impl Geometry {
         Ok(Geometry { size, slide, offset })
     }
 
-    /// Start of the last window (latest start) containing `t`.
-    fn last_start(&self, t: i64) -> i64 {
-        t - (t - self.offset).rem_euclid(self.slide)
+    /// Start of the last window (latest start) containing `t`, and that window's end; `None`
+    /// when a bound does not fit an `i64` (an event time near the limits of its type).
+    fn last_window(&self, t: i64) -> Option<(i64, i64)> {
+        let start = t.checked_sub(t.checked_sub(self.offset)?.rem_euclid(self.slide))?;
+        Some((start, start.checked_add(self.size)?))
     }
+
+    /// Start of the first (earliest) window containing `t`, given the start of the last one.
+    fn first_start(&self, t: i64, last: i64) -> Option<i64> {
+        let mut first = last;
+        while first.checked_sub(self.slide)?.checked_add(self.size)? > t {
+            first -= self.slide;
+        }
+        Some(first)
+    }
+}
+
+/// The error for an event time whose window's bounds do not fit its type.
+fn bounds_out_of_range(t: i64, ts: &DataType) -> datafusion::error::DataFusionError {
+    let at = with_ts_type(Int64Array::from(vec![t]), ts)
+        .and_then(|a| Ok(arrow::util::display::array_value_to_string(&a, 0)?))
+        .unwrap_or_else(|_| t.to_string());
+    datafusion::error::DataFusionError::Execution(format!(
+        "the event time {at} is too close to the limits of its type ({ts}) for its window's bounds to fit; filter \
+         such rows out (e.g. WHERE ts BETWEEN ...) or declare the column with a coarser unit"
+    ))
+}
+
+/// [`event_time_field`] of a `tumble_window` or `sliding_windows` call, whose sizes, when constants
+/// (as a window's must be), are checked here: a query with an impossible window is refused when
+/// it is planned rather than at its first row.
+fn window_field(args: &ReturnFieldArgs, sliding: bool) -> DFResult<FieldRef> {
+    let field = event_time_field(args, sliding)?;
+    if args.scalar_arguments.iter().skip(1).all(Option::is_some) {
+        let ts = ts_arg(&[args.arg_fields[0].data_type().clone()])?;
+        Geometry::from_scalars(args.scalar_arguments, &ts, sliding).map_err(|e| match e {
+            datafusion::error::DataFusionError::Execution(message) => datafusion::error::DataFusionError::Plan(message),
+            other => other,
+        })?;
+    }
+    Ok(field)
 }
 
 /// The most windows one row may belong to (`size / slide`): beyond it a sliding window expands
@@ -196,15 +266,19 @@ impl ScalarUDFImpl for TumbleWindow {
         Ok(window_struct_type(&ts_arg(args)?, &HashMap::new()))
     }
     fn return_field_from_args(&self, args: ReturnFieldArgs) -> DFResult<FieldRef> {
-        event_time_field(&args, false)
+        window_field(&args, false)
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DFResult<ColumnarValue> {
         let ts_type = args.arg_fields[0].data_type().clone();
         let geometry = Geometry::from_args(&args.args, &ts_type, false)?;
         let ts = args.args[0].clone().into_array(args.number_rows)?;
         let values = timestamp_values(&ts)?;
-        let starts: Int64Array = values.unary(|t| geometry.last_start(t));
-        let ends: Int64Array = starts.unary(|s| s + geometry.size);
+        if let Some(t) = values.iter().flatten().find(|t| geometry.last_window(*t).is_none()) {
+            return Err(bounds_out_of_range(t, &ts_type));
+        }
+        // Every valid row's window fits (checked above); null rows' slots hold anything.
+        let starts: Int64Array = values.unary(|t| geometry.last_window(t).map_or(0, |w| w.0));
+        let ends: Int64Array = starts.unary(|s| s.saturating_add(geometry.size));
         let nulls = values.nulls().cloned();
         let columns = vec![with_ts_type(starts, &ts_type)?, with_ts_type(ends, &ts_type)?];
         let fields = struct_fields(args.return_field.data_type())?;
@@ -231,7 +305,7 @@ impl ScalarUDFImpl for SlidingWindows {
         Ok(DataType::List(Arc::new(item)))
     }
     fn return_field_from_args(&self, args: ReturnFieldArgs) -> DFResult<FieldRef> {
-        event_time_field(&args, true)
+        window_field(&args, true)
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DFResult<ColumnarValue> {
         let ts_type = args.arg_fields[0].data_type().clone();
@@ -243,12 +317,11 @@ impl ScalarUDFImpl for SlidingWindows {
         offsets.push(0i32);
         for t in values.iter() {
             if let Some(t) = t {
-                let last = g.last_start(t);
-                let mut first = last;
-                while first - g.slide + g.size > t {
-                    first -= g.slide;
-                }
-                starts.extend((0..).map(|i| first + i * g.slide).take_while(|s| *s <= last));
+                let (last, first) = g
+                    .last_window(t)
+                    .and_then(|(last, _)| Some((last, g.first_start(t, last)?)))
+                    .ok_or_else(|| bounds_out_of_range(t, &ts_type))?;
+                starts.extend((first..=last).step_by(g.slide as usize));
             }
             let end = i32::try_from(starts.len()).map_err(|_| {
                 datafusion::error::DataFusionError::Execution(format!(
@@ -308,7 +381,8 @@ impl ScalarUDFImpl for WindowTime {
     }
     fn return_field_from_args(&self, args: ReturnFieldArgs) -> DFResult<FieldRef> {
         let end = window_end_field(&args.arg_fields[0])?;
-        Ok(Arc::new(Field::new("window_time", end.data_type().clone(), true).with_metadata(end.metadata().clone())))
+        let meta = window_end_event_time(end.metadata());
+        Ok(Arc::new(Field::new("window_time", end.data_type().clone(), true).with_metadata(meta)))
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DFResult<ColumnarValue> {
         let windows = args.args[0].clone().into_array(args.number_rows)?;
@@ -364,10 +438,46 @@ mod tests {
     #[test]
     fn window_start_is_aligned_to_the_epoch_and_offset() {
         let g = Geometry { size: 10, slide: 10, offset: 0 };
-        assert_eq!(g.last_start(15), 10);
-        assert_eq!(g.last_start(10), 10);
-        assert_eq!(g.last_start(-1), -10);
+        assert_eq!(g.last_window(15), Some((10, 20)));
+        assert_eq!(g.last_window(10), Some((10, 20)));
+        assert_eq!(g.last_window(-1), Some((-10, 0)));
         let g = Geometry { size: 10, slide: 5, offset: 2 };
-        assert_eq!(g.last_start(8), 7);
+        assert_eq!(g.last_window(8), Some((7, 17)));
+        assert_eq!(g.first_start(8, 7), Some(2));
+    }
+
+    /// Event times near the ends of the type: no bound wraps, and the search for a row's first
+    /// sliding window ends (it once looped for ever at the type's lower end).
+    #[test]
+    fn windows_whose_bounds_do_not_fit_are_none() {
+        let g = Geometry { size: 3_600, slide: 600, offset: 0 };
+        assert_eq!(g.last_window(i64::MAX - 10), None);
+        let near_min = i64::MIN + 1_000;
+        let (last, _) = g.last_window(near_min).unwrap();
+        assert_eq!(g.first_start(near_min, last), None);
+        let ts = DataType::Timestamp(TimeUnit::Nanosecond, None);
+        let array = ColumnarValue::Array(Arc::new(arrow::array::TimestampNanosecondArray::from(vec![near_min])));
+        let size = ColumnarValue::Scalar(ScalarValue::Utf8(Some("1 hour".into())));
+        let slide = ColumnarValue::Scalar(ScalarValue::Utf8(Some("10 minutes".into())));
+        let field = Arc::new(Field::new("ts", ts.clone(), true));
+        let return_field = Arc::new(Field::new(
+            "w",
+            DataType::List(Arc::new(Field::new("item", window_struct_type(&ts, &HashMap::new()), true))),
+            true,
+        ));
+        let args = ScalarFunctionArgs {
+            args: vec![array, size, slide],
+            arg_fields: vec![
+                field.clone(),
+                Arc::new(Field::new("s", DataType::Utf8, false)),
+                Arc::new(Field::new("l", DataType::Utf8, false)),
+            ],
+            number_rows: 1,
+            return_field,
+            config_options: Arc::new(Default::default()),
+        };
+        let err =
+            SlidingWindows { signature: Signature::any(3, Volatility::Immutable) }.invoke_with_args(args).unwrap_err();
+        assert!(err.to_string().contains("1677-09-21"), "{err}");
     }
 }

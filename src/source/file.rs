@@ -24,6 +24,7 @@ use serde_json::Value;
 
 use super::seen_files::{SeenFiles, SeenFilesSnapshot, TakenFile};
 use super::{Source, SourceData};
+use crate::checkpoint::log::COMPACT_SUFFIX;
 use crate::checkpoint::{BatchLog, CheckpointLocation};
 use crate::format::decode::{decode_file, DecodeOptions};
 use crate::format::Format;
@@ -246,16 +247,26 @@ impl Source for FileSource {
             location.delete(&format!("sources/{}/{id}", self.name)).await?;
         }
         let base = self.restore_compact(&log, &entries.compacts, through).await?;
+        // The entry (or compaction) read before the current one, to name where one is missing.
+        let mut previous = base.map(|b| format!("{b}{COMPACT_SUFFIX}"));
         for id in entries.deltas.into_iter().filter(|id| base.is_none_or(|b| *id > b) && *id <= through) {
             let entry: FileLogEntry = log.read_listed(id).await?;
             if entry.start != self.end {
+                let after =
+                    previous.map_or_else(|| "the log's start".to_string(), |p| format!("sources/{}/{p}", self.name));
                 return Err(location.error(
                     &format!("sources/{}/{id}", self.name),
-                    format!("file log expects {} earlier files but {} were recorded", entry.start, self.end),
+                    format!(
+                        "this entry of the file log follows {} files, but the entries before it record {}: an entry \
+                         between {after} and this one is missing or damaged; restore the checkpoint's sources/{} \
+                         directory, or start the query with a new checkpoint location",
+                        entry.start, self.end, self.name
+                    ),
                 ));
             }
             self.take(entry.start, entry.files);
             self.since_compact += 1;
+            previous = Some(id.to_string());
         }
         Ok(())
     }

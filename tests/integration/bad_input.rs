@@ -150,3 +150,44 @@ async fn a_subquery_over_a_stream_is_refused_in_its_own_words() {
         assert!(!err.contains("padded with nulls"), "{select}: {err}");
     }
 }
+
+/// A window whose sizes cannot work is refused when the query starts, not at its first row; a
+/// start offset may be negative but shorter than the slide, as Spark's `TimeWindow` checks.
+#[tokio::test]
+async fn impossible_windows_are_refused_before_the_query_starts() {
+    for (window, why) in [
+        ("window(ts, '10 seconds', '20 seconds')", "slide must not exceed the window size"),
+        ("window(ts, '0 seconds')", "must be positive"),
+        ("window(ts, '1 month')", "months or years"),
+        ("window(ts, '10 seconds', '10 seconds', '15 seconds')", "must be less than its slide"),
+        ("window(ts, '10 seconds', '5 seconds', '-5 seconds')", "must be less than its slide"),
+    ] {
+        let select = format!("SELECT window.start AS w, count(*) AS n FROM events GROUP BY {window}");
+        let err = refusal(OutputMode::Append, Some(5), &select).await;
+        assert!(err.contains(why), "{window}: {err}");
+    }
+    let select = "SELECT window.start AS w, count(*) AS n FROM events GROUP BY window(ts, '10 seconds', '10 seconds', '-3 seconds')";
+    let mut h = Harness::new(OutputMode::Append, Some(0), select).await.unwrap();
+    h.batch(&[("a", 6, 1), ("a", 8, 1)]).await;
+    // Windows start 3 s before each multiple of 10 s: 6 s is in [-3 s, 7 s), final at W = 8 s.
+    assert_eq!(h.batch(&[("a", 30, 1)]).await, vec!["23:59:57,1"]);
+    assert_eq!(h.no_data_batch().await, Some(vec!["00:00:07,1".to_string()]), "[7 s, 17 s) at W = 30 s");
+}
+
+/// Integer arithmetic that overflows fails the batch, as in Spark's ANSI mode, instead of
+/// writing a wrapped value.
+#[tokio::test]
+async fn integer_overflow_in_a_select_list_or_filter_is_an_error_not_a_wrap() {
+    for select in [
+        "SELECT key, value + 1 AS v FROM events",
+        "SELECT key, value * 2 AS v FROM events",
+        "SELECT key FROM events WHERE value - (-1) > 0",
+    ] {
+        let h = Harness::new(OutputMode::Append, None, select).await.unwrap();
+        h.stream.push(events(&[("a", 1, i64::MAX)])).unwrap();
+        let err = h.query.run_next_batch().await.unwrap_err().to_string();
+        assert!(err.to_lowercase().contains("overflow"), "{select}: {err}");
+    }
+    let mut h = Harness::new(OutputMode::Append, None, "SELECT key, value + 1 AS v FROM events").await.unwrap();
+    assert_eq!(h.batch(&[("a", 1, i64::MAX - 1)]).await, vec![format!("a,{}", i64::MAX)]);
+}

@@ -24,3 +24,16 @@ async fn chained_aggregations_are_refused_outside_append_mode() {
     let err = Harness::new(OutputMode::Update, Some(10), WINDOW_OVER_WINDOW).await.err().unwrap().to_string();
     assert!(err.contains("several streaming aggregations in update mode"), "{err}");
 }
+
+/// A bound read out of a window (`window.start`) is not an event-time column, as in Spark, whose
+/// window struct fields carry no watermark: an aggregation grouping by it has no event-time key,
+/// which append mode refuses (before, its groups were dropped as late). `window_time(window)` is
+/// the event-time column of a window.
+#[tokio::test]
+async fn a_window_bound_is_not_an_event_time_column() {
+    let select = "SELECT ws, count(*) AS keys FROM
+        (SELECT window.start AS ws, key, count(*) AS n FROM events GROUP BY window(ts, '10 seconds'), key) AS tens
+      GROUP BY ws";
+    let err = Harness::new(OutputMode::Append, Some(10), select).await.err().unwrap().to_string();
+    assert!(err.contains("in append mode without the event-time column among its keys"), "{err}");
+}

@@ -255,6 +255,57 @@ async fn streams_join_on_equal_windows_and_evict_by_the_window_end() {
     assert_eq!(h.query.recent_progress().last().unwrap().state_rows(), 3);
 }
 
+/// Two window aggregations joined on their windows, with a bound of the window selected above
+/// the join: the optimizer computes `x.w.start` below the join, and that column is not the join's
+/// event time (it was once taken for it, and every aggregated row was dropped as late).
+#[tokio::test]
+async fn window_aggregations_join_on_their_windows_with_a_bound_selected_above() {
+    let select = "SELECT x.key, x.w.start AS ws, x.n AS impressions, y.n AS clicks FROM
+        (SELECT key, window AS w, count(*) AS n FROM impressions GROUP BY window(ts, '10 seconds'), key) AS x
+        JOIN (SELECT key, window AS w, count(*) AS n FROM clicks GROUP BY window(ts, '10 seconds'), key) AS y
+        ON x.key = y.key AND x.w = y.w";
+    let mut h = JoinHarness::new(OutputMode::Append, select, "memory://").await.unwrap();
+    let mut out = Vec::new();
+    for (i, c) in [(1, 2), (12, 13), (25, 26), (41, 42)] {
+        out.extend(h.run(Some((&[("x", i, 1)], &[("x", c, 1)]))).await);
+        assert_eq!(h.query.recent_progress().last().unwrap().late_rows_dropped(), 0);
+    }
+    while h.query.run_next_batch().await.unwrap() {
+        out.extend(rows(h.sink.batches().values().last().unwrap()));
+    }
+    // W reaches 31 s: the windows [0, 10), [10, 20) and [20, 30) are final on both sides.
+    assert_eq!(sorted(&out), strings(&["x,00:00:00,1,1", "x,00:00:10,1,1", "x,00:00:20,1,1"]));
+}
+
+/// Spark runs a left outer join with a watermark on the nullable side only, given a range that
+/// bounds its time by the preserved side's (`getStateValueWatermark` needs no watermark on the
+/// side whose state it bounds): the impressions' state is evicted, and its unmatched rows
+/// emitted padded with nulls, as the clicks' watermark passes.
+#[tokio::test]
+async fn a_left_outer_join_needs_a_watermark_on_the_nullable_side_only() {
+    let mut ctx = crate::common::context().await;
+    let impressions = ctx.register_memory_stream("impressions", events_schema(), None).unwrap();
+    let clicks = ctx.register_memory_stream("clicks", events_schema(), Some(("ts", 10_000))).unwrap();
+    let sink = MemorySink::new();
+    let for_query = sink.clone();
+    ctx.register_sink("out", OutputMode::Append, move || Box::new(for_query.clone()));
+    let sql = format!(
+        "INSERT INTO out SELECT i.key, i.value AS iv, c.value AS cv FROM impressions i LEFT JOIN clicks c {ON}"
+    );
+    let definitions = ctx.execute(&sql).await.unwrap();
+    let query = ctx.start(&definitions[0], "memory://").await.unwrap();
+    impressions.push(events(&[("a", 10, 1), ("b", 12, 2)])).unwrap();
+    clicks.push(events(&[("a", 20, 10)])).unwrap();
+    assert!(query.run_next_batch().await.unwrap());
+    assert_eq!(rows(sink.batches().values().last().unwrap()), strings(&["a,1,10"]));
+    // W = 10 s, then 30 s: impressions before 30 s - 15 s can no longer meet a click.
+    clicks.push(events(&[("z", 40, 11)])).unwrap();
+    assert!(query.run_next_batch().await.unwrap());
+    assert_eq!(rows(sink.batches().values().last().unwrap()), NONE);
+    assert!(query.run_next_batch().await.unwrap(), "the watermark moved: a no-data batch");
+    assert_eq!(rows(sink.batches().values().last().unwrap()), strings(&["b,2,null"]));
+}
+
 #[tokio::test]
 async fn joins_of_two_streams_without_an_equality_are_refused_not_a_panic() {
     for condition in [

@@ -135,6 +135,20 @@ fn cases() -> Vec<(&'static str, String, OutputMode, Expect)> {
             Runs,
         ),
         (
+            "stream-stream left outer join, a watermark on the nullable side only",
+            "SELECT n.key, a.value FROM n LEFT JOIN a ON n.key = a.key AND a.ts BETWEEN n.ts AND n.ts + INTERVAL '5' SECOND"
+                .into(),
+            Append,
+            Runs,
+        ),
+        (
+            "stream-stream left outer join, no watermark on the nullable side",
+            "SELECT a.key, n.value FROM a LEFT JOIN n ON a.key = n.key AND n.ts BETWEEN a.ts AND a.ts + INTERVAL '5' SECOND"
+                .into(),
+            Append,
+            Refused("without a watermark and a time range"),
+        ),
+        (
             "stream-stream right outer join, only the right side bounded",
             "SELECT a.key, b.value FROM a RIGHT JOIN b ON a.key = b.key AND b.ts >= a.ts".into(),
             Append,
