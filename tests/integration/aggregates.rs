@@ -9,7 +9,7 @@ use std::sync::Arc;
 use arrow::array::{BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray, TimestampNanosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::datasource::MemTable;
-use datafusion::prelude::SessionContext;
+use datafusion::prelude::{SessionConfig, SessionContext};
 use proptest::prelude::*;
 use sluice::sink::MemorySink;
 use sluice::source::MemoryStream;
@@ -67,9 +67,11 @@ impl Aggregation {
     }
 }
 
-/// `select` run by DataFusion as a batch query over `input`, rows sorted.
+/// `select` run by DataFusion as a batch query over `input`, rows sorted. NULL sorts as the
+/// smallest value, as in sluice (and Spark), for the aggregates with an order.
 async fn batch_result(select: &str, input: &[Row]) -> Vec<String> {
-    let ctx = SessionContext::new();
+    let config = SessionConfig::new().set_str("datafusion.sql_parser.default_null_ordering", "nulls_min");
+    let ctx = SessionContext::new_with_config(config);
     let table = MemTable::try_new(schema(), vec![vec![batch(input)]]).unwrap();
     ctx.register_table("events", Arc::new(table)).unwrap();
     let mut out = rows(&ctx.sql(select).await.unwrap().collect().await.unwrap());
