@@ -1,4 +1,5 @@
-//! The SQL functions of a sluice session: DataFusion's, sluice's window functions, Spark's from the
+//! The SQL functions of a sluice session: DataFusion's (with a `sum` that fails on overflow,
+//! [`super::checked_sum`]), sluice's window functions, Spark's from the
 //! `datafusion-spark` crate, and the Spark functions sluice adds: `date_format` with Spark's
 //! patterns (replacing DataFusion's alias of `to_char`), `get_json_object`, and
 //! `approx_count_distinct` (DataFusion's `approx_distinct` under Spark's name).
@@ -21,6 +22,7 @@ use datafusion::logical_expr::registry::FunctionRegistry;
 use datafusion::logical_expr::ScalarUDF;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
+use super::checked_sum::checked_sum_udaf;
 use super::date_format::{DateFormat, ToChar};
 use super::divide::SparkDivisionPlanner;
 use super::get_json_object::GetJsonObject;
@@ -39,6 +41,7 @@ pub fn new_session(config: SessionConfig) -> SessionContext {
     ctx.register_udf(ScalarUDF::new_from_impl(DateFormat::new()));
     ctx.register_udf(ScalarUDF::new_from_impl(GetJsonObject::new()));
     ctx.register_udaf(approx_distinct_udaf().as_ref().clone().with_aliases(["approx_count_distinct"]));
+    ctx.register_udaf(checked_sum_udaf());
     let state = ctx.state();
     let taken = |name: &str, aliases: &[String]| {
         std::iter::once(name).chain(aliases.iter().map(String::as_str)).any(|n| {

@@ -3,6 +3,7 @@
 //! rewrites that give `window(ts, ...)` in `GROUP BY` and `explode(...)` in a select list their
 //! Spark meaning, and the Spark functions DataFusion and datafusion-spark lack.
 
+pub(crate) mod checked_sum;
 pub mod date_format;
 pub mod dialect;
 pub mod divide;

@@ -191,3 +191,21 @@ async fn integer_overflow_in_a_select_list_or_filter_is_an_error_not_a_wrap() {
     let mut h = Harness::new(OutputMode::Append, None, "SELECT key, value + 1 AS v FROM events").await.unwrap();
     assert_eq!(h.batch(&[("a", 1, i64::MAX - 1)]).await, vec![format!("a,{}", i64::MAX)]);
 }
+
+/// A `sum` that overflows fails the batch, as Spark's ANSI `sum` does, within a batch and
+/// across batches through its state; `try_sum` gives NULL instead.
+#[tokio::test]
+async fn a_sum_that_overflows_is_an_error_not_a_wrap() {
+    let mut h =
+        Harness::new(OutputMode::Update, None, "SELECT key, sum(value) AS s FROM events GROUP BY key").await.unwrap();
+    assert_eq!(h.batch(&[("a", 1, i64::MAX)]).await, vec![format!("a,{}", i64::MAX)]);
+    h.stream.push(events(&[("a", 2, 1)])).unwrap();
+    let err = h.query.run_next_batch().await.unwrap_err().to_string();
+    assert!(err.contains("sum overflows its type Int64"), "{err}");
+    let h = Harness::new(OutputMode::Complete, None, "SELECT sum(value) AS s FROM events").await.unwrap();
+    h.stream.push(events(&[("a", 1, i64::MAX), ("b", 1, 1)])).unwrap();
+    let err = h.query.run_next_batch().await.unwrap_err().to_string();
+    assert!(err.contains("sum overflows"), "{err}");
+    let mut h = Harness::new(OutputMode::Complete, None, "SELECT try_sum(value) AS s FROM events").await.unwrap();
+    assert_eq!(h.batch(&[("a", 1, i64::MAX), ("b", 1, 1)]).await, vec!["null"]);
+}
