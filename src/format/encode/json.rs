@@ -6,7 +6,9 @@ use arrow::array::timezone::Tz;
 use arrow::array::{Array, AsArray, PrimitiveArray};
 use arrow::buffer::ScalarBuffer;
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, FieldRef, Float32Type, Float64Type, Int64Type, TimeUnit};
+use arrow::datatypes::{
+    ArrowPrimitiveType, DataType, Date32Type, Date64Type, FieldRef, Float32Type, Float64Type, Int64Type, TimeUnit,
+};
 use arrow::error::ArrowError;
 use arrow::json::writer::{Encoder, EncoderFactory, EncoderOptions, NullableEncoder};
 use arrow::record_batch::RecordBatch;
@@ -65,19 +67,29 @@ impl EncoderFactory for SparkEncoders {
                 }
                 Box::new(TimestampEncoder { values, unit: *unit, time_zone: self.time_zone, text })
             }
-            DataType::Date32 | DataType::Date64 => {
-                // arrow_json would print a date chrono cannot represent as the text of its error:
-                // refuse it, as the CSV writer does, then let arrow_json write the dates.
-                let formatter = ArrayFormatter::try_new(array, &FormatOptions::default().with_display_error(false))?;
-                for i in (0..array.len()).filter(|i| array.is_valid(*i)) {
-                    formatter.value(i).try_to_string()?;
-                }
-                return Ok(None);
-            }
+            // arrow_json would print a date chrono cannot represent as the text of its error:
+            // refuse it, as the CSV writer does, then let arrow_json write the dates.
+            DataType::Date32 => return printable_dates(array.as_primitive::<Date32Type>()).map(|()| None),
+            DataType::Date64 => return printable_dates(array.as_primitive::<Date64Type>()).map(|()| None),
             _ => return Ok(None),
         };
         Ok(Some(NullableEncoder::new(encoder, array.nulls().cloned())))
     }
+}
+
+/// An error unless every date of `dates` can be printed. Only the earliest and the latest are
+/// printed to find out (the dates that cannot are those beyond chrono's range, at either end), so
+/// the check costs a min and a max, not a formatting of every row.
+fn printable_dates<T: ArrowPrimitiveType>(dates: &PrimitiveArray<T>) -> std::result::Result<(), ArrowError> {
+    let (Some(earliest), Some(latest)) = (arrow::compute::min(dates), arrow::compute::max(dates)) else {
+        return Ok(());
+    };
+    let extremes = PrimitiveArray::<T>::from_iter_values([earliest, latest]);
+    let formatter = ArrayFormatter::try_new(&extremes, &FormatOptions::default().with_display_error(false))?;
+    for i in 0..extremes.len() {
+        formatter.value(i).try_to_string()?;
+    }
+    Ok(())
 }
 
 /// A double or float column as Java's `toString`; NaN and the infinities as JSON strings
