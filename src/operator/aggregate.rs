@@ -232,17 +232,17 @@ impl AggregateState {
                 // The touched groups' merged states are at hand: evaluated from them, not read back.
                 let out = self.evaluate(touched, states)?;
                 for key in self.closed_groups()? {
-                    self.forget(&key)?;
+                    self.forget_closed(&key)?;
                 }
                 Ok(out)
             }
             OutputMode::Append => {
+                // Each closed group's state is taken out of the store as it is read.
                 let closed = self.closed_groups()?;
-                let out = self.finalize(closed.clone())?;
-                for key in &closed {
-                    self.forget(key)?;
-                }
-                Ok(out)
+                let values = closed.iter().map(|key| self.take_closed(key)).collect::<Result<Vec<_>>>()?;
+                let states = self.decode_states(&values)?;
+                drop(values);
+                self.evaluate(closed, states)
             }
         }
     }
@@ -289,11 +289,10 @@ impl AggregateState {
             return Ok((vec![], vec![]));
         }
         let keys = self.group_keys(partial)?;
-        self.index_closing(&keys, &partial.columns()[..self.group_count])?;
         if let Some(sessions) = &mut self.sessions {
             sessions.insert(&keys, &partial.columns()[..self.group_count])?;
         }
-        let mut seen: HashSet<&[u8]> = HashSet::default();
+        let mut seen: HashSet<&[u8]> = HashSet::with_capacity_and_hasher(keys.len(), Default::default());
         let distinct: Vec<&[u8]> = keys.iter().map(|k| &**k).filter(|k| seen.insert(k)).collect();
         let mut stored_values = Vec::new();
         let mut new = Vec::new();
@@ -309,6 +308,9 @@ impl AggregateState {
         }
         let touched: Vec<&[u8]> = stored.iter().chain(&new).copied().collect();
         let index: HashMap<&[u8], usize> = touched.iter().enumerate().map(|(g, k)| (*k, g)).collect();
+        // Only a new group enters the closing index: a group's event time is part of its key, so
+        // a stored group's is already there.
+        let is_new: Vec<bool> = keys.iter().map(|k| index[&**k] >= stored.len()).collect();
         let mut accumulators = self.accumulators()?;
         if !stored.is_empty() {
             let parser = self.values.parser();
@@ -318,6 +320,7 @@ impl AggregateState {
         }
         // The values read (pinned by a RocksDB store) are released before the store is written.
         drop(stored_values);
+        self.index_closing(&keys, &partial.columns()[..self.group_count], Some(&is_new))?;
         let groups: Vec<usize> = keys.iter().map(|k| index[&**k]).collect();
         self.merge(&mut accumulators, &partial.columns()[self.group_count..], &groups, touched.len())?;
         let mut states = Vec::with_capacity(self.state_widths.iter().sum());
@@ -347,8 +350,29 @@ impl AggregateState {
 
     /// Removes group `key` from the state and the indexes.
     fn forget(&mut self, key: &[u8]) -> Result<()> {
-        self.store.remove(key)?;
         self.closing.remove(key)?;
+        self.forget_closed(key)
+    }
+
+    /// Removes group `key`, which [`Self::closed_groups`] took out of the closing index, from the
+    /// state and the session index.
+    fn forget_closed(&mut self, key: &[u8]) -> Result<()> {
+        self.store.remove(key)?;
+        self.forget_session(key)
+    }
+
+    /// Removes group `key`, which [`Self::closed_groups`] took out of the closing index, from the
+    /// state and the session index, and returns its stored state.
+    ///
+    /// # Errors
+    /// As [`StateStore::take_indexed`].
+    fn take_closed(&mut self, key: &[u8]) -> Result<Box<[u8]>> {
+        let value = self.store.take_indexed(key)?;
+        self.forget_session(key)?;
+        Ok(value)
+    }
+
+    fn forget_session(&mut self, key: &[u8]) -> Result<()> {
         if let Some(sessions) = &mut self.sessions {
             sessions.remove(key)?;
         }
@@ -356,35 +380,44 @@ impl AggregateState {
     }
 
     /// Registers the event-time end of each group of `key_columns` (keyed by `keys`) in the
-    /// closing index; nothing in complete mode, which never closes a group.
-    fn index_closing(&mut self, keys: &[Box<[u8]>], key_columns: &[ArrayRef]) -> Result<()> {
+    /// closing index, only the rows `only` marks when given; nothing in complete mode, which
+    /// never closes a group.
+    fn index_closing(&mut self, keys: &[Box<[u8]>], key_columns: &[ArrayRef], only: Option<&[bool]>) -> Result<()> {
         if self.mode == OutputMode::Complete {
             return Ok(());
         }
         let Some((ends, unit)) = self.event_time_ends(key_columns)? else { return Ok(()) };
-        for (key, end) in keys.iter().zip(ends.iter()) {
-            if let Some(end) = end {
+        for (row, (key, end)) in keys.iter().zip(ends.iter()).enumerate() {
+            if let (Some(end), true) = (end, only.is_none_or(|only| only[row])) {
                 self.closing.set(key, ceil_ms(end, &unit))?;
             }
         }
         Ok(())
     }
 
+    /// No aggregate (`SELECT DISTINCT`): a group's key is its whole state, its value empty.
+    fn stateless(&self) -> bool {
+        self.state_widths.iter().sum::<usize>() == 0
+    }
+
     /// The stored state columns of `keys` (which must be in the store), row `i` of each being
     /// group `keys[i]`; none when the aggregation has no aggregate.
     fn stored_states(&self, keys: &[Box<[u8]>]) -> Result<Vec<ArrayRef>> {
-        if self.state_widths.iter().sum::<usize>() == 0 {
+        if self.stateless() {
+            return Ok(vec![]);
+        }
+        let values = keys.iter().map(|k| self.store.get_indexed(k)).collect::<Result<Vec<_>>>()?;
+        self.decode_states(&values)
+    }
+
+    /// The state columns of stored `values`, row `i` of each being `values[i]`'s; none when the
+    /// aggregation has no aggregate.
+    fn decode_states<V: std::ops::Deref<Target = [u8]>>(&self, values: &[V]) -> Result<Vec<ArrayRef>> {
+        if self.stateless() {
             return Ok(vec![]);
         }
         let parser = self.values.parser();
-        let values = keys.iter().map(|k| self.store.get_indexed(k)).collect::<Result<Vec<_>>>()?;
         Ok(self.values.convert_rows(values.iter().map(|v| parser.parse(v)))?)
-    }
-
-    /// Final values of `keys` (which must be in the store), sorted by key.
-    fn finalize(&self, keys: Vec<Box<[u8]>>) -> Result<RecordBatch> {
-        let states = self.stored_states(&keys)?;
-        self.evaluate(keys, states)
     }
 
     /// Final values of the groups `keys` whose state columns are `states` (row `i` of each is
@@ -440,7 +473,7 @@ impl BatchOperator for AggregateState {
         if let Some(sessions) = &mut self.sessions {
             sessions.insert(&keys, &key_columns)?;
         }
-        self.index_closing(&keys, &key_columns)
+        self.index_closing(&keys, &key_columns, None)
     }
 
     fn begin_batch(&mut self, watermarks: BatchWatermarks) {

@@ -232,6 +232,15 @@ impl RocksDbRows {
         Ok(old)
     }
 
+    /// Deletes `key`; returns its value, if it was present.
+    pub(crate) fn take(&self, key: &[u8]) -> Result<Option<Box<[u8]>>> {
+        let old: Option<Box<[u8]>> = self.get(key)?.map(|v| Box::from(&*v));
+        if old.is_some() {
+            self.db.delete_opt(key, &self.write).map_err(|e| self.error(e))?;
+        }
+        Ok(old)
+    }
+
     /// Every `(key, value)` in key order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = Result<(Box<[u8]>, Box<[u8]>)>> + '_ {
         self.db.iterator(rocksdb::IteratorMode::Start).map(|entry| entry.map_err(|e| self.error(e)))

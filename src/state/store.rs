@@ -102,8 +102,10 @@ pub struct StateStore {
     dir: String,
     backend: StateBackend,
     rows: Rows,
-    /// Changes since the last commit: `None` = removed.
-    changes: HashMap<Box<[u8]>, Option<Box<[u8]>>>,
+    /// Keys changed since the last commit: `true` = written (its value is read from `rows` at
+    /// commit, so a write copies the value once), `false` = removed. Drained, not dropped, at
+    /// commit: the table keeps its capacity, so the next batch's changes do not regrow it.
+    changes: HashMap<Box<[u8]>, bool>,
     /// Keys held.
     len: u64,
     updated: u64,
@@ -197,12 +199,22 @@ impl StateStore {
     /// As [`Self::get`], and [`crate::SluiceError::Checkpoint`] when the key is missing: the
     /// state and the index disagree (a damaged checkpoint).
     pub fn get_indexed(&self, key: &[u8]) -> Result<StateValue<'_>> {
-        self.get(key)?.ok_or_else(|| {
-            self.location.error(
-                &self.dir,
-                "a key of the operator's index is missing from its state: the checkpoint's state is damaged; restore it or start over with a new checkpoint location",
-            )
-        })
+        self.get(key)?.ok_or_else(|| self.missing_indexed_key())
+    }
+
+    /// Removes `key`, which the operator's own index says is stored, and returns its value.
+    ///
+    /// # Errors
+    /// As [`Self::get_indexed`].
+    pub fn take_indexed(&mut self, key: &[u8]) -> Result<Box<[u8]>> {
+        self.take(key)?.ok_or_else(|| self.missing_indexed_key())
+    }
+
+    fn missing_indexed_key(&self) -> crate::SluiceError {
+        self.location.error(
+            &self.dir,
+            "a key of the operator's index is missing from its state: the checkpoint's state is damaged; restore it or start over with a new checkpoint location",
+        )
     }
 
     /// Inserts or replaces the value of `key`.
@@ -211,7 +223,23 @@ impl StateStore {
     /// A RocksDB write error (the local disk failing).
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
         let old = match &mut self.rows {
-            Rows::Memory(rows) => rows.insert(key.into(), value.into()).map(|old| old.len()),
+            Rows::Memory(rows) => match rows.get_mut(key) {
+                // An update replaces the value in place: no key is allocated, nor a value of the
+                // same size (an accumulator's fixed-width state).
+                Some(old) => {
+                    let len = old.len();
+                    if len == value.len() {
+                        old.copy_from_slice(value);
+                    } else {
+                        *old = value.into();
+                    }
+                    Some(len)
+                }
+                None => {
+                    rows.insert(key.into(), value.into());
+                    None
+                }
+            },
             #[cfg(feature = "rocksdb")]
             Rows::RocksDb(rows) => rows.put(key, value)?,
         };
@@ -222,7 +250,7 @@ impl StateStore {
                 self.len += 1;
             }
         }
-        self.changes.insert(key.into(), Some(value.into()));
+        self.note_change(key, true);
         self.updated += 1;
         Ok(())
     }
@@ -237,13 +265,44 @@ impl StateStore {
             #[cfg(feature = "rocksdb")]
             Rows::RocksDb(rows) => rows.remove(key)?,
         };
+        self.note_removal(key, old);
+        Ok(())
+    }
+
+    /// Removes `key` and returns its value, if it was present: [`Self::get`] and
+    /// [`Self::remove`] in one lookup. Counts as a read.
+    ///
+    /// # Errors
+    /// A RocksDB error (the local disk failing).
+    pub fn take(&mut self, key: &[u8]) -> Result<Option<Box<[u8]>>> {
+        *self.scanned.get_mut() += 1;
+        let old = match &mut self.rows {
+            Rows::Memory(rows) => rows.remove(key),
+            #[cfg(feature = "rocksdb")]
+            Rows::RocksDb(rows) => rows.take(key)?,
+        };
+        self.note_removal(key, old.as_ref().map(|v| v.len()));
+        Ok(old)
+    }
+
+    /// Accounts for the removal of `key`, whose value had `old` bytes (`None`: it was absent).
+    fn note_removal(&mut self, key: &[u8], old: Option<usize>) {
         if let Some(old) = old {
-            self.changes.insert(key.into(), None);
+            self.note_change(key, false);
             self.removed += 1;
             self.len -= 1;
             self.bytes -= (key.len() + old) as u64;
         }
-        Ok(())
+    }
+
+    /// Records that `key` was written (`true`) or removed since the last commit.
+    fn note_change(&mut self, key: &[u8], written: bool) {
+        match self.changes.get_mut(key) {
+            Some(change) => *change = written,
+            None => {
+                self.changes.insert(key.into(), written);
+            }
+        }
     }
 
     /// Every `(key, value)`, in no particular order; each row visited counts as scanned.
@@ -303,8 +362,7 @@ impl StateStore {
     /// background snapshot failed to (the checkpoint's storage is failing), or when RocksDB
     /// cannot flush.
     pub async fn commit(&mut self, version: u64) -> Result<()> {
-        let changes = std::mem::take(&mut self.changes);
-        let delta = codec::encode(changes.iter().map(|(k, v)| (&**k, v.as_deref())))?;
+        let delta = self.encode_changes()?;
         self.deltas_since_snapshot += 1;
         self.delta_bytes_since_snapshot += delta.len() as u64;
         self.location.put(&format!("{}/{version}.delta", self.dir), delta).await?;
@@ -325,6 +383,27 @@ impl StateStore {
             self.delta_bytes_since_snapshot = 0;
         }
         Ok(())
+    }
+
+    /// The changes since the last commit as a delta file's bytes (a written key with its current
+    /// value); empties the change set.
+    ///
+    /// # Errors
+    /// A RocksDB read error, or arrow's when the delta cannot be encoded.
+    fn encode_changes(&mut self) -> Result<Bytes> {
+        let changes: Vec<(Box<[u8]>, bool)> = self.changes.drain().collect();
+        let values = changes
+            .iter()
+            .map(|(key, written)| match written {
+                true => match &self.rows {
+                    Rows::Memory(rows) => Ok(rows.get(key).map(|v| StateValue::Memory(v))),
+                    #[cfg(feature = "rocksdb")]
+                    Rows::RocksDb(rows) => Ok(rows.get(key)?.map(StateValue::RocksDb)),
+                },
+                false => Ok(None),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        codec::encode(changes.iter().zip(&values).map(|((key, _), value)| (&**key, value.as_deref())))
     }
 
     /// Waits for the background snapshot task, if one runs.
