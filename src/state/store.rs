@@ -186,6 +186,11 @@ impl StateStore {
     /// A RocksDB read error (the local disk failing).
     pub fn get(&self, key: &[u8]) -> Result<Option<StateValue<'_>>> {
         self.scanned.fetch_add(1, Ordering::Relaxed);
+        self.lookup(key)
+    }
+
+    /// The value of `key`, not counted as a read.
+    fn lookup(&self, key: &[u8]) -> Result<Option<StateValue<'_>>> {
         Ok(match &self.rows {
             Rows::Memory(rows) => rows.get(key).map(|v| StateValue::Memory(v)),
             #[cfg(feature = "rocksdb")]
@@ -394,14 +399,7 @@ impl StateStore {
         let changes: Vec<(Box<[u8]>, bool)> = self.changes.drain().collect();
         let values = changes
             .iter()
-            .map(|(key, written)| match written {
-                true => match &self.rows {
-                    Rows::Memory(rows) => Ok(rows.get(key).map(|v| StateValue::Memory(v))),
-                    #[cfg(feature = "rocksdb")]
-                    Rows::RocksDb(rows) => Ok(rows.get(key)?.map(StateValue::RocksDb)),
-                },
-                false => Ok(None),
-            })
+            .map(|(key, written)| if *written { self.lookup(key) } else { Ok(None) })
             .collect::<Result<Vec<_>>>()?;
         codec::encode(changes.iter().zip(&values).map(|((key, _), value)| (&**key, value.as_deref())))
     }
