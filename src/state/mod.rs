@@ -11,8 +11,11 @@
 //! and one encoding serves any Arrow type an operator keeps, including the list-typed states of
 //! aggregates such as `count(DISTINCT)`.
 
+pub(crate) mod changes;
 pub mod codec;
 pub mod config;
+pub(crate) mod files;
+pub(crate) mod memory_rows;
 #[cfg(feature = "rocksdb")]
 pub(crate) mod rocksdb_index;
 #[cfg(feature = "rocksdb")]

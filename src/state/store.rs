@@ -1,16 +1,17 @@
 //! A versioned key-value store of arrow rows: the state of one partition of one stateful operator.
 
 use std::borrow::Cow;
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use bytes::Bytes;
-use datafusion::common::runtime::SpawnedTask;
-use datafusion::error::DataFusionError;
-use foldhash::HashMap;
-
 use crate::checkpoint::{framing, CheckpointLocation};
+use crate::state::changes::ChangeSet;
 use crate::state::codec;
 use crate::state::config::StateBackend;
+#[cfg(feature = "rocksdb")]
+use crate::state::files::apply_deltas;
+use crate::state::files::{apply_files, partition_files, run_blocking, write_snapshot, SNAPSHOT_SUFFIX};
+use crate::state::memory_rows::MemoryRows;
 #[cfg(feature = "rocksdb")]
 use crate::state::rocksdb_store::{self, RocksDbRows};
 use crate::Result;
@@ -50,7 +51,7 @@ pub struct StateMetrics {
 /// Where a store's rows are kept.
 #[derive(Debug)]
 enum Rows {
-    Memory(HashMap<Box<[u8]>, Box<[u8]>>),
+    Memory(MemoryRows),
     #[cfg(feature = "rocksdb")]
     RocksDb(RocksDbRows),
 }
@@ -102,10 +103,10 @@ pub struct StateStore {
     dir: String,
     backend: StateBackend,
     rows: Rows,
-    /// Keys changed since the last commit: `true` = written (its value is read from `rows` at
-    /// commit, so a write copies the value once), `false` = removed. Drained, not dropped, at
-    /// commit: the table keeps its capacity, so the next batch's changes do not regrow it.
-    changes: HashMap<Box<[u8]>, bool>,
+    /// Hashes each key once per operation, for both the in-memory rows and the change set.
+    hasher: foldhash::fast::RandomState,
+    /// The changes since the last commit: the next delta.
+    changes: ChangeSet,
     /// Keys held.
     len: u64,
     updated: u64,
@@ -129,8 +130,9 @@ impl StateStore {
             location,
             dir: format!("state/{operator}/{partition}"),
             backend: StateBackend::Memory,
-            rows: Rows::Memory(HashMap::default()),
-            changes: HashMap::default(),
+            rows: Rows::Memory(MemoryRows::default()),
+            hasher: foldhash::fast::RandomState::default(),
+            changes: ChangeSet::default(),
             len: 0,
             updated: 0,
             removed: 0,
@@ -160,7 +162,7 @@ impl StateStore {
 
     fn empty_rows(&self) -> Result<Rows> {
         Ok(match &self.backend {
-            StateBackend::Memory => Rows::Memory(HashMap::default()),
+            StateBackend::Memory => Rows::Memory(MemoryRows::default()),
             #[cfg(feature = "rocksdb")]
             StateBackend::RocksDb(shared) => Rows::RocksDb(RocksDbRows::open(shared, &self.dir)?),
         })
@@ -186,13 +188,8 @@ impl StateStore {
     /// A RocksDB read error (the local disk failing).
     pub fn get(&self, key: &[u8]) -> Result<Option<StateValue<'_>>> {
         self.scanned.fetch_add(1, Ordering::Relaxed);
-        self.lookup(key)
-    }
-
-    /// The value of `key`, not counted as a read.
-    fn lookup(&self, key: &[u8]) -> Result<Option<StateValue<'_>>> {
         Ok(match &self.rows {
-            Rows::Memory(rows) => rows.get(key).map(|v| StateValue::Memory(v)),
+            Rows::Memory(rows) => rows.get(self.hasher.hash_one(key), key).map(StateValue::Memory),
             #[cfg(feature = "rocksdb")]
             Rows::RocksDb(rows) => rows.get(key)?.map(StateValue::RocksDb),
         })
@@ -227,24 +224,9 @@ impl StateStore {
     /// # Errors
     /// A RocksDB write error (the local disk failing).
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        let hash = self.hasher.hash_one(key);
         let old = match &mut self.rows {
-            Rows::Memory(rows) => match rows.get_mut(key) {
-                // An update replaces the value in place: no key is allocated, nor a value of the
-                // same size (an accumulator's fixed-width state).
-                Some(old) => {
-                    let len = old.len();
-                    if len == value.len() {
-                        old.copy_from_slice(value);
-                    } else {
-                        *old = value.into();
-                    }
-                    Some(len)
-                }
-                None => {
-                    rows.insert(key.into(), value.into());
-                    None
-                }
-            },
+            Rows::Memory(rows) => rows.put(hash, key, value),
             #[cfg(feature = "rocksdb")]
             Rows::RocksDb(rows) => rows.put(key, value)?,
         };
@@ -255,7 +237,7 @@ impl StateStore {
                 self.len += 1;
             }
         }
-        self.note_change(key, true);
+        self.changes.record(hash, key, Some(value));
         self.updated += 1;
         Ok(())
     }
@@ -265,12 +247,13 @@ impl StateStore {
     /// # Errors
     /// A RocksDB error (the local disk failing).
     pub fn remove(&mut self, key: &[u8]) -> Result<()> {
+        let hash = self.hasher.hash_one(key);
         let old = match &mut self.rows {
-            Rows::Memory(rows) => rows.remove(key).map(|old| old.len()),
+            Rows::Memory(rows) => rows.take(hash, key).map(|old| old.len()),
             #[cfg(feature = "rocksdb")]
             Rows::RocksDb(rows) => rows.remove(key)?,
         };
-        self.note_removal(key, old);
+        self.note_removal(hash, key, old);
         Ok(())
     }
 
@@ -281,32 +264,24 @@ impl StateStore {
     /// A RocksDB error (the local disk failing).
     pub fn take(&mut self, key: &[u8]) -> Result<Option<Box<[u8]>>> {
         *self.scanned.get_mut() += 1;
+        let hash = self.hasher.hash_one(key);
         let old = match &mut self.rows {
-            Rows::Memory(rows) => rows.remove(key),
+            Rows::Memory(rows) => rows.take(hash, key),
             #[cfg(feature = "rocksdb")]
             Rows::RocksDb(rows) => rows.take(key)?,
         };
-        self.note_removal(key, old.as_ref().map(|v| v.len()));
+        self.note_removal(hash, key, old.as_ref().map(|v| v.len()));
         Ok(old)
     }
 
-    /// Accounts for the removal of `key`, whose value had `old` bytes (`None`: it was absent).
-    fn note_removal(&mut self, key: &[u8], old: Option<usize>) {
+    /// Accounts for the removal of `key` (whose hash is `hash`), whose value had `old` bytes
+    /// (`None`: it was absent).
+    fn note_removal(&mut self, hash: u64, key: &[u8], old: Option<usize>) {
         if let Some(old) = old {
-            self.note_change(key, false);
+            self.changes.record(hash, key, None);
             self.removed += 1;
             self.len -= 1;
             self.bytes -= (key.len() + old) as u64;
-        }
-    }
-
-    /// Records that `key` was written (`true`) or removed since the last commit.
-    fn note_change(&mut self, key: &[u8], written: bool) {
-        match self.changes.get_mut(key) {
-            Some(change) => *change = written,
-            None => {
-                self.changes.insert(key.into(), written);
-            }
         }
     }
 
@@ -316,7 +291,7 @@ impl StateStore {
     /// Each item: a RocksDB read error (the local disk failing).
     pub fn iter(&self) -> Box<dyn Iterator<Item = Result<StateEntry<'_>>> + Send + '_> {
         let entries: Box<dyn Iterator<Item = Result<StateEntry<'_>>> + Send + '_> = match &self.rows {
-            Rows::Memory(rows) => Box::new(rows.iter().map(|(k, v)| Ok((Cow::Borrowed(&**k), Cow::Borrowed(&**v))))),
+            Rows::Memory(rows) => Box::new(rows.iter().map(|(k, v)| Ok((Cow::Borrowed(k), Cow::Borrowed(v))))),
             #[cfg(feature = "rocksdb")]
             Rows::RocksDb(rows) => Box::new(
                 rows.iter().map(|entry| entry.map(|(k, v)| (Cow::Owned(k.into_vec()), Cow::Owned(v.into_vec())))),
@@ -367,7 +342,9 @@ impl StateStore {
     /// background snapshot failed to (the checkpoint's storage is failing), or when RocksDB
     /// cannot flush.
     pub async fn commit(&mut self, version: u64) -> Result<()> {
-        let delta = self.encode_changes()?;
+        let delta = codec::encode(self.changes.entries());
+        self.changes.clear();
+        let delta = delta?;
         self.deltas_since_snapshot += 1;
         self.delta_bytes_since_snapshot += delta.len() as u64;
         self.location.put(&format!("{}/{version}.delta", self.dir), delta).await?;
@@ -388,20 +365,6 @@ impl StateStore {
             self.delta_bytes_since_snapshot = 0;
         }
         Ok(())
-    }
-
-    /// The changes since the last commit as a delta file's bytes (a written key with its current
-    /// value); empties the change set.
-    ///
-    /// # Errors
-    /// A RocksDB read error, or arrow's when the delta cannot be encoded.
-    fn encode_changes(&mut self) -> Result<Bytes> {
-        let changes: Vec<(Box<[u8]>, bool)> = self.changes.drain().collect();
-        let values = changes
-            .iter()
-            .map(|(key, written)| if *written { self.lookup(key) } else { Ok(None) })
-            .collect::<Result<Vec<_>>>()?;
-        codec::encode(changes.iter().zip(&values).map(|((key, _), value)| (&**key, value.as_deref())))
     }
 
     /// Waits for the background snapshot task, if one runs.
@@ -436,15 +399,15 @@ impl StateStore {
         self.wait_for_maintenance().await?;
         self.changes.clear();
         // The old rows go first: a RocksDB instance frees its directory for the new one.
-        self.rows = Rows::Memory(HashMap::default());
+        self.rows = Rows::Memory(MemoryRows::default());
         let files = match version {
             Some(version) => partition_files(&self.location, &self.dir, version, self.snapshot_suffix()).await?,
             None => vec![],
         };
         self.rows = match &self.backend {
             StateBackend::Memory => {
-                let location = self.location.clone();
-                Rows::Memory(run_blocking(move || apply_files(&location, files)).await?)
+                let (location, hasher) = (self.location.clone(), self.hasher.clone());
+                Rows::Memory(run_blocking(move || apply_files(&location, files, &hasher)).await?)
             }
             #[cfg(feature = "rocksdb")]
             StateBackend::RocksDb(shared) => {
@@ -531,120 +494,10 @@ impl StateStore {
     }
 }
 
-/// Suffix of the in-memory store's snapshots, `<version>.snapshot`.
-const SNAPSHOT_SUFFIX: &str = ".snapshot";
-
-/// The contents of the files that make up version `version` of the partition in `dir`, in the
-/// order they apply: the newest snapshot (a file named `<v><suffix>`) at or below it, then every
-/// later delta. A torn newest snapshot (a crash while it was written in the background) is
-/// passed over, with a warning, for the snapshot before it and the deltas after that.
-async fn partition_files(
-    location: &CheckpointLocation,
-    dir: &str,
-    version: u64,
-    suffix: &str,
-) -> Result<Vec<(String, Bytes)>> {
-    let listed = location.list(dir).await?;
-    let mut snapshots: Vec<u64> = listed.iter().filter_map(|f| f.strip_suffix(suffix)?.parse::<u64>().ok()).collect();
-    snapshots.sort_unstable();
-    let newest_snapshot = snapshots.last().copied();
-    snapshots.retain(|v| *v <= version);
-    let mut files = Vec::new();
-    let mut snapshot = snapshots.pop();
-    if let Some(s) = snapshot.filter(|s| Some(*s) == newest_snapshot) {
-        let name = format!("{dir}/{s}{suffix}");
-        let bytes = location.get(&name).await?;
-        let damage = match &bytes {
-            Some(bytes) => framing::open(bytes).err().map(|d| d.to_string()),
-            None => Some("missing".to_string()),
-        };
-        match (damage, bytes) {
-            (None, Some(bytes)) => files.push((name, bytes)),
-            (why, _) => {
-                tracing::warn!(
-                    file = %location.describe(&name),
-                    "the newest state snapshot is torn ({}): restoring from the files before it",
-                    why.unwrap_or_default()
-                );
-                snapshot = snapshots.pop();
-            }
-        }
-    }
-    let mut names = Vec::new();
-    if let Some(s) = snapshot.filter(|_| files.is_empty()) {
-        names.push(format!("{dir}/{s}{suffix}"));
-    }
-    let first_delta = snapshot.map_or(0, |s| s + 1);
-    names.extend((first_delta..=version).map(|v| format!("{dir}/{v}.delta")));
-    files.reserve(names.len());
-    for name in names {
-        let bytes = location.get(&name).await?.ok_or_else(|| {
-            location.error(
-                &name,
-                "state file missing: the checkpoint is incomplete; restore it or start over with a new checkpoint location",
-            )
-        })?;
-        files.push((name, bytes));
-    }
-    Ok(files)
-}
-
-/// Decodes state files in order into one in-memory table (CPU work: run it off the async
-/// workers).
-fn apply_files(location: &CheckpointLocation, files: Vec<(String, Bytes)>) -> Result<HashMap<Box<[u8]>, Box<[u8]>>> {
-    let mut rows: HashMap<Box<[u8]>, Box<[u8]>> = HashMap::default();
-    for (name, bytes) in files {
-        codec::decode(bytes, |k, v| match v {
-            Some(v) => {
-                rows.insert(k.into(), v.into());
-            }
-            None => {
-                rows.remove(k);
-            }
-        })
-        .map_err(|e| location.error(&name, format!("corrupted state file: {e}")))?;
-    }
-    Ok(rows)
-}
-
-/// Applies deltas in order to a RocksDB instance, one write each (CPU and disk work: run it off
-/// the async workers).
-#[cfg(feature = "rocksdb")]
-fn apply_deltas(location: &CheckpointLocation, rows: RocksDbRows, deltas: Vec<(String, Bytes)>) -> Result<RocksDbRows> {
-    for (name, bytes) in deltas {
-        let mut batch = rocksdb::WriteBatch::default();
-        codec::decode(bytes, |k, v| match v {
-            Some(v) => batch.put(k, v),
-            None => batch.delete(k),
-        })
-        .map_err(|e| location.error(&name, format!("corrupted state file: {e}")))?;
-        rows.apply(batch)?;
-    }
-    Ok(rows)
-}
-
-/// Runs CPU-bound state work (decoding or encoding a whole partition) on a blocking thread, so a
-/// large partition never holds one of the runtime's workers, where it would stall the batch's own
-/// tasks queued behind it.
-async fn run_blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    SpawnedTask::spawn_blocking(work).join_unwind().await.map_err(|e| DataFusionError::ExecutionJoin(Box::new(e)))?
-}
-
-/// Writes `<version>.snapshot` of the in-memory partition in `dir`, rebuilt from the
-/// checkpoint's files (so the batches go on with the live state meanwhile).
-async fn write_snapshot(location: CheckpointLocation, dir: String, version: u64) -> Result<()> {
-    let files = partition_files(&location, &dir, version, SNAPSHOT_SUFFIX).await?;
-    let files_location = location.clone();
-    let snapshot = run_blocking(move || {
-        let rows = apply_files(&files_location, files)?;
-        codec::encode(rows.iter().map(|(k, v)| (&**k, Some(&**v))))
-    })
-    .await?;
-    location.put(&format!("{dir}/{version}{SNAPSHOT_SUFFIX}"), snapshot).await
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
+    use bytes::Bytes;
+
     use super::*;
     use crate::state::{RocksDbSettings, StateStoreKind};
 
