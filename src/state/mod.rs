@@ -16,6 +16,7 @@ pub mod codec;
 pub mod config;
 pub(crate) mod files;
 pub(crate) mod memory_rows;
+pub(crate) mod memory_timers;
 #[cfg(feature = "rocksdb")]
 pub(crate) mod rocksdb_index;
 #[cfg(feature = "rocksdb")]

@@ -11,8 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use foldhash::{HashMap, HashSet};
-
+use super::memory_timers::MemoryTimers;
 #[cfg(feature = "rocksdb")]
 use super::rocksdb_index::{ms_of, ordered_ms, IndexSpace};
 use super::StateStore;
@@ -25,20 +24,16 @@ pub struct TimerIndex(Timers);
 #[derive(Debug)]
 enum Timers {
     /// Keys share few distinct times (a window's end, a batch's event times), so the keys of a
-    /// time are a hash set under it: setting a key's time costs two hash insertions, not an
-    /// insertion into an ordered set of every key; a time's keys are sorted when they are due.
-    Memory {
-        /// Each time's keys; no time without keys.
-        by_time: BTreeMap<i64, HashSet<Box<[u8]>>>,
-        of_key: HashMap<Box<[u8]>, i64>,
-    },
+    /// time are listed under it: setting a key's time costs a hash insertion, not an insertion
+    /// into an ordered set of every key; a time's keys are sorted when they are due.
+    Memory(MemoryTimers),
     #[cfg(feature = "rocksdb")]
     RocksDb(IndexSpace),
 }
 
 impl Default for Timers {
     fn default() -> Self {
-        Timers::Memory { by_time: BTreeMap::new(), of_key: HashMap::default() }
+        Timers::Memory(MemoryTimers::default())
     }
 }
 
@@ -74,18 +69,7 @@ impl TimerIndex {
     /// A RocksDB error (the local disk failing).
     pub fn set(&mut self, key: &[u8], at_ms: i64) -> Result<()> {
         match &mut self.0 {
-            Timers::Memory { by_time, of_key } => match of_key.get_mut(key) {
-                Some(old) if *old == at_ms => {}
-                Some(old) => {
-                    let old = std::mem::replace(old, at_ms);
-                    unlist(by_time, old, key);
-                    by_time.entry(at_ms).or_default().insert(key.into());
-                }
-                None => {
-                    of_key.insert(key.into(), at_ms);
-                    by_time.entry(at_ms).or_default().insert(key.into());
-                }
-            },
+            Timers::Memory(timers) => timers.set(key, at_ms),
             #[cfg(feature = "rocksdb")]
             Timers::RocksDb(space) => {
                 let at = ordered_ms(at_ms);
@@ -111,11 +95,7 @@ impl TimerIndex {
     /// A RocksDB error (the local disk failing).
     pub fn remove(&mut self, key: &[u8]) -> Result<()> {
         match &mut self.0 {
-            Timers::Memory { by_time, of_key } => {
-                if let Some(at) = of_key.remove(key) {
-                    unlist(by_time, at, key);
-                }
-            }
+            Timers::Memory(timers) => timers.remove(key),
             #[cfg(feature = "rocksdb")]
             Timers::RocksDb(space) => {
                 let of_key = [&[OF_KEY][..], key].concat();
@@ -137,13 +117,7 @@ impl TimerIndex {
     /// A RocksDB error (the local disk failing).
     pub fn take_through(&mut self, through_ms: i64) -> Result<Vec<Box<[u8]>>> {
         match &mut self.0 {
-            Timers::Memory { by_time, of_key } => {
-                let due: Vec<Box<[u8]>> = take_due(by_time, through_ms).into_values().flat_map(sorted).collect();
-                for key in &due {
-                    of_key.remove(key);
-                }
-                Ok(due)
-            }
+            Timers::Memory(timers) => Ok(timers.take_through(through_ms)),
             #[cfg(feature = "rocksdb")]
             Timers::RocksDb(space) => {
                 let due = Self::due_entries(space, through_ms)?;
@@ -179,9 +153,7 @@ impl TimerIndex {
     /// A RocksDB error (the local disk failing).
     pub fn due_through(&self, through_ms: i64) -> Result<Vec<Box<[u8]>>> {
         match &self.0 {
-            Timers::Memory { by_time, .. } => {
-                Ok(by_time.range(..=through_ms).flat_map(|(_, keys)| sorted(keys.iter().cloned())).collect())
-            }
+            Timers::Memory(timers) => Ok(timers.due_through(through_ms)),
             #[cfg(feature = "rocksdb")]
             Timers::RocksDb(space) => {
                 Ok(Self::due_entries(space, through_ms)?.into_iter().map(|(_, key)| key).collect())
@@ -195,7 +167,7 @@ impl TimerIndex {
     /// A RocksDB error (the local disk failing).
     pub fn earliest(&self) -> Result<Option<i64>> {
         match &self.0 {
-            Timers::Memory { by_time, .. } => Ok(by_time.first_key_value().map(|(at, _)| *at)),
+            Timers::Memory(timers) => Ok(timers.earliest()),
             #[cfg(feature = "rocksdb")]
             Timers::RocksDb(space) => match space.range(&[BY_TIME], Some(&[BY_TIME + 1])).next() {
                 Some(entry) => Ok(ms_of(entry?.0.get(1..9).unwrap_or_default())),
@@ -210,9 +182,8 @@ impl TimerIndex {
     /// A RocksDB error (the local disk failing).
     pub fn clear(&mut self) -> Result<()> {
         match &mut self.0 {
-            Timers::Memory { by_time, of_key } => {
-                by_time.clear();
-                of_key.clear();
+            Timers::Memory(timers) => {
+                timers.clear();
                 Ok(())
             }
             #[cfg(feature = "rocksdb")]
@@ -230,23 +201,6 @@ pub(crate) fn take_due<V>(by_time: &mut BTreeMap<i64, V>, through_ms: i64) -> BT
         }
         None => std::mem::take(by_time),
     }
-}
-
-/// Takes `key` out of the keys of time `at`, and the time out of the index with its last key.
-fn unlist(by_time: &mut BTreeMap<i64, HashSet<Box<[u8]>>>, at: i64, key: &[u8]) {
-    if let Some(keys) = by_time.get_mut(&at) {
-        keys.remove(key);
-        if keys.is_empty() {
-            by_time.remove(&at);
-        }
-    }
-}
-
-/// `keys` in byte order (a time's keys come out in key order).
-fn sorted(keys: impl IntoIterator<Item = Box<[u8]>>) -> Vec<Box<[u8]>> {
-    let mut keys: Vec<Box<[u8]>> = keys.into_iter().collect();
-    keys.sort_unstable();
-    keys
 }
 
 #[cfg(test)]
