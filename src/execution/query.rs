@@ -166,6 +166,9 @@ impl MicroBatchExecution {
         }
         let mut source_starts = BTreeMap::new();
         for s in &mut sources {
+            if let Some(read) = s.table.columns_read_by(&physical) {
+                s.source.prune_columns(&read);
+            }
             s.source.restore(&location, resume.sources_through).await?;
             let start = match resume.sources_through {
                 None => s.source.initial_offset(),

@@ -58,6 +58,16 @@ impl StreamScanExec {
         Ok(Self { current, projection, schema, properties })
     }
 
+    /// True when this scan reads the rows of `table_rows` (a [`super::StreamTable`]'s).
+    pub(crate) fn reads(&self, table_rows: &Arc<RwLock<Vec<RecordBatch>>>) -> bool {
+        Arc::ptr_eq(&self.current, table_rows)
+    }
+
+    /// The table's columns this scan returns (`None`: all of them).
+    pub(crate) fn projection(&self) -> Option<&[usize]> {
+        self.projection.as_deref()
+    }
+
     /// The rows of input partition `m`.
     fn slice(&self, m: usize) -> DFResult<Vec<RecordBatch>> {
         let current =

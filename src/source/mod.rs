@@ -70,6 +70,13 @@ pub(crate) trait Source: Send + Sync + std::fmt::Debug {
     /// [`crate::SluiceError::Source`] when the source cannot be listed.
     async fn freeze_available(&mut self) -> Result<()>;
 
+    /// Tells the source which columns of its schema the query reads (ascending indexes), once,
+    /// before the first batch: it may return the other columns empty (an empty string, a zero)
+    /// instead of producing their values, which nothing reads (column pruning: Spark's
+    /// `SupportsPushDownRequiredColumns`). A replayed batch returns the same values in the
+    /// columns read. The default produces every column.
+    fn prune_columns(&mut self, _required: &[usize]) {}
+
     /// Lifts the source's rate limit (e.g. `max_files_per_trigger`) for the batches that follow:
     /// the next batch takes everything available (Spark's `ReadAllAvailable` for `Trigger.Once`).
     fn read_all_available(&mut self) {}

@@ -240,10 +240,16 @@ const CAPACITY_HINT_ROWS: usize = 1 << 20;
 /// Generates the rows of `stream` among events `[start, end)` into one record batch of `schema`,
 /// event 0 at `base_ms` (ms since the epoch); `None` when there are none. The caller checked that
 /// every timestamp fits.
+///
+/// Column `i` is produced when `read[i]` (a missing entry counts as read); the `extra` padding
+/// and a bid's `channel` and `url` strings of a column not read are left empty. Each event draws
+/// from its own generator, and `extra`, the last draws of every event, is the only one whose
+/// draws are skipped, so the columns read hold the same values either way.
 pub(super) fn generate(
     options: &NexmarkOptions,
     channels: &Channels,
     schema: &SchemaRef,
+    read: &[bool],
     base_ms: i64,
     start: u64,
     end: u64,
@@ -259,6 +265,8 @@ pub(super) fn generate(
     let time = |n: u64| event_time_ms(n, rate, base_ms).unwrap_or(MAX_TIME_MS);
     let mut buf = String::with_capacity(512);
     let events = (start..end).filter(|n| NexmarkStream::of_event(*n) == options.stream);
+    let reads = |name: &str| schema.index_of(name).map_or(true, |c| read.get(c).copied().unwrap_or(true));
+    let with_extra = reads("extra");
     let columns: Vec<ArrayRef> = match options.stream {
         NexmarkStream::Person => {
             let mut id = Int64Builder::with_capacity(hint);
@@ -303,10 +311,7 @@ pub(super) fn generate(
                 state.append_value(s);
                 size += c.len() + s.len();
                 date_time.append_value(time(n) * 1_000_000);
-                buf.clear();
-                let len = extra_len(&mut rng, size, AVG_PERSON_BYTE_SIZE);
-                push_letters(&mut buf, &mut rng, len);
-                extra.append_value(&buf);
+                push_extra(&mut extra, &mut buf, with_extra.then_some((&mut rng, size, AVG_PERSON_BYTE_SIZE)));
             }
             vec![
                 Arc::new(id.finish()),
@@ -358,10 +363,7 @@ pub(super) fn generate(
                 description.append_value(&buf);
                 size += buf.len() + 5 * 8;
                 reserve.append_value(bid + next_price(&mut rng));
-                buf.clear();
-                let len = extra_len(&mut rng, size, AVG_AUCTION_BYTE_SIZE);
-                push_letters(&mut buf, &mut rng, len);
-                extra.append_value(&buf);
+                push_extra(&mut extra, &mut buf, with_extra.then_some((&mut rng, size, AVG_AUCTION_BYTE_SIZE)));
             }
             vec![
                 Arc::new(id.finish()),
@@ -384,6 +386,7 @@ pub(super) fn generate(
             let mut url = StringBuilder::with_capacity(hint, hint * 70);
             let mut date_time = TimestampNanosecondBuilder::with_capacity(hint);
             let mut extra = StringBuilder::with_capacity(hint, hint * (AVG_BID_BYTE_SIZE - 32));
+            let (with_channel, with_url) = (reads("channel"), reads("url"));
             for n in events {
                 let mut rng = Rng::for_event(seed, n);
                 let a = if rng.below(HOT_AUCTION_RATIO) > 0 {
@@ -401,21 +404,20 @@ pub(super) fn generate(
                 price.append_value(next_price(&mut rng));
                 if rng.below(2) > 0 {
                     let hot = rng.below(HOT_CHANNELS.len() as u64) as usize;
-                    channel.append_value(HOT_CHANNELS[hot]);
-                    url.append_value(&channels.hot_urls[hot]);
+                    channel.append_value(if with_channel { HOT_CHANNELS[hot] } else { "" });
+                    url.append_value(if with_url { &channels.hot_urls[hot] } else { "" });
                 } else {
                     let k = rng.below(CHANNELS_NUMBER);
                     buf.clear();
-                    buf.push_str("channel-");
-                    buf.push_str(itoa(k, &mut [0; 20]));
+                    if with_channel {
+                        buf.push_str("channel-");
+                        buf.push_str(itoa(k, &mut [0; 20]));
+                    }
                     channel.append_value(&buf);
-                    url.append_value(&channels.urls[k as usize]);
+                    url.append_value(if with_url { &channels.urls[k as usize] } else { "" });
                 }
                 date_time.append_value(time(n) * 1_000_000);
-                buf.clear();
-                let len = extra_len(&mut rng, 32, AVG_BID_BYTE_SIZE);
-                push_letters(&mut buf, &mut rng, len);
-                extra.append_value(&buf);
+                push_extra(&mut extra, &mut buf, with_extra.then_some((&mut rng, 32, AVG_BID_BYTE_SIZE)));
             }
             vec![
                 Arc::new(auction.finish()),
@@ -429,6 +431,18 @@ pub(super) fn generate(
         }
     };
     Ok(Some(RecordBatch::try_new(schema.clone(), columns)?))
+}
+
+/// Appends an event's `extra` padding to `extra`: towards `average` bytes for an event whose
+/// other fields count `current`, drawn from `rng` when `draw` is `Some((rng, current, average))`;
+/// empty when `extra` is not read (its draws, every event's last, are skipped).
+fn push_extra(extra: &mut StringBuilder, buf: &mut String, draw: Option<(&mut Rng, usize, usize)>) {
+    buf.clear();
+    if let Some((rng, current, average)) = draw {
+        let len = extra_len(rng, current, average);
+        push_letters(buf, rng, len);
+    }
+    extra.append_value(&*buf);
 }
 
 /// `k` in decimal, written into `digits` without allocating.
