@@ -4,7 +4,9 @@
 //! of accumulator state per group (see [`super::aggregate_exec`]). This operator drops late
 //! groups, merges the partial states into the stored states with each aggregate's
 //! `GroupsAccumulator::merge_batch`, and emits final values through `evaluate`, so every built-in
-//! aggregate (and every UDAF) runs incrementally without keeping raw rows (DESIGN §4).
+//! aggregate (and every UDAF) runs incrementally without keeping raw rows (DESIGN §4). A
+//! `count(DISTINCT x)` is kept value by value instead of as DataFusion's list of values (see
+//! [`super::distinct_count`]).
 
 use foldhash::{HashMap, HashSet};
 use std::sync::Arc;
@@ -17,6 +19,7 @@ use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_expr::GroupsAccumulatorAdapter;
 
+use super::distinct_count::{group_of_seen, is_kept_by_value, plain_count, DistinctCounts};
 use super::exec::BatchOperator;
 use super::session::{merge_sessions, SessionIndex, SessionInputs};
 use super::watermark::{ceil_ms, ms_in_unit, time_values};
@@ -44,7 +47,13 @@ pub struct AggregateState {
     mode: OutputMode,
     event_time: Option<EventTimeKey>,
     watermark_upstream: bool,
+    /// The aggregates the state merges: the partial aggregation's, with a plain `count` in place
+    /// of each `count(DISTINCT)` kept value by value.
     aggregates: Vec<Arc<AggregateFunctionExpr>>,
+    distinct: DistinctCounts,
+    /// In complete mode with a `count(DISTINCT)` kept value by value, every group's key: the
+    /// store also holds the seen values, which listing the groups every batch must not visit.
+    listed_groups: Option<Vec<Box<[u8]>>>,
     /// Number of state columns of each aggregate, in order.
     state_widths: Vec<usize>,
     output_schema: SchemaRef,
@@ -74,6 +83,8 @@ pub struct AggregateStateSpec {
     pub watermark_upstream: bool,
     /// The aggregate functions, as the partial `AggregateExec` runs them.
     pub aggregates: Vec<Arc<AggregateFunctionExpr>>,
+    /// Schema of the partial aggregation's input (the aggregates' arguments are over it).
+    pub input_schema: SchemaRef,
     /// Schema of the partial aggregation's output: group columns, then every state column.
     pub partial_schema: SchemaRef,
     /// Number of group columns.
@@ -89,13 +100,33 @@ impl AggregateState {
     /// A DataFusion error when an aggregate's state type has no row encoding.
     pub fn try_new(spec: AggregateStateSpec, store: StateStore) -> Result<Self> {
         let fields = spec.partial_schema.fields();
-        let sort_fields = |range: std::ops::Range<usize>| -> Vec<SortField> {
-            fields[range].iter().map(|f| SortField::new(f.data_type().clone())).collect()
-        };
-        let keys = RowConverter::new(sort_fields(0..spec.group_count))?;
-        let values = RowConverter::new(sort_fields(spec.group_count..fields.len()))?;
-        let state_widths =
-            spec.aggregates.iter().map(|a| a.state_fields().map(|f| f.len())).collect::<Result<_, _>>()?;
+        let state_fields = &fields[spec.group_count..];
+        // count(DISTINCT x) value by value, except in a session window (see `distinct_count`).
+        let by_value = !spec.event_time.is_some_and(|e| e.is_session);
+        let (mut aggregates, mut state_widths, mut distinct) = (Vec::new(), Vec::new(), Vec::new());
+        for aggregate in spec.aggregates {
+            let column = state_widths.iter().sum::<usize>();
+            state_widths.push(aggregate.state_fields()?.len());
+            match state_fields[column].data_type() {
+                DataType::List(item) if by_value && is_kept_by_value(&aggregate) => {
+                    distinct.push((column, item.data_type().clone()));
+                    aggregates.push(plain_count(&aggregate, Arc::clone(&spec.input_schema))?);
+                }
+                _ => aggregates.push(aggregate),
+            }
+        }
+        let distinct = DistinctCounts::try_new(distinct)?;
+        let keys = RowConverter::new(
+            fields[..spec.group_count].iter().map(|f| SortField::new(f.data_type().clone())).collect(),
+        )?;
+        // A count(DISTINCT) kept value by value is stored as its count.
+        let values = RowConverter::new(
+            state_fields
+                .iter()
+                .enumerate()
+                .map(|(i, f)| SortField::new(if distinct.holds(i) { DataType::Int64 } else { f.data_type().clone() }))
+                .collect(),
+        )?;
         let group_types: Vec<DataType> = fields[..spec.group_count].iter().map(|f| f.data_type().clone()).collect();
         let sessions = match spec.event_time {
             Some(et) if et.is_session => Some(SessionIndex::try_new(&group_types, et.index, &store)?),
@@ -106,7 +137,9 @@ impl AggregateState {
             mode: spec.mode,
             event_time: spec.event_time,
             watermark_upstream: spec.watermark_upstream,
-            aggregates: spec.aggregates,
+            aggregates,
+            listed_groups: (spec.mode == OutputMode::Complete && !distinct.is_empty()).then(Vec::new),
+            distinct,
             state_widths,
             output_schema: spec.output_schema,
             group_count: spec.group_count,
@@ -195,10 +228,14 @@ impl AggregateState {
                 // states such as count(DISTINCT)'s value lists).
                 let touched_set: HashSet<&[u8]> = touched.iter().map(|k| &**k).collect();
                 let mut untouched: Vec<Box<[u8]>> = Vec::new();
-                for entry in self.store.iter() {
-                    let (k, _) = entry?;
-                    if !touched_set.contains(&*k) {
-                        untouched.push(k.into());
+                if let Some(groups) = &self.listed_groups {
+                    untouched.extend(groups.iter().filter(|k| !touched_set.contains(&***k)).cloned());
+                } else {
+                    for entry in self.store.iter() {
+                        let (k, _) = entry?;
+                        if !touched_set.contains(&*k) {
+                            untouched.push(k.into());
+                        }
                     }
                 }
                 drop(touched_set);
@@ -306,6 +343,9 @@ impl AggregateState {
                 None => new.push(key),
             }
         }
+        if let Some(groups) = &mut self.listed_groups {
+            groups.extend(new.iter().map(|k| Box::from(*k)));
+        }
         let touched: Vec<&[u8]> = stored.iter().chain(&new).copied().collect();
         let index: HashMap<&[u8], usize> = touched.iter().enumerate().map(|(g, k)| (*k, g)).collect();
         // Only a new group enters the closing index: a group's event time is part of its key, so
@@ -320,9 +360,21 @@ impl AggregateState {
         }
         // The values read (pinned by a RocksDB store) are released before the store is written.
         drop(stored_values);
-        self.index_closing(&keys, &partial.columns()[..self.group_count], Some(&is_new))?;
+        let key_columns = &partial.columns()[..self.group_count];
+        self.index_closing(&keys, key_columns, Some(&is_new))?;
+        let mut partial_states = partial.columns()[self.group_count..].to_vec();
+        if !self.distinct.is_empty() {
+            // A group's seen values close with it.
+            let ends = self.closing_ends(key_columns)?;
+            let closing = &mut self.closing;
+            let index_seen = |row: usize, key: &[u8]| match ends.as_ref().and_then(|ends| ends[row]) {
+                Some(end) => closing.set(key, end),
+                None => Ok(()),
+            };
+            partial_states = self.distinct.count_new(&mut self.store, &keys, &partial_states, index_seen)?;
+        }
         let groups: Vec<usize> = keys.iter().map(|k| index[&**k]).collect();
-        self.merge(&mut accumulators, &partial.columns()[self.group_count..], &groups, touched.len())?;
+        self.merge(&mut accumulators, &partial_states, &groups, touched.len())?;
         let mut states = Vec::with_capacity(self.state_widths.iter().sum());
         for acc in &mut accumulators {
             states.extend(acc.state(EmitTo::All)?);
@@ -343,9 +395,22 @@ impl AggregateState {
     }
 
     /// The groups whose event time `W_k` has reached (`end <= W_k`), taken from the index: the
-    /// work follows the groups that close, not the groups in state.
+    /// work follows the groups that close, not the groups in state. Their seen values (see
+    /// [`super::distinct_count`]), indexed at the same time, are removed from the store.
     fn closed_groups(&mut self) -> Result<Vec<Box<[u8]>>> {
-        self.closing.take_through(self.watermarks.current_ms)
+        let mut closed = self.closing.take_through(self.watermarks.current_ms)?;
+        if !self.distinct.is_empty() {
+            let mut groups = Vec::with_capacity(closed.len());
+            for key in closed {
+                if group_of_seen(&key).is_some() {
+                    self.store.remove(&key)?;
+                } else {
+                    groups.push(key);
+                }
+            }
+            closed = groups;
+        }
+        Ok(closed)
     }
 
     /// Removes group `key` from the state and the indexes.
@@ -379,17 +444,24 @@ impl AggregateState {
         Ok(())
     }
 
-    /// Registers the event-time end of each group of `key_columns` (keyed by `keys`) in the
-    /// closing index, only the rows `only` marks when given; nothing in complete mode, which
-    /// never closes a group.
-    fn index_closing(&mut self, keys: &[Box<[u8]>], key_columns: &[ArrayRef], only: Option<&[bool]>) -> Result<()> {
+    /// When each group of `key_columns` closes (ms, its event-time end rounded up; `None`: a
+    /// NULL time, never); `None` without event time and in complete mode, which never closes a
+    /// group.
+    fn closing_ends(&self, key_columns: &[ArrayRef]) -> Result<Option<Vec<Option<i64>>>> {
         if self.mode == OutputMode::Complete {
-            return Ok(());
+            return Ok(None);
         }
-        let Some((ends, unit)) = self.event_time_ends(key_columns)? else { return Ok(()) };
-        for (row, (key, end)) in keys.iter().zip(ends.iter()).enumerate() {
+        let Some((ends, unit)) = self.event_time_ends(key_columns)? else { return Ok(None) };
+        Ok(Some(ends.iter().map(|end| end.map(|end| ceil_ms(end, &unit))).collect()))
+    }
+
+    /// Registers when each entry `keys[i]` closes, by its group's row `i` of `key_columns`, in
+    /// the closing index, only the rows `only` marks when given.
+    fn index_closing(&mut self, keys: &[Box<[u8]>], key_columns: &[ArrayRef], only: Option<&[bool]>) -> Result<()> {
+        let Some(ends) = self.closing_ends(key_columns)? else { return Ok(()) };
+        for (row, (key, end)) in keys.iter().zip(ends).enumerate() {
             if let (Some(end), true) = (end, only.is_none_or(|only| only[row])) {
-                self.closing.set(key, ceil_ms(end, &unit))?;
+                self.closing.set(key, end)?;
             }
         }
         Ok(())
@@ -457,19 +529,31 @@ impl BatchOperator for AggregateState {
         self.apply_partial(partial)
     }
 
-    /// Rebuilds the closing and session indexes from the stored groups (once per restore).
+    /// Rebuilds the closing and session indexes and the listed groups from the store (once per
+    /// restore).
     fn restored(&mut self) -> Result<()> {
         self.closing.clear()?;
         if let Some(sessions) = &mut self.sessions {
             sessions.clear()?;
         }
+        if let Some(groups) = &mut self.listed_groups {
+            groups.clear();
+            for entry in self.store.iter() {
+                let (k, _) = entry?;
+                if group_of_seen(&k).is_none() {
+                    groups.push(k.into());
+                }
+            }
+        }
         if self.event_time.is_none() || self.store.is_empty() {
             return Ok(());
         }
+        // Every entry, a group's or a seen value's (indexed by its group's end).
         let keys: Vec<Box<[u8]>> =
             self.store.iter().map(|entry| entry.map(|(k, _)| k.into())).collect::<Result<_>>()?;
         let parser = self.keys.parser();
-        let key_columns = self.keys.convert_rows(keys.iter().map(|k| parser.parse(k)))?;
+        let groups = keys.iter().map(|k| parser.parse(group_of_seen(k).unwrap_or(k)));
+        let key_columns = self.keys.convert_rows(groups)?;
         if let Some(sessions) = &mut self.sessions {
             sessions.insert(&keys, &key_columns)?;
         }

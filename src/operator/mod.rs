@@ -6,6 +6,7 @@
 pub mod aggregate;
 pub(crate) mod chunk;
 pub mod dedup;
+pub(crate) mod distinct_count;
 pub mod exchange;
 pub mod exec;
 pub mod group_state;

@@ -4,21 +4,23 @@
 //! Each stateful operator is described by one line: its definition as `EXPLAIN` shows it, the
 //! types of the rows its state encodes (the input of an aggregation, a join or a top-N, the keys
 //! of a deduplication), for an aggregation the event-time windows computed below it and, for a
-//! join or a top-N, the layout of its stored state. A query whose lines differ from the checkpoint's would decode stored rows with
-//! another layout, or merge results of another definition (a window of another size), so the
-//! restart is refused (see [`crate::execution::recovery::check_stateful_operators`]). Spark
-//! refuses such changes in its state schema check; changes to the stateless part of the query
+//! join, a top-N or an aggregation with a `count(DISTINCT)`, the layout of its stored state. A
+//! query whose lines differ from the checkpoint's would decode stored rows with another layout,
+//! or merge results of another definition (a window of another size), so the restart is refused
+//! (see [`crate::execution::recovery::check_stateful_operators`]). Spark refuses such changes in
+//! its state schema check; changes to the stateless part of the query
 //! (a filter, a projection above the stateful operators) are allowed, as in Spark.
 
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::DFSchema;
-use datafusion::logical_expr::{ExprSchemable, LogicalPlan};
+use datafusion::logical_expr::{Expr, ExprSchemable, LogicalPlan};
 
 use super::nodes::{
     StreamingAggregateNode, StreamingDedupNode, StreamingGroupStateNode, StreamingJoinNode, StreamingTopNNode,
 };
 use super::session_window::SESSION_ROW_WINDOW;
 use super::window::{SLIDING_WINDOWS, TUMBLE_WINDOW};
+use crate::operator::distinct_count::DISTINCT_COUNT_STATE_FORMAT;
 use crate::operator::join::JOIN_STATE_FORMAT;
 use crate::operator::top_n::TOP_N_STATE_FORMAT;
 
@@ -29,7 +31,12 @@ pub fn stateful_operators(plan: &LogicalPlan) -> Vec<String> {
         if let LogicalPlan::Extension(e) = node {
             let any = e.node.as_any();
             let depends_on = if let Some(agg) = any.downcast_ref::<StreamingAggregateNode>() {
-                Some(format!("input {}{}", types(agg.input.schema()), windows_below(&agg.input)))
+                Some(format!(
+                    "input {}{}{}",
+                    types(agg.input.schema()),
+                    windows_below(&agg.input),
+                    distinct_counts(agg)
+                ))
             } else if let Some(dedup) = any.downcast_ref::<StreamingDedupNode>() {
                 let schema = dedup.input.schema();
                 let keys =
@@ -94,6 +101,20 @@ pub fn without_field_metadata(line: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// `; <layout>` when the aggregation keeps a `count(DISTINCT x)` value by value (see
+/// [`crate::operator::distinct_count`]; a session window keeps DataFusion's lists), so that a
+/// checkpoint holding the lists is refused.
+fn distinct_counts(agg: &StreamingAggregateNode) -> String {
+    let by_value = |e: &Expr| match e.clone().unalias() {
+        Expr::AggregateFunction(f) => f.func.name() == "count" && f.params.distinct && f.params.args.len() == 1,
+        _ => false,
+    };
+    if agg.event_time.is_some_and(|e| e.is_session) || !agg.aggr_expr.iter().any(by_value) {
+        return String::new();
+    }
+    format!("; {DISTINCT_COUNT_STATE_FORMAT}")
 }
 
 /// `(name type, ...)` of a schema's fields.

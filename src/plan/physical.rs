@@ -190,6 +190,7 @@ impl ExtensionPlanner for StreamingExtensionPlanner {
                 event_time: node.event_time,
                 watermark_upstream: StreamTable::has_watermark_upstream(logical_inputs[0]),
                 aggregates: aggregates.clone(),
+                input_schema: input.schema(),
                 partial_schema: partial.schema(),
                 group_count: node.group_expr.len(),
                 output_schema: Arc::clone(&output_schema),

@@ -9,7 +9,7 @@
 //!
 //! Keys and values are rows in arrow's row format (`arrow::row`): keys compare and hash as bytes,
 //! and one encoding serves any Arrow type an operator keeps, including the list-typed states of
-//! aggregates such as `count(DISTINCT)`.
+//! aggregates such as `sum(DISTINCT)`.
 
 pub(crate) mod changes;
 pub mod codec;

@@ -224,7 +224,30 @@ impl StateStore {
     /// # Errors
     /// A RocksDB write error (the local disk failing).
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.put_hashed(self.hasher.hash_one(key), key, value)
+    }
+
+    /// Inserts `key` with an empty value unless it is present: a set's insert, one lookup of
+    /// the key (counted as a read). Returns whether it was absent.
+    ///
+    /// # Errors
+    /// A RocksDB read or write error (the local disk failing).
+    pub fn insert_absent(&mut self, key: &[u8]) -> Result<bool> {
+        *self.scanned.get_mut() += 1;
         let hash = self.hasher.hash_one(key);
+        let present = match &self.rows {
+            Rows::Memory(rows) => rows.get(hash, key).is_some(),
+            #[cfg(feature = "rocksdb")]
+            Rows::RocksDb(rows) => rows.get(key)?.is_some(),
+        };
+        if !present {
+            self.put_hashed(hash, key, &[])?;
+        }
+        Ok(!present)
+    }
+
+    /// [`Self::put`] of `key`, whose hash is `hash`.
+    fn put_hashed(&mut self, hash: u64, key: &[u8], value: &[u8]) -> Result<()> {
         let old = match &mut self.rows {
             Rows::Memory(rows) => rows.put(hash, key, value),
             #[cfg(feature = "rocksdb")]

@@ -230,6 +230,26 @@ async fn a_restart_with_changed_stateful_operators_is_refused_naming_the_change(
     assert_eq!(sorted(&h.batch(TUMBLE_INPUT[1]).await), ["00:00:00,00:00:10,a,3,7", "00:00:20,00:00:30,a,1,5"]);
 }
 
+#[tokio::test]
+async fn a_checkpoint_of_count_distinct_value_lists_is_refused() {
+    // Releases before count(DISTINCT) was kept value by value stored DataFusion's list of values
+    // per group, and their operator lines had no layout: such a checkpoint must not be misread.
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint = dir.path().to_str().unwrap();
+    let select = "SELECT key, count(DISTINCT value) AS d FROM events GROUP BY key";
+    let mut h = Harness::at_checkpoint(OutputMode::Complete, None, select, checkpoint).await.unwrap();
+    h.batch(&[("a", 1, 1), ("a", 2, 2)]).await;
+    drop(h);
+    let path = dir.path().join("state/operators.json");
+    let lines: Vec<String> = sluice::checkpoint::decode_entry(&std::fs::read(&path).unwrap()).unwrap();
+    let suffix = "; count(DISTINCT) state: an entry per group and distinct value";
+    assert!(lines[0].ends_with(suffix), "{lines:?}");
+    let former: Vec<&str> = lines.iter().map(|l| l.trim_end_matches(suffix)).collect();
+    std::fs::write(&path, serde_json::to_string(&former).unwrap()).unwrap();
+    let err = Harness::at_checkpoint(OutputMode::Complete, None, select, checkpoint).await.err().unwrap().to_string();
+    assert!(err.contains("stateful operators changed") && err.contains("count(DISTINCT) state"), "{err}");
+}
+
 mod checkpoint_damage {
     use proptest::prelude::*;
 
