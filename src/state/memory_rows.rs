@@ -46,6 +46,18 @@ impl MemoryRows {
         }
     }
 
+    /// Inserts `key` (whose hash is `hash`) with an empty value unless it is present, in one
+    /// probe; returns whether it was absent.
+    pub(crate) fn insert_absent(&mut self, hash: u64, key: &[u8]) -> bool {
+        match self.table.entry(hash, |row| row.hash == hash && *row.key == *key, |row| row.hash) {
+            hashbrown::hash_table::Entry::Occupied(_) => false,
+            hashbrown::hash_table::Entry::Vacant(slot) => {
+                slot.insert(Row { hash, key: key.into(), value: Box::default() });
+                true
+            }
+        }
+    }
+
     /// Removes `key` (whose hash is `hash`) and returns its value, if it was present.
     pub(crate) fn take(&mut self, hash: u64, key: &[u8]) -> Option<Box<[u8]>> {
         let row = self.table.find_entry(hash, |row| row.hash == hash && *row.key == *key).ok()?;

@@ -224,7 +224,14 @@ impl StateStore {
     /// # Errors
     /// A RocksDB write error (the local disk failing).
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
-        self.put_hashed(self.hasher.hash_one(key), key, value)
+        let hash = self.hasher.hash_one(key);
+        let old = match &mut self.rows {
+            Rows::Memory(rows) => rows.put(hash, key, value),
+            #[cfg(feature = "rocksdb")]
+            Rows::RocksDb(rows) => rows.put(key, value)?,
+        };
+        self.note_write(hash, key, value, old);
+        Ok(())
     }
 
     /// Inserts `key` with an empty value unless it is present: a set's insert, one lookup of
@@ -235,24 +242,26 @@ impl StateStore {
     pub fn insert_absent(&mut self, key: &[u8]) -> Result<bool> {
         *self.scanned.get_mut() += 1;
         let hash = self.hasher.hash_one(key);
-        let present = match &self.rows {
-            Rows::Memory(rows) => rows.get(hash, key).is_some(),
+        let absent = match &mut self.rows {
+            Rows::Memory(rows) => rows.insert_absent(hash, key),
             #[cfg(feature = "rocksdb")]
-            Rows::RocksDb(rows) => rows.get(key)?.is_some(),
+            Rows::RocksDb(rows) => {
+                let absent = rows.get(key)?.is_none();
+                if absent {
+                    rows.put_absent(key, &[])?;
+                }
+                absent
+            }
         };
-        if !present {
-            self.put_hashed(hash, key, &[])?;
+        if absent {
+            self.note_write(hash, key, &[], None);
         }
-        Ok(!present)
+        Ok(absent)
     }
 
-    /// [`Self::put`] of `key`, whose hash is `hash`.
-    fn put_hashed(&mut self, hash: u64, key: &[u8], value: &[u8]) -> Result<()> {
-        let old = match &mut self.rows {
-            Rows::Memory(rows) => rows.put(hash, key, value),
-            #[cfg(feature = "rocksdb")]
-            Rows::RocksDb(rows) => rows.put(key, value)?,
-        };
+    /// Accounts for the write of `value` to `key` (whose hash is `hash`), whose former value
+    /// had `old` bytes (`None`: it was absent).
+    fn note_write(&mut self, hash: u64, key: &[u8], value: &[u8], old: Option<usize>) {
         match old {
             Some(old) => self.bytes = self.bytes - old as u64 + value.len() as u64,
             None => {
@@ -262,7 +271,6 @@ impl StateStore {
         }
         self.changes.record(hash, key, Some(value));
         self.updated += 1;
-        Ok(())
     }
 
     /// Removes `key` if present.
