@@ -50,6 +50,7 @@ pub struct AggregateState {
     /// The aggregates the state merges: the partial aggregation's, with a plain `count` in place
     /// of each `count(DISTINCT)` kept value by value.
     aggregates: Vec<Arc<AggregateFunctionExpr>>,
+    /// The `count(DISTINCT)`s kept value by value, by state column.
     distinct: DistinctCounts,
     /// In complete mode with a `count(DISTINCT)` kept value by value, every group's key: the
     /// store also holds the seen values, which listing the groups every batch must not visit.
@@ -225,7 +226,7 @@ impl AggregateState {
             OutputMode::Complete => {
                 // The touched groups' merged states are at hand; only the others are decoded
                 // from the store (decoding them all again cost as much as the merge for large
-                // states such as count(DISTINCT)'s value lists).
+                // states such as sum(DISTINCT)'s value lists).
                 let touched_set: HashSet<&[u8]> = touched.iter().map(|k| &**k).collect();
                 let mut untouched: Vec<Box<[u8]>> = Vec::new();
                 if let Some(groups) = &self.listed_groups {
