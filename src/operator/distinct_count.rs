@@ -117,20 +117,17 @@ impl DistinctCounts {
             })?;
             let values = lists.values();
             let rows = converter.convert_columns(&[Arc::clone(values)])?;
+            let offsets = lists.value_offsets();
             let mut counts = Vec::with_capacity(lists.len());
             for (row, group) in keys.iter().enumerate() {
+                // A NULL list brings no value.
+                let brought = if lists.is_valid(row) { offsets[row] as usize..offsets[row + 1] as usize } else { 0..0 };
                 let mut new = 0i64;
-                if lists.is_valid(row) {
-                    let offsets = lists.value_offsets();
-                    for at in offsets[row] as usize..offsets[row + 1] as usize {
-                        if values.is_null(at) {
-                            continue;
-                        }
-                        seen_key(&mut key, slot, group, rows.row(at).as_ref())?;
-                        if store.insert_absent(&key)? {
-                            new += 1;
-                            on_new(row, &key)?;
-                        }
+                for at in brought.filter(|at| values.is_valid(*at)) {
+                    seen_key(&mut key, slot, group, rows.row(at).as_ref())?;
+                    if store.insert_absent(&key)? {
+                        new += 1;
+                        on_new(row, &key)?;
                     }
                 }
                 counts.push(new);
