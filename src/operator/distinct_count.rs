@@ -39,7 +39,8 @@ const SEEN: u8 = 0xFF;
 const HEADER: usize = 7;
 
 /// Whether `aggregate` can be kept value by value: a `count(DISTINCT x)` of one argument (the
-/// planner keeps DataFusion's lists in a session window).
+/// aggregation keeps DataFusion's lists in a session window). `crate::plan::fingerprint` states
+/// the same rule over the logical plan, to record the layout in the checkpoint.
 pub(crate) fn is_kept_by_value(aggregate: &AggregateFunctionExpr) -> bool {
     aggregate.fun().name() == "count" && aggregate.is_distinct() && aggregate.expressions().len() == 1
 }
