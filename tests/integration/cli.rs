@@ -158,7 +158,9 @@ fn sigkill_trial(example: &str, inputs: &[&str], mut seed: u64, state_store: &st
     let (mut killed, killed_out) = run("killed", state_store);
     // A fixed pseudo-random sequence of kill delays (xorshift), spread over a whole run. A run
     // that finishes before its first kill (the machine was busier during the reference run)
-    // starts again from nothing with delays spread over half the time.
+    // starts again from nothing with delays spread over half the time; a run that keeps being
+    // killed before it finishes (a busier machine than during the reference run, or a store
+    // slower to restore) gets delays spread over twice the time every 25 kills.
     let mut span_ms = full_run.as_millis() as u64;
     let mut kills = 0;
     while kills == 0 {
@@ -168,7 +170,8 @@ fn sigkill_trial(example: &str, inputs: &[&str], mut seed: u64, state_store: &st
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
-            let delay = Duration::from_millis(20 + seed % (span_ms / 3 + 1));
+            let window_ms = (span_ms / 3 + 1) << (kills / 25);
+            let delay = Duration::from_millis(20 + seed % window_ms);
             std::thread::sleep(delay);
             if child.try_wait().unwrap().is_some() {
                 assert!(child.wait().unwrap().success(), "{example}");
