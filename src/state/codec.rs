@@ -46,12 +46,13 @@ fn verified(bytes: Bytes) -> Result<Bytes> {
     }
 }
 
-/// Decodes a file written by [`encode`], calling `apply(key, value)` per entry in order.
+/// The `(key, value)` columns of each record batch of a file written by [`encode`], in order;
+/// the file is checked whole (checksum, schema, every batch) before any column is returned.
 ///
 /// # Errors
 /// An arrow error when the bytes are not such a file or its checksum does not match (the caller
 /// names the file).
-pub fn decode(bytes: Bytes, mut apply: impl FnMut(&[u8], Option<&[u8]>)) -> Result<()> {
+pub(crate) fn decode_columns(bytes: Bytes) -> Result<Vec<(BinaryArray, BinaryArray)>> {
     let reader = FileReader::try_new(std::io::Cursor::new(verified(bytes)?), None)?;
     if reader.schema() != file_schema() {
         return Err(arrow::error::ArrowError::SchemaError(format!(
@@ -60,11 +61,21 @@ pub fn decode(bytes: Bytes, mut apply: impl FnMut(&[u8], Option<&[u8]>)) -> Resu
         ))
         .into());
     }
-    for batch in reader {
-        let batch = batch?;
-        let keys: &BinaryArray = batch.column(0).as_binary();
-        let values: &BinaryArray = batch.column(1).as_binary();
-        for i in 0..batch.num_rows() {
+    reader
+        .map(|batch| {
+            let batch = batch?;
+            Ok((batch.column(0).as_binary().clone(), batch.column(1).as_binary().clone()))
+        })
+        .collect()
+}
+
+/// Decodes a file written by [`encode`], calling `apply(key, value)` per entry in order.
+///
+/// # Errors
+/// As [`decode_columns`]; nothing of a damaged file is applied.
+pub fn decode(bytes: Bytes, mut apply: impl FnMut(&[u8], Option<&[u8]>)) -> Result<()> {
+    for (keys, values) in decode_columns(bytes)? {
+        for i in 0..keys.len() {
             apply(keys.value(i), values.is_valid(i).then(|| values.value(i)));
         }
     }

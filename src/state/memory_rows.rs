@@ -20,6 +20,11 @@ pub(crate) struct MemoryRows {
 }
 
 impl MemoryRows {
+    /// An empty table with room for `rows` rows.
+    pub(crate) fn with_capacity(rows: usize) -> Self {
+        Self { table: HashTable::with_capacity(rows) }
+    }
+
     /// The value of `key` (whose hash is `hash`).
     pub(crate) fn get(&self, hash: u64, key: &[u8]) -> Option<&[u8]> {
         self.table.find(hash, |row| row.hash == hash && *row.key == *key).map(|row| &*row.value)

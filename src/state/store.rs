@@ -10,7 +10,7 @@ use crate::state::codec;
 use crate::state::config::StateBackend;
 #[cfg(feature = "rocksdb")]
 use crate::state::files::apply_deltas;
-use crate::state::files::{apply_files, partition_files, run_blocking, write_snapshot, SNAPSHOT_SUFFIX};
+use crate::state::files::{partition_files, run_blocking, write_snapshot, FileRows, SNAPSHOT_SUFFIX};
 use crate::state::memory_rows::MemoryRows;
 #[cfg(feature = "rocksdb")]
 use crate::state::rocksdb_store::{self, RocksDbRows};
@@ -438,7 +438,9 @@ impl StateStore {
         self.rows = match &self.backend {
             StateBackend::Memory => {
                 let (location, hasher) = (self.location.clone(), self.hasher.clone());
-                Rows::Memory(run_blocking(move || apply_files(&location, files, &hasher)).await?)
+                Rows::Memory(
+                    run_blocking(move || Ok(FileRows::decode(&location, files, &hasher)?.into_memory_rows())).await?,
+                )
             }
             #[cfg(feature = "rocksdb")]
             StateBackend::RocksDb(shared) => {
