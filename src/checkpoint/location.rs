@@ -284,6 +284,40 @@ impl CheckpointLocation {
     }
 }
 
+impl CheckpointLocation {
+    /// Deletes each of `relatives` that exists: in a local directory in one blocking task (one
+    /// thread hand-off for all of them), in an object store one request each.
+    ///
+    /// # Errors
+    /// [`SluiceError::Checkpoint`] naming the first file whose delete fails for another reason
+    /// than absence; the files before it are deleted.
+    pub async fn delete_all(&self, relatives: Vec<String>) -> Result<()> {
+        match &self.backend {
+            Backend::Local(dir) => {
+                let (dir, location) = (Arc::clone(dir), self.clone());
+                let failed = tokio::task::spawn_blocking(move || {
+                    for relative in relatives {
+                        match std::fs::remove_file(Self::local_path(&dir, &relative)) {
+                            Ok(()) => {}
+                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                            Err(e) => return Err(location.error(&relative, format!("cannot delete: {e}"))),
+                        }
+                    }
+                    Ok(())
+                })
+                .await;
+                failed.map_err(|e| self.error("", format!("cannot delete: the task failed: {e}")))?
+            }
+            Backend::Memory(_) | Backend::Remote(_) => {
+                for relative in &relatives {
+                    self.delete(relative).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 /// Writes `bytes` as `target` under the checkpoint directory `root`: to a hidden temporary file
 /// in the same directory, flushed, renamed over `target`, then the directory flushed (and the
 /// directories created on the way, each in its parent).

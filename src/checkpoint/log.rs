@@ -288,7 +288,7 @@ impl BatchLog {
     /// and `newest` (the newest compacted entry: a crash while writing it, on a file system that
     /// does not keep renames atomic), it counts as never written: it is deleted with a warning
     /// and the result is `None`, for the caller to read the one before it and the entries since
-    /// (see [`Self::purge_compacted_before`]).
+    /// (see [`Self::stale_compacted_before`]).
     ///
     /// # Errors
     /// As [`Self::read_listed`]; also when a torn newest entry cannot be deleted.
@@ -352,34 +352,33 @@ impl BatchLog {
         Ok(self.batch_ids().await?.last().copied())
     }
 
-    /// Deletes entries with ids below `keep_from` (Spark's `minBatchesToRetain`).
+    /// The entries with ids below `keep_from`, which a purge deletes (Spark's
+    /// `minBatchesToRetain`), as paths in the checkpoint.
     ///
     /// # Errors
-    /// [`crate::SluiceError::Checkpoint`] when a delete fails.
-    pub async fn purge_before(&self, keep_from: u64) -> Result<()> {
-        for id in self.batch_ids().await?.into_iter().filter(|id| *id < keep_from) {
-            self.location.delete(&self.relative(id, false)).await?;
-        }
-        Ok(())
+    /// As [`Self::entries`].
+    pub async fn stale_before(&self, keep_from: u64) -> Result<Vec<String>> {
+        let ids = self.batch_ids().await?;
+        Ok(ids.into_iter().filter(|id| *id < keep_from).map(|id| self.relative(id, false)).collect())
     }
 
-    /// Deletes the entries and compacted entries below `keep_from` that the compacted entry
-    /// before the latest stands for; nothing when the log has fewer than two compacted entries.
-    /// Restarting needs the latest compacted entry and the entries after it; should a crash tear
-    /// that newest file, the one before it and the entries after that one stand in for it.
+    /// The entries and compacted entries below `keep_from` that the compacted entry before the
+    /// latest stands for, as paths in the checkpoint; none when the log has fewer than two
+    /// compacted entries. Restarting needs the latest compacted entry and the entries after it;
+    /// should a crash tear that newest file, the one before it and the entries after that one
+    /// stand in for it.
     ///
     /// # Errors
-    /// [`crate::SluiceError::Checkpoint`] when the listing or a delete fails.
-    pub async fn purge_compacted_before(&self, keep_from: u64) -> Result<()> {
+    /// [`crate::SluiceError::Checkpoint`] when the listing fails.
+    pub async fn stale_compacted_before(&self, keep_from: u64) -> Result<Vec<String>> {
         let entries = self.entries().await?;
-        let [.., fallback, _latest] = entries.compacts[..] else { return Ok(()) };
+        let [.., fallback, _latest] = entries.compacts[..] else { return Ok(vec![]) };
         let below = keep_from.min(fallback);
+        let mut stale = Vec::new();
         for (ids, compact) in [(&entries.deltas, false), (&entries.compacts, true)] {
-            for id in ids.iter().filter(|id| **id < below) {
-                self.location.delete(&self.relative(*id, compact)).await?;
-            }
+            stale.extend(ids.iter().filter(|id| **id < below).map(|id| self.relative(*id, compact)));
         }
-        Ok(())
+        Ok(stale)
     }
 }
 
@@ -445,17 +444,17 @@ mod tests {
         assert_eq!(log.entries().await.unwrap().compacts, vec![9, 19]);
         assert_eq!(log.latest().await.unwrap(), Some(24), "compacted entries are not batch entries");
 
-        log.purge_compacted_before(5).await.unwrap();
+        location.delete_all(log.stale_compacted_before(5).await.unwrap()).await.unwrap();
         let entries = log.entries().await.unwrap();
         assert_eq!((entries.deltas.first(), entries.compacts.clone()), (Some(&5), vec![9, 19]));
 
-        log.purge_compacted_before(100).await.unwrap();
+        location.delete_all(log.stale_compacted_before(100).await.unwrap()).await.unwrap();
         let entries = log.entries().await.unwrap();
         assert_eq!(entries.deltas, (9..25).collect::<Vec<u64>>(), "what 9.compact needs, should 19.compact be torn");
         assert_eq!(entries.compacts, vec![9, 19]);
 
         log.write_compact(29, &"through 29").await.unwrap();
-        log.purge_compacted_before(100).await.unwrap();
+        location.delete_all(log.stale_compacted_before(100).await.unwrap()).await.unwrap();
         let entries = log.entries().await.unwrap();
         assert_eq!(entries.deltas, (19..25).collect::<Vec<u64>>(), "nothing the two latest compacted entries need");
         assert_eq!(entries.compacts, vec![19, 29]);

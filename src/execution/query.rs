@@ -88,6 +88,9 @@ pub(crate) struct MicroBatchExecution {
     released_at: Option<Option<u64>>,
     offsets: BatchLog,
     commits: BatchLog,
+    /// The purge of old log entries and state files running in the background (see
+    /// [`Self::purge`]).
+    purging: Option<tokio::task::JoinHandle<Result<()>>>,
     watermarks: WatermarkTracker,
     next_batch_id: u64,
     replay: Option<OffsetEntry>,
@@ -207,6 +210,7 @@ impl MicroBatchExecution {
             released_at: None,
             offsets,
             commits,
+            purging: None,
             watermarks,
             next_batch_id: resume.next_batch_id,
             replay: resume.replay,
@@ -265,8 +269,12 @@ impl MicroBatchExecution {
         result
     }
 
-    /// Releases the checkpoint's lock: the query stopped or failed.
+    /// Releases the checkpoint's lock: the query stopped or failed. A background purge ends
+    /// first (its failure is logged: the files are deleted at a later purge).
     async fn release_lock(&mut self) {
+        if let Err(e) = self.finish_purge().await {
+            tracing::warn!(checkpoint = %self.location.display(), "cannot purge old checkpoint files: {e}");
+        }
         if let Some(lock) = self.lock.take() {
             lock.release().await;
             self.released_at = Some(self.offsets.latest().await.ok().flatten());
@@ -490,23 +498,40 @@ impl MicroBatchExecution {
         Ok(())
     }
 
-    /// Every [`MIN_BATCHES_TO_RETAIN`] batches, deletes log entries and state files older than
+    /// Every [`MIN_BATCHES_TO_RETAIN`] batches, lists the log entries and state files older than
     /// that, and the source log entries a restart no longer reads (a source keeps its latest
-    /// compacted entry and those after it).
+    /// compacted entry and those after it), and deletes them in the background: hundreds of
+    /// deletes (about 0.2 ms each on a local disk) would otherwise hold the next batch, and none
+    /// of those files is read or written again. The previous purge is waited for first, and
+    /// when the query stops (see [`Self::finish_purge`]).
     async fn purge(&mut self, batch_id: u64) -> Result<()> {
         if !batch_id.is_multiple_of(MIN_BATCHES_TO_RETAIN) || batch_id < MIN_BATCHES_TO_RETAIN {
             return Ok(());
         }
+        self.finish_purge().await?;
         let keep_from = batch_id + 1 - MIN_BATCHES_TO_RETAIN;
-        self.offsets.purge_before(keep_from).await?;
-        self.commits.purge_before(keep_from).await?;
+        let mut stale = self.offsets.stale_before(keep_from).await?;
+        stale.extend(self.commits.stale_before(keep_from).await?);
         for op in &self.operators {
-            op.purge_before(keep_from).await?;
+            stale.extend(op.stale_before(keep_from).await?);
         }
         for s in &mut self.sources {
-            s.source.purge_before(&self.location, keep_from).await?;
+            stale.extend(s.source.stale_before(&self.location, keep_from).await?);
         }
+        let location = self.location.clone();
+        self.purging = Some(tokio::spawn(async move { location.delete_all(stale).await }));
         Ok(())
+    }
+
+    /// Waits for the background purge, if one runs.
+    ///
+    /// # Errors
+    /// [`crate::SluiceError::Checkpoint`] naming a file it could not delete.
+    async fn finish_purge(&mut self) -> Result<()> {
+        match self.purging.take() {
+            Some(task) => task.await.map_err(|e| self.location.error("", format!("the purge task failed: {e}")))?,
+            None => Ok(()),
+        }
     }
 }
 

@@ -138,9 +138,9 @@ impl StatefulOperator for OperatorHandle {
         Ok(())
     }
 
-    async fn purge_before(&self, keep_from: u64) -> Result<()> {
-        self.each(move |mut op| async move { op.store_mut().purge_before(keep_from).await }).await?;
-        Ok(())
+    async fn stale_before(&self, keep_from: u64) -> Result<Vec<String>> {
+        let stale = self.each(move |mut op| async move { op.store_mut().stale_before(keep_from).await }).await?;
+        Ok(stale.concat())
     }
 
     async fn needs_no_data_batch(&self, next_ms: i64) -> bool {

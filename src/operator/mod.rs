@@ -76,8 +76,9 @@ pub trait StatefulOperator: Send + Sync + std::fmt::Debug {
     async fn begin_batch(&self, watermarks: BatchWatermarks);
     /// Persists the batch's state changes as version `version`.
     async fn commit(&self, version: u64) -> Result<()>;
-    /// Deletes state files not needed to restore versions `>= keep_from`.
-    async fn purge_before(&self, keep_from: u64) -> Result<()>;
+    /// The state files not needed to restore versions `>= keep_from`, as paths in the
+    /// checkpoint, for the query to delete.
+    async fn stale_before(&self, keep_from: u64) -> Result<Vec<String>>;
     /// Whether a batch without new data must run because watermark `next_ms` lets this operator
     /// emit or evict (Spark's `shouldRunAnotherBatch`).
     async fn needs_no_data_batch(&self, next_ms: i64) -> bool;

@@ -353,8 +353,8 @@ impl Source for FileSource {
         Ok(())
     }
 
-    async fn purge_before(&mut self, location: &CheckpointLocation, keep_from: u64) -> Result<()> {
-        self.log(location).purge_compacted_before(keep_from).await
+    async fn stale_before(&mut self, location: &CheckpointLocation, keep_from: u64) -> Result<Vec<String>> {
+        self.log(location).stale_compacted_before(keep_from).await
     }
 }
 
@@ -439,7 +439,7 @@ mod tests {
         let mut first = source(dir.path());
         let mut batch = 0;
         assert_eq!(drain(&mut first, &location, &mut batch).await, 23);
-        first.purge_before(&location, batch).await.unwrap();
+        location.delete_all(first.stale_before(&location, batch).await.unwrap()).await.unwrap();
         let log = first.log(&location);
         assert_eq!(log.entries().await.unwrap().compacts, vec![9, 19]);
 

@@ -124,13 +124,13 @@ pub(crate) trait Source: Send + Sync + std::fmt::Debug {
         Ok(())
     }
 
-    /// Deletes the entries of the source's own log (`sources/<name>/`) below batch `keep_from`
-    /// that a restart no longer reads, when the query purges its offset and commit logs (Spark's
-    /// `minBatchesToRetain`). The default has no log to purge.
+    /// The entries of the source's own log (`sources/<name>/`) below batch `keep_from` that a
+    /// restart no longer reads, as paths in the checkpoint: the query deletes them when it purges
+    /// its offset and commit logs (Spark's `minBatchesToRetain`). The default has no log.
     ///
     /// # Errors
-    /// [`crate::SluiceError::Checkpoint`] when the log cannot be listed or an entry deleted.
-    async fn purge_before(&mut self, _location: &CheckpointLocation, _keep_from: u64) -> Result<()> {
-        Ok(())
+    /// [`crate::SluiceError::Checkpoint`] when the log cannot be listed.
+    async fn stale_before(&mut self, _location: &CheckpointLocation, _keep_from: u64) -> Result<Vec<String>> {
+        Ok(vec![])
     }
 }

@@ -485,13 +485,15 @@ impl StateStore {
         Ok(why.map(|why| (self.location.describe(&name), why)))
     }
 
-    /// Deletes state files no longer needed to rebuild versions `>= keep_from`: the deltas and
-    /// snapshots before the newest snapshot at or below it, and the RocksDB files no kept
-    /// snapshot lists (after waiting for a snapshot being uploaded, which may name them).
+    /// The state files no longer needed to rebuild versions `>= keep_from`, as paths in the
+    /// checkpoint: the deltas and snapshots before the newest snapshot at or below it, and the
+    /// RocksDB files no kept snapshot lists nor the live instance may name again (after waiting
+    /// for a snapshot being uploaded, which may name them). None of them is written again, so
+    /// they may be deleted while later batches run.
     ///
     /// # Errors
-    /// [`crate::SluiceError::Checkpoint`] when a listing, read or delete fails.
-    pub async fn purge_before(&mut self, keep_from: u64) -> Result<()> {
+    /// [`crate::SluiceError::Checkpoint`] when a listing or read fails.
+    pub async fn stale_before(&mut self, keep_from: u64) -> Result<Vec<String>> {
         let suffix = self.snapshot_suffix();
         if suffix != SNAPSHOT_SUFFIX {
             self.wait_for_maintenance().await?;
@@ -502,10 +504,10 @@ impl StateStore {
         // The newest snapshot at or below keep_from stays, with every delta after it.
         let base =
             files.iter().filter(|f| f.ends_with(suffix)).filter_map(|f| version(f)).filter(|v| *v <= keep_from).max();
-        let Some(base) = base else { return Ok(()) };
-        for f in files.iter().filter(|f| version(f).is_some_and(|v| v < base)) {
-            self.location.delete(&format!("{dir}/{f}")).await?;
-        }
+        let Some(base) = base else { return Ok(vec![]) };
+        #[cfg_attr(not(feature = "rocksdb"), allow(unused_mut))]
+        let mut stale: Vec<String> =
+            files.iter().filter(|f| version(f).is_some_and(|v| v < base)).map(|f| format!("{dir}/{f}")).collect();
         #[cfg(feature = "rocksdb")]
         if let Rows::RocksDb(rows) = &self.rows {
             let mut kept: std::collections::HashSet<String> = rows.uploaded_remotes().into_iter().collect();
@@ -519,11 +521,11 @@ impl StateStore {
             for f in self.location.list(&format!("{dir}/rocksdb")).await? {
                 let remote = format!("{dir}/rocksdb/{f}");
                 if !kept.contains(&remote) {
-                    self.location.delete(&remote).await?;
+                    stale.push(remote);
                 }
             }
         }
-        Ok(())
+        Ok(stale)
     }
 }
 
@@ -722,7 +724,8 @@ pub(crate) mod tests {
         );
         store.remove(b"n0").unwrap();
         store.commit(20).await.unwrap();
-        store.purge_before(19).await.unwrap();
+        let stale = store.stale_before(19).await.unwrap();
+        store.location.delete_all(stale).await.unwrap();
         let files = location.list("state/0/0").await.unwrap();
         assert!(!files.iter().any(|f| f.starts_with("9.") || f == "18.delta"), "{files:?}");
         let ssts = location.list("state/0/0/rocksdb").await.unwrap();
