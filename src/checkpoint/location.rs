@@ -282,9 +282,7 @@ impl CheckpointLocation {
             },
         }
     }
-}
 
-impl CheckpointLocation {
     /// Deletes each of `relatives` that exists: in a local directory in one blocking task (one
     /// thread hand-off for all of them), in an object store one request each.
     ///
@@ -295,7 +293,7 @@ impl CheckpointLocation {
         match &self.backend {
             Backend::Local(dir) => {
                 let (dir, location) = (Arc::clone(dir), self.clone());
-                let failed = tokio::task::spawn_blocking(move || {
+                let joined = tokio::task::spawn_blocking(move || {
                     for relative in relatives {
                         match std::fs::remove_file(Self::local_path(&dir, &relative)) {
                             Ok(()) => {}
@@ -306,7 +304,7 @@ impl CheckpointLocation {
                     Ok(())
                 })
                 .await;
-                failed.map_err(|e| self.error("", format!("cannot delete: the task failed: {e}")))?
+                joined.map_err(|e| self.error("", format!("cannot delete: the task failed: {e}")))?
             }
             Backend::Memory(_) | Backend::Remote(_) => {
                 for relative in &relatives {
@@ -448,6 +446,14 @@ mod tests {
         location.delete("offsets/0").await.unwrap();
         location.delete("offsets/0").await.unwrap();
         assert_eq!(location.get("offsets/0").await.unwrap(), None);
+        // Deleting several at once passes over those already gone; a directory is not a file.
+        location.put("offsets/1", "one".into()).await.unwrap();
+        location.put("offsets/2", "two".into()).await.unwrap();
+        location.delete_all(vec!["offsets/0".into(), "offsets/1".into()]).await.unwrap();
+        assert_eq!(location.list("offsets").await.unwrap(), ["2"]);
+        let err = location.delete_all(vec!["offsets/2".into(), "state".into()]).await.unwrap_err().to_string();
+        assert!(err.contains("cp/state: cannot delete"), "{err}");
+        assert_eq!(location.list("offsets").await.unwrap(), Vec::<String>::new(), "the files before it are deleted");
         // A write a crash cut short left its temporary file: the next lock holder removes it.
         let left = dir.path().join("cp/state/0/1/.4.delta.0123456789abcdef0123456789abcdef.tmp");
         std::fs::write(&left, "four, cut sh").unwrap();
