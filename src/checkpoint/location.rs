@@ -269,12 +269,7 @@ impl CheckpointLocation {
         match &self.backend {
             Backend::Local(dir) => {
                 let path = Self::local_path(dir, relative);
-                self.blocking(relative, "delete", move || match std::fs::remove_file(path) {
-                    Ok(()) => Ok(()),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                    Err(e) => Err(e),
-                })
-                .await
+                self.blocking(relative, "delete", move || remove_if_present(&path)).await
             }
             Backend::Memory(store) | Backend::Remote(store) => match store.delete(&Self::path(relative)).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
@@ -295,11 +290,8 @@ impl CheckpointLocation {
                 let (dir, location) = (Arc::clone(dir), self.clone());
                 let joined = tokio::task::spawn_blocking(move || {
                     for relative in relatives {
-                        match std::fs::remove_file(Self::local_path(&dir, &relative)) {
-                            Ok(()) => {}
-                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                            Err(e) => return Err(location.error(&relative, format!("cannot delete: {e}"))),
-                        }
+                        remove_if_present(&Self::local_path(&dir, &relative))
+                            .map_err(|e| location.error(&relative, format!("cannot delete: {e}")))?;
                     }
                     Ok(())
                 })
@@ -313,6 +305,14 @@ impl CheckpointLocation {
                 Ok(())
             }
         }
+    }
+}
+
+/// Deletes the file at `path`; nothing when it is absent.
+fn remove_if_present(path: &FsPath) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
     }
 }
 
