@@ -215,7 +215,7 @@ pub(super) async fn plan_query(
     let plan = join::plan_stream_joins(plan, &mut next_id)?;
     let plan = stage::apply_stages(plan, &definition.stages, &mut next_id)?;
     checks::check(&plan, mode)?;
-    let plan = incremental::plan_aggregations(plan, &mut next_id)?;
+    let plan = incremental::plan_aggregations(plan, mode, &mut next_id)?;
     match &definition.body {
         QueryBody::Sql(query) => spellings.with_query(query).restore(plan),
         QueryBody::Plan(_) => Ok(plan),

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, UInt32Array};
 use arrow::compute::{filter_record_batch, take};
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::datatypes::{DataType, Schema, SchemaRef};
 use arrow::row::{RowConverter, SortField};
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
@@ -40,6 +40,16 @@ pub struct EventTimeKey {
     pub is_session: bool,
 }
 
+/// The outcome of merging a batch into the store: the groups touched (stored ones first), their
+/// merged state columns, and the states the first `stored` had before.
+#[derive(Default)]
+struct Merged {
+    touched: Vec<Box<[u8]>>,
+    states: Vec<ArrayRef>,
+    stored: usize,
+    stored_states: Vec<ArrayRef>,
+}
+
 /// An aggregation's state and its per-batch logic.
 #[derive(Debug)]
 pub struct AggregateState {
@@ -57,7 +67,12 @@ pub struct AggregateState {
     listed_groups: Option<Vec<Box<[u8]>>>,
     /// Number of state columns of each aggregate, in order.
     state_widths: Vec<usize>,
+    /// Group columns, then one final value per aggregate.
     output_schema: SchemaRef,
+    /// When the aggregation emits its changes (read by another, see
+    /// [`crate::plan::retraction`]): `output_schema` then the sign column, and the row encoding
+    /// of the final values, to tell the groups whose values changed.
+    changes: Option<(SchemaRef, RowConverter)>,
     keys: RowConverter,
     values: RowConverter,
     group_count: usize,
@@ -90,8 +105,14 @@ pub struct AggregateStateSpec {
     pub partial_schema: SchemaRef,
     /// Number of group columns.
     pub group_count: usize,
-    /// Schema of the operator's output: group columns, then one final value per aggregate.
+    /// Schema of the operator's output: group columns, then one final value per aggregate, then
+    /// with `emits_changes` the sign column (BIGINT).
     pub output_schema: SchemaRef,
+    /// Emit changes instead of rows, in update or complete mode (late rows and closed groups as
+    /// that mode has them): for each stored group whose values the batch changed, its old row
+    /// with sign −1 and its new row with sign +1; a new group's row with +1 (see
+    /// [`crate::plan::retraction`]).
+    pub emits_changes: bool,
 }
 
 impl AggregateState {
@@ -129,6 +150,16 @@ impl AggregateState {
                 .collect(),
         )?;
         let group_types: Vec<DataType> = fields[..spec.group_count].iter().map(|f| f.data_type().clone()).collect();
+        let (output_schema, changes) = if spec.emits_changes {
+            let fields = spec.output_schema.fields();
+            let values = Arc::new(Schema::new(fields[..fields.len() - 1].to_vec()));
+            let finals = RowConverter::new(
+                values.fields()[spec.group_count..].iter().map(|f| SortField::new(f.data_type().clone())).collect(),
+            )?;
+            (values, Some((spec.output_schema, finals)))
+        } else {
+            (spec.output_schema, None)
+        };
         let sessions = match spec.event_time {
             Some(et) if et.is_session => Some(SessionIndex::try_new(&group_types, et.index, &store)?),
             _ => None,
@@ -142,7 +173,8 @@ impl AggregateState {
             listed_groups: (spec.mode == OutputMode::Complete && !distinct.is_empty()).then(Vec::new),
             distinct,
             state_widths,
-            output_schema: spec.output_schema,
+            output_schema,
+            changes,
             group_count: spec.group_count,
             keys,
             values,
@@ -221,8 +253,14 @@ impl AggregateState {
                 self.forget(&key)?;
             }
         }
-        let (touched, states) = self.merge_into_store(&partial)?;
+        let Merged { touched, states, stored, stored_states } = self.merge_into_store(&partial)?;
         match self.mode {
+            // Read by an aggregation above: late rows and closed groups as in the query's mode.
+            OutputMode::Update | OutputMode::Complete if self.changes.is_some() => {
+                let out = self.changes(touched, &states, stored, stored_states)?;
+                self.forget_closed_groups()?;
+                Ok(out)
+            }
             OutputMode::Complete => {
                 // The touched groups' merged states are at hand; only the others are decoded
                 // from the store (decoding them all again cost as much as the merge for large
@@ -269,9 +307,7 @@ impl AggregateState {
             OutputMode::Update => {
                 // The touched groups' merged states are at hand: evaluated from them, not read back.
                 let out = self.evaluate(touched, states)?;
-                for key in self.closed_groups()? {
-                    self.forget_closed(&key)?;
-                }
+                self.forget_closed_groups()?;
                 Ok(out)
             }
             OutputMode::Append => {
@@ -315,16 +351,16 @@ impl AggregateState {
         Ok(rows.iter().map(|row| Box::from(row.data())).collect())
     }
 
-    /// Merges the batch's partial states into the stored states; returns the touched keys and
-    /// their merged state columns, in the same order.
+    /// Merges the batch's partial states into the stored states; returns the touched keys, their
+    /// merged state columns in the same order, and the states the stored ones among them had.
     ///
     /// Groups are numbered stored keys first, then new keys, and each `merge_batch` call names
     /// only groups that call or an earlier one introduced. DataFusion's accumulators rely on this
     /// (its `NullState` marks every group below `total_num_groups` as seen after a call without
     /// nulls), so a new group whose values are all NULL stays NULL for `sum`, `min`, `max`.
-    fn merge_into_store(&mut self, partial: &RecordBatch) -> Result<(Vec<Box<[u8]>>, Vec<ArrayRef>)> {
+    fn merge_into_store(&mut self, partial: &RecordBatch) -> Result<Merged> {
         if partial.num_rows() == 0 {
-            return Ok((vec![], vec![]));
+            return Ok(Merged::default());
         }
         let keys = self.group_keys(partial)?;
         if let Some(sessions) = &mut self.sessions {
@@ -353,11 +389,12 @@ impl AggregateState {
         // a stored group's is already there.
         let is_new: Vec<bool> = keys.iter().map(|k| index[&**k] >= stored.len()).collect();
         let mut accumulators = self.accumulators()?;
+        let mut stored_states = Vec::new();
         if !stored.is_empty() {
             let parser = self.values.parser();
-            let old_columns = self.values.convert_rows(stored_values.iter().map(|v| parser.parse(v)))?;
+            stored_states = self.values.convert_rows(stored_values.iter().map(|v| parser.parse(v)))?;
             let old_groups: Vec<usize> = (0..stored.len()).collect();
-            self.merge(&mut accumulators, &old_columns, &old_groups, stored.len())?;
+            self.merge(&mut accumulators, &stored_states, &old_groups, stored.len())?;
         }
         // The values read (pinned by a RocksDB store) are released before the store is written.
         drop(stored_values);
@@ -381,18 +418,57 @@ impl AggregateState {
             states.extend(acc.state(EmitTo::All)?);
         }
         let touched: Vec<Box<[u8]>> = touched.into_iter().map(Box::from).collect();
+        let stored = stored.len();
         if states.is_empty() {
             // No aggregate (SELECT DISTINCT): the group key is the whole state.
             for key in &touched {
                 self.store.put(key, &[])?;
             }
-            return Ok((touched, states));
+            return Ok(Merged { touched, states, stored, stored_states });
         }
         let value_rows = self.values.convert_columns(&states)?;
         for (key, value) in touched.iter().zip(value_rows.iter()) {
             self.store.put(key, value.data())?;
         }
-        Ok((touched, states))
+        Ok(Merged { touched, states, stored, stored_states })
+    }
+
+    /// The changes of the groups `touched` (merged states `states`, the first `stored` of them
+    /// stored before with states `stored_states`): each stored group whose final values changed
+    /// as its old row with sign −1 and its new row with +1, each new group's row with +1.
+    fn changes(
+        &self,
+        touched: Vec<Box<[u8]>>,
+        states: &[ArrayRef],
+        stored: usize,
+        stored_states: Vec<ArrayRef>,
+    ) -> Result<RecordBatch> {
+        let (schema, finals) = self.changes.as_ref().expect("an aggregation emitting changes");
+        let rows = |columns: &[ArrayRef], from: usize, to: usize| -> Vec<ArrayRef> {
+            columns.iter().map(|c| c.slice(from, to - from)).collect()
+        };
+        let old = self.evaluate(touched[..stored].to_vec(), stored_states)?;
+        let updated = self.evaluate(touched[..stored].to_vec(), rows(states, 0, stored))?;
+        let fresh = self.evaluate(touched[stored..].to_vec(), rows(states, stored, touched.len()))?;
+        // Without an aggregate (SELECT DISTINCT) a stored group never changes.
+        let changed: BooleanArray = if self.stateless() {
+            vec![Some(false); stored].into()
+        } else {
+            let before = finals.convert_columns(&old.columns()[self.group_count..])?;
+            let after = finals.convert_columns(&updated.columns()[self.group_count..])?;
+            (0..stored).map(|i| Some(before.row(i) != after.row(i))).collect()
+        };
+        let signed = |batch: RecordBatch, sign: i64| -> Result<RecordBatch> {
+            let mut columns = batch.columns().to_vec();
+            columns.push(Arc::new(Int64Array::from(vec![sign; batch.num_rows()])));
+            Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+        };
+        let parts = [
+            signed(filter_record_batch(&old, &changed)?, -1)?,
+            signed(filter_record_batch(&updated, &changed)?, 1)?,
+            signed(fresh, 1)?,
+        ];
+        Ok(arrow::compute::concat_batches(schema, &parts)?)
     }
 
     /// The groups whose event time `W_k` has reached (`end <= W_k`), taken from the index: the
@@ -412,6 +488,15 @@ impl AggregateState {
             closed = groups;
         }
         Ok(closed)
+    }
+
+    /// Removes the groups [`Self::closed_groups`] gives (none in complete mode, which indexes
+    /// none).
+    fn forget_closed_groups(&mut self) -> Result<()> {
+        for key in self.closed_groups()? {
+            self.forget_closed(&key)?;
+        }
+        Ok(())
     }
 
     /// Removes group `key` from the state and the indexes.

@@ -1,11 +1,14 @@
 //! Refuses, before a query starts, what the output mode cannot run — Spark's
 //! `UnsupportedOperationChecker` is the reference list. Each refusal names the operator and the fix.
 
+use std::sync::Arc;
+
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::NullEquality;
 use datafusion::logical_expr::{Aggregate, Expr, JoinType, LogicalPlan};
 
 use super::nodes::{StreamingDedupNode, StreamingGroupStateNode, StreamingJoinNode, StreamingTopNNode};
+use super::retraction;
 use super::session_window::is_session_window;
 use super::stream_table::StreamTable;
 use super::OutputMode;
@@ -167,10 +170,10 @@ fn contains_top_n(plan: &LogicalPlan) -> bool {
 /// # Errors
 /// [`SluiceError::Unsupported`] for the first unsupported operator found, bottom-up.
 pub fn check(plan: &LogicalPlan, mode: OutputMode) -> Result<()> {
-    let mut aggregates = 0usize;
+    let mut seen = Seen { aggregates: 0, retracted: Vec::new(), joins_aggregated: joins_aggregated(plan) };
     let mut error: Option<SluiceError> = None;
     plan.apply(|node| {
-        if let Some(e) = check_node(node, mode, &mut aggregates) {
+        if let Some(e) = check_node(node, mode, &mut seen) {
             error = Some(e);
             return Ok(TreeNodeRecursion::Stop);
         }
@@ -183,7 +186,7 @@ pub fn check(plan: &LogicalPlan, mode: OutputMode) -> Result<()> {
         Ok(matches!(n, LogicalPlan::Extension(e)
             if e.node.as_any().is::<StreamingGroupStateNode>() || e.node.as_any().is::<StreamingTopNNode>()))
     })?;
-    if mode == OutputMode::Complete && aggregates == 0 && !group_state_or_top_n {
+    if mode == OutputMode::Complete && seen.aggregates == 0 && !group_state_or_top_n {
         return Err(SluiceError::unsupported(
             "output_mode 'complete'",
             "complete mode re-emits the whole result table, which needs a streaming aggregation to keep it bounded",
@@ -193,7 +196,40 @@ pub fn check(plan: &LogicalPlan, mode: OutputMode) -> Result<()> {
     Ok(())
 }
 
-fn check_node(node: &LogicalPlan, mode: OutputMode, aggregates: &mut usize) -> Option<SluiceError> {
+/// What [`check`] has met on its way down the plan.
+struct Seen {
+    /// Aggregations met, but for the ones an aggregation above retracts (see `retracted`).
+    aggregates: usize,
+    /// The aggregations (by address) whose updates an aggregation above retracts, outside append
+    /// mode (see [`super::retraction`]).
+    retracted: Vec<*const Aggregate>,
+    /// The stream-stream joins (by address of their node) whose rows an aggregation above
+    /// consumes, with no aggregation below them.
+    joins_aggregated: Vec<*const ()>,
+}
+
+/// The stream-stream joins of `plan` under an aggregation and over none, by address of their
+/// node: their rows are final whatever the output mode, which is the aggregation's.
+fn joins_aggregated(plan: &LogicalPlan) -> Vec<*const ()> {
+    let mut found = Vec::new();
+    let _ = plan.apply(|node| {
+        if let LogicalPlan::Aggregate(agg) = node {
+            let _ = agg.input.apply(|below| {
+                if let LogicalPlan::Extension(e) = below {
+                    if e.node.as_any().is::<StreamingJoinNode>() && !below.inputs().into_iter().any(contains_aggregate)
+                    {
+                        found.push(Arc::as_ptr(&e.node).cast::<()>());
+                    }
+                }
+                Ok(TreeNodeRecursion::Continue)
+            });
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
+}
+
+fn check_node(node: &LogicalPlan, mode: OutputMode, seen: &mut Seen) -> Option<SluiceError> {
     if !is_streaming(node) {
         return None;
     }
@@ -225,8 +261,18 @@ fn check_node(node: &LogicalPlan, mode: OutputMode, aggregates: &mut usize) -> O
     }
     match node {
         LogicalPlan::Aggregate(agg) => {
-            *aggregates += 1;
-            if *aggregates > 1 && mode != OutputMode::Append {
+            if mode != OutputMode::Append {
+                if let Some(inner) = retraction::updating_input(agg) {
+                    if let Some(refusal) = retraction::refusal(agg, mode) {
+                        return Some(refusal);
+                    }
+                    seen.retracted.push(inner);
+                }
+            }
+            if !seen.retracted.iter().any(|r| std::ptr::eq(*r, agg)) {
+                seen.aggregates += 1;
+            }
+            if seen.aggregates > 1 && mode != OutputMode::Append {
                 return Some(SluiceError::unsupported(
                     format!("several streaming aggregations in {mode} mode"),
                     "an aggregation over another one needs final input rows, which only append mode gives (as in Spark 3.5+)",
@@ -347,9 +393,12 @@ fn check_node(node: &LogicalPlan, mode: OutputMode, aggregates: &mut usize) -> O
                 )
             })
         }
-        LogicalPlan::Extension(e) => {
-            e.node.as_any().downcast_ref::<StreamingJoinNode>().and_then(|join| check_stream_join(join, mode))
-        }
+        LogicalPlan::Extension(e) => e.node.as_any().downcast_ref::<StreamingJoinNode>().and_then(|join| {
+            // An aggregation's input rows are final, whatever its output mode (a departure from
+            // Spark, which runs joins of two streams in append mode only, as Flink does not).
+            let aggregated = seen.joins_aggregated.contains(&Arc::as_ptr(&e.node).cast::<()>());
+            check_stream_join(join, if aggregated { OutputMode::Append } else { mode })
+        }),
         _ => None,
     }
 }

@@ -8,7 +8,8 @@
 //! - [`checks`]: the output-mode analysis that refuses what cannot run (Spark's
 //!   `UnsupportedOperationChecker`);
 //! - [`row_number`], [`join`] and [`incremental`]: the logical rewrites into streaming nodes
-//!   ([`nodes`]); [`time_range`] reads a join's time-range condition;
+//!   ([`nodes`]); [`time_range`] reads a join's time-range condition; [`retraction`]: an
+//!   aggregation over an updating aggregation, in update and complete mode;
 //! - [`physical`]: the DataFusion extension planner that turns them into stateful operators, each
 //!   behind a hash exchange by its keys ([`crate::operator::exchange`]); [`ordered_merge`] keeps
 //!   DataFusion's merges of partitions deterministic;
@@ -29,6 +30,7 @@ pub mod join;
 pub mod nodes;
 pub mod ordered_merge;
 pub mod physical;
+pub(crate) mod retraction;
 pub mod row_number;
 pub mod session_window;
 pub mod stage;

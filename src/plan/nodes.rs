@@ -44,11 +44,16 @@ pub struct StreamingAggregateNode {
     pub schema: DFSchemaRef,
     /// The event-time grouping column, if the grouping has one.
     pub event_time: Option<EventTimeKey>,
+    /// Read by an aggregation outside append mode (see [`super::retraction`]): each batch emits
+    /// the rows of the groups it changed, the old row with sign −1 and the new one with +1, in
+    /// a last column `__sluice_sign` (BIGINT) the schema ends with.
+    pub emits_changes: bool,
 }
 
 impl PartialEq for StreamingAggregateNode {
     fn eq(&self, other: &Self) -> bool {
         self.operator_id == other.operator_id
+            && self.emits_changes == other.emits_changes
             && self.input == other.input
             && self.group_expr == other.group_expr
             && self.aggr_expr == other.aggr_expr
@@ -91,10 +96,11 @@ impl UserDefinedLogicalNodeCore for StreamingAggregateNode {
     fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
         write!(
             f,
-            "StreamingAggregate[{}]: groupBy=[{}], aggr=[{}]",
+            "StreamingAggregate[{}]: groupBy=[{}], aggr=[{}]{}",
             self.operator_id,
             list(&self.group_expr),
-            list(&self.aggr_expr)
+            list(&self.aggr_expr),
+            if self.emits_changes { ", emits changes" } else { "" }
         )
     }
 
@@ -107,6 +113,7 @@ impl UserDefinedLogicalNodeCore for StreamingAggregateNode {
             aggr_expr: aggr_expr.to_vec(),
             schema: self.schema.clone(),
             event_time: self.event_time,
+            emits_changes: self.emits_changes,
         })
     }
 }

@@ -187,6 +187,7 @@ impl ExtensionPlanner for StreamingExtensionPlanner {
             let spec = AggregateStateSpec {
                 name: format!("aggregate[{}]", node.operator_id),
                 mode: self.registry.mode,
+                emits_changes: node.emits_changes,
                 event_time: node.event_time,
                 watermark_upstream: StreamTable::has_watermark_upstream(logical_inputs[0]),
                 aggregates: aggregates.clone(),

@@ -68,10 +68,18 @@ fn cases() -> Vec<(&'static str, String, OutputMode, Expect)> {
             Append,
             Runs,
         ),
+        // Spark refuses a second aggregation outside append mode; sluice retracts the inner one's
+        // updates when the outer one's aggregates can (count, sum, avg of integers).
         (
-            "aggregation over an aggregation, update (global watermark check)",
+            "aggregation over an aggregation, update (sluice beyond Spark)",
             "SELECT c, count(*) AS k FROM (SELECT key, count(*) AS c FROM n GROUP BY key) GROUP BY c".into(),
             Update,
+            Runs,
+        ),
+        (
+            "max over an updating aggregation, complete",
+            "SELECT max(c) AS m FROM (SELECT key, count(*) AS c FROM n GROUP BY key)".into(),
+            Complete,
             Refused("several streaming aggregations"),
         ),
         (
@@ -113,6 +121,14 @@ fn cases() -> Vec<(&'static str, String, OutputMode, Expect)> {
             "SELECT a.key FROM a JOIN b ON a.key = b.key".into(),
             Update,
             Refused("stream-stream join in update mode"),
+        ),
+        // Spark runs joins of two streams in append mode only; their rows are final, so sluice
+        // lets an aggregation consume them in any mode.
+        (
+            "stream-stream join under an aggregation, complete (sluice beyond Spark)",
+            "SELECT a.key, count(*) AS c FROM a JOIN b ON a.key = b.key GROUP BY a.key".into(),
+            Complete,
+            Runs,
         ),
         ("stream-stream inner join without a watermark", "SELECT n.key FROM n JOIN a ON n.key = a.key".into(), Append, Runs),
         (
