@@ -30,7 +30,7 @@ pub fn plan_aggregations(plan: LogicalPlan, mode: OutputMode, next_id: &mut usiz
             return Ok(Transformed::no(node));
         }
         if mode != OutputMode::Append && retraction::reads_streaming_aggregation(agg) {
-            let plan = retraction::plan_retraction(agg, |signed| streaming(signed, next_id))?;
+            let plan = retraction::plan_retraction(agg, mode, |signed| streaming(signed, next_id))?;
             return Ok(Transformed::yes(plan));
         }
         Ok(Transformed::yes(streaming(agg, next_id)))

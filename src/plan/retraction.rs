@@ -38,6 +38,34 @@ pub(crate) const SIGN: &str = "__sluice_sign";
 /// The aggregation's row count per group, in the rewritten outer aggregation.
 const ROWS: &str = "__sluice_rows";
 
+/// The column of aggregate `i`'s signed count of non-NULL values, in the rewritten outer
+/// aggregation's input and output.
+fn count_column(i: usize) -> String {
+    format!("__sluice_n{i}")
+}
+
+/// The column of aggregate `i`'s signed values, in the rewritten outer aggregation's input and
+/// output.
+fn value_column(i: usize) -> String {
+    format!("__sluice_v{i}")
+}
+
+/// The refusal of several aggregations in `mode`, for `reason`, with `fix`.
+fn refused(mode: OutputMode, reason: &str, fix: &str) -> SluiceError {
+    SluiceError::unsupported(
+        format!("several streaming aggregations in {mode} mode"),
+        format!(
+            "outside append mode an aggregation over another one retracts the rows the inner one updates, and {reason}"
+        ),
+        fix,
+    )
+}
+
+/// The fix for an outer aggregate that cannot retract.
+const AGGREGATE_FIX: &str =
+    "aggregate with count, sum or avg over integers (CAST a DECIMAL amount to BIGINT cents), or \
+                             use output_mode 'append' with event-time windows in both";
+
 /// The node below `plan` through projections, filters and subquery aliases: the nodes that map
 /// each row on its own, and so map a retracted row as they mapped it when it was new.
 fn below_row_maps(plan: &LogicalPlan) -> &LogicalPlan {
@@ -150,53 +178,31 @@ fn signed_form(aggregate: &Expr, input: &DFSchema) -> std::result::Result<(Signe
 /// `mode`; `None` when it can.
 pub(crate) fn refusal(agg: &Aggregate, mode: OutputMode) -> Option<SluiceError> {
     let inner = updating_input(agg)?;
-    let refuse = |reason: String, fix: &str| {
-        Some(SluiceError::unsupported(
-            format!("several streaming aggregations in {mode} mode"),
-            format!(
-                "outside append mode an aggregation over another one retracts the rows the inner one updates, and {reason}"
-            ),
-            fix.to_string(),
-        ))
-    };
+    let refuse = |reason: &str, fix: &str| Some(refused(mode, reason, fix));
     if has_event_time_key(agg) {
         return refuse(
-            "the outer one groups by event time, whose late rows and closed groups would drop a retraction without its row"
-                .into(),
+            "the outer one groups by event time, whose late rows and closed groups would drop a retraction without its row",
             "use output_mode 'append' with event-time windows in both, e.g. GROUP BY window(window_time(w), '1 hour') over the first's window w",
         );
     }
     if updating_input(inner).is_some() {
-        return refuse(
-            "only two aggregations are chained so".into(),
-            "compute the third aggregation in a query of its own",
-        );
+        return refuse("only two aggregations are chained so", "compute the third aggregation in a query of its own");
     }
     if inner.schema.fields().iter().take(inner.group_expr.len()).any(|f| is_session_window(f)) {
         return refuse(
-            "the inner one is a session window, whose sessions merge rather than update".into(),
+            "the inner one is a session window, whose sessions merge rather than update",
             "use output_mode 'append' (a session is emitted once, when final)",
         );
     }
     if volatile_row_maps(&agg.input) || agg.group_expr.iter().chain(&agg.aggr_expr).any(Expr::is_volatile) {
         return refuse(
-            "a volatile function (random(), ...) would map a retracted row to another value than it mapped the row to"
-                .into(),
+            "a volatile function (random(), ...) would map a retracted row to another value than it mapped the row to",
             "compute the volatile value after the outer aggregation",
         );
     }
     let reasons: Vec<String> = agg.aggr_expr.iter().filter_map(|a| signed_form(a, agg.input.schema()).err()).collect();
-    (!reasons.is_empty()).then(|| {
-        SluiceError::unsupported(
-            format!("several streaming aggregations in {mode} mode"),
-            format!(
-                "outside append mode an aggregation over another one retracts the rows the inner one updates, which {}",
-                reasons.join("; ")
-            ),
-            "aggregate with count, sum or avg over integers (CAST a DECIMAL amount to BIGINT cents), or use output_mode \
-             'append' with event-time windows in both",
-        )
-    })
+    (!reasons.is_empty())
+        .then(|| refused(mode, &format!("these aggregates cannot retract: {}", reasons.join("; ")), AGGREGATE_FIX))
 }
 
 /// `plan` with its columns and [`SIGN`] from the updating aggregation below (which it reads
@@ -265,37 +271,33 @@ fn signed_sum(column: Expr, alias: &str) -> Expr {
 /// `agg`'s output columns, names and types. `streaming` makes `agg'` a streaming aggregation.
 ///
 /// # Errors
-/// [`SluiceError::Unsupported`] for an aggregate that cannot retract (as [`refusal`] says), a
-/// DataFusion error when a node cannot be rebuilt.
+/// [`SluiceError::Unsupported`] for an aggregate that cannot retract in `mode` (as [`refusal`]
+/// says), a DataFusion error when a node cannot be rebuilt.
 pub(crate) fn plan_retraction(
     agg: &Aggregate,
+    mode: OutputMode,
     streaming: impl FnOnce(&Aggregate) -> LogicalPlan,
 ) -> Result<LogicalPlan> {
     let input = with_sign(&agg.input)?;
     let sign = sign_column(input.schema())?;
     // The input's columns, then per aggregate its signed count and value.
     let mut columns: Vec<Expr> = input.schema().iter().map(|f| Expr::Column(Column::from(f))).collect();
-    let mut sums = vec![signed_sum(Expr::Column(Column::from_name(SIGN_IN_OUTER)), ROWS)];
+    let mut sums = vec![signed_sum(sign.clone(), ROWS)];
     let mut forms = Vec::with_capacity(agg.aggr_expr.len());
     for (i, aggregate) in agg.aggr_expr.iter().enumerate() {
-        let (form, value) = signed_form(aggregate, agg.input.schema()).map_err(|reason| {
-            SluiceError::unsupported("several streaming aggregations", reason, "see the refusal at start")
-        })?;
+        let (form, value) = signed_form(aggregate, agg.input.schema())
+            .map_err(|reason| refused(mode, &format!("this aggregate cannot retract: {reason}"), AGGREGATE_FIX))?;
         if let Some(value) = value {
             let present = cast(value.clone().is_not_null(), DataType::Int64) * sign.clone();
-            columns.push(present.alias(format!("__sluice_n{i}")));
-            sums.push(signed_sum(Expr::Column(Column::from_name(format!("__sluice_n{i}"))), &format!("__sluice_n{i}")));
+            columns.push(present.alias(count_column(i)));
+            sums.push(signed_sum(Expr::Column(Column::from_name(count_column(i))), &count_column(i)));
             if matches!(form, Signed::Sum | Signed::Avg) {
-                columns.push((cast(value, DataType::Int64) * sign.clone()).alias(format!("__sluice_v{i}")));
-                sums.push(signed_sum(
-                    Expr::Column(Column::from_name(format!("__sluice_v{i}"))),
-                    &format!("__sluice_v{i}"),
-                ));
+                columns.push((cast(value, DataType::Int64) * sign.clone()).alias(value_column(i)));
+                sums.push(signed_sum(Expr::Column(Column::from_name(value_column(i))), &value_column(i)));
             }
         }
         forms.push(form);
     }
-    columns.push(sign.alias(SIGN_IN_OUTER));
     let signed_input = LogicalPlan::Projection(Projection::try_new(columns, Arc::new(input))?);
     let signed = Aggregate::try_new(Arc::new(signed_input), agg.group_expr.clone(), sums)?;
     let groups = agg.group_expr.len();
@@ -305,7 +307,7 @@ pub(crate) fn plan_retraction(
     let mut exprs: Vec<Expr> =
         (0..groups).map(|i| Expr::Column(Column::from(signed.schema.qualified_field(i)))).collect();
     for (i, form) in forms.iter().enumerate() {
-        let (n, v) = (column(&format!("__sluice_n{i}")), column(&format!("__sluice_v{i}")));
+        let (n, v) = (column(&count_column(i)), column(&value_column(i)));
         let none = || lit(ScalarValue::Int64(None));
         let value = match form {
             Signed::Rows => rows.clone(),
@@ -319,7 +321,3 @@ pub(crate) fn plan_retraction(
     }
     Ok(LogicalPlan::Projection(Projection::try_new(exprs, Arc::new(nonempty))?))
 }
-
-/// [`SIGN`] under a name of its own in the outer aggregation's input, unqualified (the
-/// projections below may have qualified it).
-const SIGN_IN_OUTER: &str = "__sluice_sign_in";
