@@ -3,8 +3,9 @@
 -- Departure: none in meaning; avg is a DOUBLE (Flink's is a BIGINT, the integer average). The
 -- auctions' maxima change as bids arrive, so the outer avg retracts each auction's previous
 -- maximum and adds its new one (sluice's aggregation over an updating aggregation, README
--- "Aggregations over aggregations"; Spark refuses this query in every output mode). The join and
--- both aggregations keep every auction in state for ever, as Flink's regular join and group-by do.
+-- "Aggregations over aggregations"; Spark refuses this query in every output mode). The join
+-- evicts a bid once the auction watermark passes it and an auction once the bid watermark passes
+-- its expiry; the aggregation per auction keeps every auction, as Flink's group-by does.
 -- Run: sluice run sql/nexmark/q4.sql --trigger available-now (10 million events; the sink
 -- prints the first 20 rows of each batch). The tables are the three views of one generated event
 -- stream (README, "connector = 'nexmark'"); columns are Beam's in snake_case (date_time, ...).
