@@ -18,10 +18,12 @@
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field};
+use datafusion::common::tree_node::TreeNode;
 use datafusion::common::{Column, DFSchema, ScalarValue};
 use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::{
     cast, lit, when, Aggregate, Expr, ExprSchemable, Extension, Filter, LogicalPlan, Projection, SubqueryAlias,
+    Volatility,
 };
 
 use super::checks::has_event_time_key;
@@ -77,12 +79,23 @@ fn below_row_maps(plan: &LogicalPlan) -> &LogicalPlan {
     }
 }
 
-/// Whether a projection or filter between `plan` and the aggregation below calls a volatile function.
-fn volatile_row_maps(plan: &LogicalPlan) -> bool {
+/// Whether `expr` may give a row another value in a later batch: a volatile function
+/// (`random()`), or one evaluated at the batch's time (`now()`, see [`super::batch_time`]).
+fn varies(expr: &Expr) -> bool {
+    expr.exists(|e| {
+        Ok(matches!(e, Expr::ScalarFunction(f)
+            if f.func.signature().volatility == Volatility::Volatile
+                || (f.func.signature().volatility == Volatility::Stable && f.args.is_empty())))
+    })
+    .unwrap_or(true)
+}
+
+/// Whether a projection or filter between `plan` and the aggregation below [`varies`].
+fn varying_row_maps(plan: &LogicalPlan) -> bool {
     match plan {
-        LogicalPlan::Projection(p) => p.expr.iter().any(Expr::is_volatile) || volatile_row_maps(&p.input),
-        LogicalPlan::Filter(f) => f.predicate.is_volatile() || volatile_row_maps(&f.input),
-        LogicalPlan::SubqueryAlias(s) => volatile_row_maps(&s.input),
+        LogicalPlan::Projection(p) => p.expr.iter().any(varies) || varying_row_maps(&p.input),
+        LogicalPlan::Filter(f) => varies(&f.predicate) || varying_row_maps(&f.input),
+        LogicalPlan::SubqueryAlias(s) => varying_row_maps(&s.input),
         _ => false,
     }
 }
@@ -194,10 +207,11 @@ pub(crate) fn refusal(agg: &Aggregate, mode: OutputMode) -> Option<SluiceError> 
             "use output_mode 'append' (a session is emitted once, when final)",
         );
     }
-    if volatile_row_maps(&agg.input) || agg.group_expr.iter().chain(&agg.aggr_expr).any(Expr::is_volatile) {
+    if varying_row_maps(&agg.input) || agg.group_expr.iter().chain(&agg.aggr_expr).any(varies) {
         return refuse(
-            "a volatile function (random(), ...) would map a retracted row to another value than it mapped the row to",
-            "compute the volatile value after the outer aggregation",
+            "a volatile function (random(), ...) or one of the batch's time (now(), ...) would map a retracted row to \
+             another value than it mapped the row to",
+            "compute that value after the outer aggregation",
         );
     }
     let reasons: Vec<String> = agg.aggr_expr.iter().filter_map(|a| signed_form(a, agg.input.schema()).err()).collect();

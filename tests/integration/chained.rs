@@ -145,6 +145,12 @@ async fn what_cannot_retract_is_refused_before_the_query_starts() {
             "only two aggregations",
         ),
         (over_counts("sum(n + CAST(random() * 10 AS BIGINT)) AS s"), "volatile"),
+        (
+            "SELECT count(*) AS c FROM (SELECT key, count(*) AS n, max(ts) AS t FROM events GROUP BY key) \
+             WHERE t > now() - INTERVAL '1' HOUR"
+                .to_string(),
+            "the batch's time",
+        ),
     ] {
         let err = Harness::new(OutputMode::Complete, None, &select).await.err().unwrap().to_string();
         assert!(err.contains("several streaming aggregations in complete mode"), "{select}: {err}");
